@@ -1,0 +1,442 @@
+"""The ``qdo`` command: a thin shell over the Python API, one command per call.
+
+Errors print one line (``qdo: error: ...``) and exit 1; ``qdo -v ...`` shows the
+cause chain as well.  Usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__, config, display
+from .errors import InvalidInput, QdoError
+from .models import State
+from .queue import Queue, connect, create, load, qlist
+from .worker import RunSummary, do, log_path
+
+STATE_NAMES = [s.value for s in State]
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_create(args: argparse.Namespace) -> int:
+    create(args.queue)
+    print(f"created queue {args.queue}")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    source = _TaskFile(args.file, as_json=args.json)
+    try:
+        ids = load(args.queue, source.tasks(), priority=args.priority)
+    except _EmptyFile:
+        raise
+    except InvalidInput as e:
+        raise InvalidInput(f"{source.where()}: {e}; nothing was loaded") from e
+    finally:
+        source.done()
+    print(f"loaded {len(ids):,} tasks into {args.queue} (ids {ids[0]}-{ids[-1]})")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    task: Any = args.task
+    if args.json:
+        try:
+            task = json.loads(args.task)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"--json given but the task is not JSON: {e}") from e
+    task_id = connect(args.queue).add(task, priority=args.priority, requires=args.requires)
+    print(task_id)
+    return 0
+
+
+def cmd_require(args: argparse.Namespace) -> int:
+    connect(args.queue).add_requires(args.id, args.on)
+    print(f"task {args.id} now also requires {', '.join(map(str, args.on))}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    queues = qlist()
+    if args.json:
+        print(json.dumps(queues, indent=2))
+        return 0
+    if not queues:
+        print("no queues (create one with `qdo create NAME` or `qdo load NAME FILE`)")
+        return 0
+    rows = [[q["name"], q["state"], *(q["ntasks"][s] for s in STATE_NAMES)] for q in queues]
+    headers = ["QUEUE", "STATE", *(s.upper() for s in STATE_NAMES)]
+    for line in display.table(headers, rows, right=range(2, 8)):
+        print(line)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.queue is None:
+        return cmd_list(args)
+    q = connect(args.queue)
+    if not args.watch:
+        _print_status(q.status(), args.json, sys.stdout)
+        return 0
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            _print_status(q.status(), args.json, sys.stdout)
+            if not tty:
+                print()
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_status(status: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps(status, indent=2), file=out)
+        return
+    counts = status["ntasks"]
+    total = sum(counts.values())
+    done = counts["Succeeded"] + counts["Failed"] + counts["Killed"]
+    percent = f"{100 * done / total:.1f}% done" if total else "empty"
+    print(f"{status['name']}  {status['state']}  {total:,} tasks, {percent}", file=out)
+    width = max(len(f"{total:,}"), 1)
+    for state in STATE_NAMES:
+        note = ""
+        if state == "Waiting" and status["blocked"]:
+            note = f"   ({status['blocked']:,} blocked by a failed or missing requirement)"
+        print(f"  {state:<10} {counts[state]:>{width},}{note}", file=out)
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    tasks: Iterator[Any] = q.iter_tasks(state=args.state)
+    if args.limit is not None:
+        tasks = (t for i, t in enumerate(tasks) if i < args.limit)
+    if args.json:
+        for t in tasks:
+            print(json.dumps(t.to_dict()))
+        return 0
+    if args.verbose:
+        headers = ["ID", "STATE", "PRI", "EXIT", "TRIES", "CREATED", "STARTED", "FINISHED",
+                   "WORKER", "JOB", "REQUIRES", "MESSAGE", "TASK"]  # fmt: skip
+        rows: Iterator[list[object]] = (
+            [t.id, t.state.value, t.priority, t.exitcode, t.attempts, display.when(t.created),
+             display.when(t.started), display.when(t.finished), t.worker, t.jobid,
+             ",".join(map(str, t.requires)), display.cell(t.message, 40), _payload(t.task)]
+            for t in tasks
+        )  # fmt: skip
+        right = [0, 2, 3, 4]
+    else:
+        headers = ["ID", "STATE", "PRI", "TASK"]
+        rows = ([t.id, t.state.value, t.priority, _payload(t.task)] for t in tasks)
+        right = [0, 2]
+    empty = True
+    for i, line in enumerate(display.table(headers, rows, right=right)):
+        empty = i == 0
+        print(line)
+    if empty:
+        which = f" in state {args.state}" if args.state else ""
+        print(f"(no tasks{which})")
+    return 0
+
+
+def _payload(task: Any) -> str:
+    return task if isinstance(task, str) else json.dumps(task)
+
+
+def cmd_do(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(s: RunSummary) -> None:
+        now = time.monotonic()
+        if now - last[0] < (0.2 if tty else 5.0):
+            return
+        last[0] = now
+        text = f"ran {s.ran:,} tasks  {_states(s.by_state)}  {s.ran / max(s.seconds, 1e-9):.1f}/s"
+        sys.stderr.write(f"\r{text}\x1b[K" if tty else text + "\n")
+        sys.stderr.flush()
+
+    summary = do(q, script=args.script, progress=progress)
+    if tty and summary.ran:
+        sys.stderr.write("\r\x1b[K")
+    print(f"ran {summary.ran:,} tasks in {summary.seconds:.1f} s  {_states(summary.by_state)}")
+    _print_status(q.status(), False, sys.stdout)
+    return 0
+
+
+def _states(by_state: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {s}" for s, n in sorted(by_state.items()))
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    connect(args.queue).pause()
+    print(f"paused {args.queue}: running tasks finish, nothing new starts")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    connect(args.queue).resume()
+    print(f"resumed {args.queue}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    n = connect(args.queue).retry()
+    print(f"{n:,} Failed or Killed tasks of {args.queue} will run again")
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    if not args.force:
+        total = sum(q.status()["ntasks"].values())
+        raise InvalidInput(
+            f"rerun resets all {total:,} tasks of {args.queue} and their results: "
+            "add --force to do it"
+        )
+    print(f"{q.rerun():,} tasks of {args.queue} will run again")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    n = connect(args.queue).recover()
+    print(f"{n:,} Running tasks of {args.queue} whose worker is gone are Pending again")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    if not args.force:
+        total = sum(q.status()["ntasks"].values())
+        raise InvalidInput(
+            f"delete removes {args.queue} and its {total:,} tasks for good: add --force to do it"
+        )
+    n = q.delete()
+    print(f"deleted queue {args.queue} and its {n:,} tasks")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    found = q.tasks(id=args.id)
+    if not found:
+        raise InvalidInput(f"queue {args.queue} has no task {args.id}: see `qdo tasks {args.queue}`")
+    path = Path(found[0].log or log_path(q.settings.log_dir, args.queue, args.id))
+    if not path.exists():
+        raise InvalidInput(f"task {args.id} has no log yet ({path}); it is {found[0].state}")
+    data = path.read_bytes()
+    if args.tail is not None:
+        data = b"\n".join(data.split(b"\n")[-args.tail - 1 :])
+    sys.stdout.buffer.write(data)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = config.load()
+    for note in settings.notes:
+        print(f"note: {note}")
+    print(f"configuration file: {settings.rc_path}")
+    rows = [[name, settings.shown(name), settings.sources[name]] for name in config.SETTINGS]
+    for line in display.table(["SETTING", "VALUE", "FROM"], rows):
+        print(line)
+    if settings["backend"] == "sqlite":
+        print(f"database: {settings.db_path}")
+    print(f"logs: {settings.log_dir}")
+    return 0
+
+
+# -- input files ----------------------------------------------------------------------------
+class _EmptyFile(InvalidInput):
+    pass
+
+
+class _TaskFile:
+    """Tasks from a file (one per line, '-' for stdin), streamed, with line numbers."""
+
+    def __init__(self, name: str, as_json: bool) -> None:
+        self.name = name
+        self.as_json = as_json
+        self.lineno = 0
+        self.count = 0
+        self.started = time.monotonic()
+        self.shown = 0.0
+        if name != "-" and not os.path.isfile(name):
+            why = "is a directory" if os.path.isdir(name) else "does not exist"
+            raise InvalidInput(f"task file {name} {why}")
+
+    def where(self) -> str:
+        return f"{'stdin' if self.name == '-' else self.name}, line {self.lineno}"
+
+    def tasks(self) -> Iterator[Any]:
+        stream = sys.stdin.buffer if self.name == "-" else open(self.name, "rb")  # noqa: SIM115
+        try:
+            for self.lineno, raw in enumerate(stream, 1):
+                if b"\0" in raw:
+                    raise InvalidInput("binary data (NUL byte): a task file is text")
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise InvalidInput(f"not UTF-8 text ({e.reason}): a task file is text") from e
+                stripped = line.strip()
+                if not stripped or stripped.startswith("#"):
+                    continue
+                if self.as_json:
+                    try:
+                        yield json.loads(stripped)
+                    except json.JSONDecodeError as e:
+                        raise InvalidInput(f"not a JSON value ({e.msg})") from e
+                else:
+                    yield line
+                self.count += 1
+                if self.count % 50_000 == 0:
+                    self._progress()
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+        if not self.count:  # raised inside the transaction: not even the queue is created
+            raise _EmptyFile(f"{self.name} holds no tasks (blank and # lines are skipped)")
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        if sys.stderr.isatty() and now - self.shown > 0.5:
+            self.shown = now
+            rate = self.count / max(now - self.started, 1e-9)
+            sys.stderr.write(f"\rread {self.count:,} tasks ({rate:,.0f}/s)\x1b[K")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+
+
+# -- parser ---------------------------------------------------------------------------------
+def _ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected task ids separated by commas, like 12,13, got {text!r}"
+        ) from None
+    if not ids or any(i <= 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"expected positive task ids, got {text!r}")
+    return ids
+
+
+def _priority(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a priority is an integer (higher runs first), got {text!r}"
+        ) from None
+
+
+def _state(text: str) -> str:
+    try:
+        return State.parse(text).value
+    except QdoError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qdo", description="Durable queues for very many small tasks."
+    )
+    parser.add_argument("--version", action="version", version=f"qdo {__version__}")
+    parser.add_argument("-v", "--debug", action="store_true", dest="debug",
+                        help="on errors, show the whole cause chain")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def queue_command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        p = command(name, func, help)
+        p.add_argument("queue", metavar="QUEUE")
+        return p
+
+    queue_command("create", cmd_create, "create an empty queue")
+    p = queue_command("load", cmd_load, "add the tasks of a file, one per line ('-': stdin)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--priority", type=_priority, default=0, help="priority of every task")
+    p.add_argument("--json", action="store_true", help="each line is a JSON parameter task")
+    p = queue_command("add", cmd_add, "add one task")
+    p.add_argument("task", metavar="TASK", help="a shell command (quote it)")
+    p.add_argument("--priority", type=_priority, default=0, help="higher runs first (default 0)")
+    p.add_argument("--requires", type=_ids, default=None, metavar="ID,...",
+                   help="ids of tasks that must succeed first")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="TASK is a JSON parameter task")
+    p = queue_command("require", cmd_require, "make a task also require other tasks")
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--on", type=_ids, required=True, metavar="ID,...")
+    p = command("list", cmd_list, "all queues and their task counts")
+    p.add_argument("--json", action="store_true")
+    p = command("status", cmd_status, "a queue's state and task counts (all queues if none)")
+    p.add_argument("queue", metavar="QUEUE", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p = queue_command("tasks", cmd_tasks, "list a queue's tasks")
+    p.add_argument("--state", type=_state, metavar="STATE", help=", ".join(STATE_NAMES))
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also exit code, attempts, times, worker and message")  # fmt: skip
+    p.add_argument("--limit", type=int, metavar="N", help="show at most N tasks")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = queue_command("do", cmd_do, "run the queue's tasks here until none is left")
+    p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
+    queue_command("pause", cmd_pause, "stop handing out tasks (running ones finish)")
+    queue_command("resume", cmd_resume, "hand out tasks again")
+    queue_command("retry", cmd_retry, "Failed and Killed tasks go back to Pending")
+    p = queue_command("rerun", cmd_rerun, "every task starts over (needs --force)")
+    p.add_argument("--force", action="store_true")
+    queue_command("recover", cmd_recover, "Running tasks whose worker is gone go back to Pending")
+    p = queue_command("delete", cmd_delete, "delete a queue and its tasks (needs --force)")
+    p.add_argument("--force", action="store_true")
+    p = queue_command("log", cmd_log, "print a task's output")
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    command("config", cmd_config, "the settings in effect and where each came from")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except QdoError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"qdo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("qdo: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `qdo tasks Q | head`: the reader left; say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"qdo: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

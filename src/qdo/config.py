@@ -1,0 +1,158 @@
+"""Settings from the environment and a ``qdorc`` file; the environment wins.
+
+The file is ``$QDORC_LOCATION`` if set, else ``$QDO_DIR/qdorc`` if ``QDO_DIR``
+is set, else ``~/.qdo/qdorc``.  When it does not exist a commented sample is
+written there.  Its lines are ``name = value``; lines starting with ``#`` are comments.  Each
+setting ``name`` can also be given as the environment variable ``QDO_NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+#: name -> (default, description).  Defaults may refer to {qdo_dir}.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "qdo_dir": ("~/.qdo", "where qdo keeps its database and logs"),
+    "backend": ("sqlite", "sqlite (one file, one machine) or postgres (many nodes)"),
+    "db_name": ("qdo.sqlite", "SQLite: database file (relative to qdo_dir); PostgreSQL: database"),
+    "db_host": ("", "PostgreSQL server host"),
+    "db_port": ("5432", "PostgreSQL server port"),
+    "db_user": ("", "PostgreSQL user (default: your login name)"),
+    "db_pass": ("", "PostgreSQL password"),
+    "batch_profile": ("", "batch system profile: slurm, pbs or local (default: guessed)"),
+    "log_dir": ("{qdo_dir}/logs", "where task output goes"),
+    "lease": ("600", "seconds a handed-out task stays reserved without a renewal"),
+}
+BACKENDS = ("sqlite", "postgres")
+SECRET = {"db_pass"}
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a setting: QDO_DIR, QDO_BACKEND, QDO_DB_NAME, ..."""
+    return setting.upper() if setting.startswith("qdo_") else "QDO_" + setting.upper()
+
+
+@dataclass
+class Settings:
+    """Resolved settings; ``sources[name]`` tells where each value came from."""
+
+    values: dict[str, str]
+    sources: dict[str, str]
+    rc_path: Path
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> str:
+        return self.values[name]
+
+    @property
+    def qdo_dir(self) -> Path:
+        return Path(self.values["qdo_dir"]).expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file."""
+        return self.qdo_dir / Path(self.values["db_name"]).expanduser()
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.values["log_dir"]).expanduser()
+
+    @property
+    def lease(self) -> float:
+        return _number("lease", self.values["lease"])
+
+    def shown(self, name: str) -> str:
+        value = self.values[name]
+        return "********" if name in SECRET and value else value
+
+
+def rc_path(env: Mapping[str, str]) -> Path:
+    if env.get("QDORC_LOCATION"):
+        return Path(env["QDORC_LOCATION"]).expanduser()
+    if env.get("QDO_DIR"):
+        return Path(env["QDO_DIR"]).expanduser() / "qdorc"
+    return Path("~/.qdo/qdorc").expanduser()
+
+
+def load(env: Mapping[str, str] | None = None, write_sample: bool = True) -> Settings:
+    """Resolve every setting: environment, then the qdorc file, then the default."""
+    env = os.environ if env is None else env
+    path = rc_path(env)
+    notes: list[str] = []
+    from_file: dict[str, str] = {}
+    if path.is_file():
+        from_file = parse_rc(path)
+    elif write_sample:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(sample_rc())
+            notes.append(f"wrote a commented sample configuration to {path}")
+        except OSError as e:
+            notes.append(f"could not write a sample configuration to {path}: {e.strerror}")
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for name, (default, _) in SETTINGS.items():
+        if env.get(env_name(name)):
+            values[name], sources[name] = env[env_name(name)], f"environment {env_name(name)}"
+        elif name in from_file:
+            values[name], sources[name] = from_file[name], f"file {path}"
+        else:
+            values[name], sources[name] = default, "default"
+    values["log_dir"] = values["log_dir"].replace("{qdo_dir}", values["qdo_dir"])
+    if values["backend"] not in BACKENDS:
+        raise ConfigError(
+            f"backend {values['backend']!r} (from {sources['backend']}) is not one of "
+            f"{', '.join(BACKENDS)}"
+        )
+    _number("db_port", values["db_port"])
+    _number("lease", values["lease"])
+    return Settings(values, sources, path, notes)
+
+
+def parse_rc(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e}") from e
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip().lower()
+        if key.startswith("qdo_") and key != "qdo_dir":
+            key = key[4:]  # accept the environment spelling too
+        if not sep or key not in SETTINGS:
+            raise ConfigError(
+                f"{path}:{lineno}: expected 'name = value' with name one of "
+                f"{', '.join(SETTINGS)}, got {raw.strip()!r}"
+            )
+        out[key] = value.strip().strip("'\"")
+    return out
+
+
+def sample_rc() -> str:
+    lines = [
+        "# qdo configuration.  Lines are 'name = value'; environment variables QDO_<NAME>",
+        "# override them (run `qdo config` to see what is in effect and where it came from).",
+        "",
+    ]
+    for name, (default, description) in SETTINGS.items():
+        lines += [f"# {description}", f"# {name} = {default}", ""]
+    return "\n".join(lines)
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise ConfigError(f"setting {name} must be a positive number, got {value!r}")
+    return number

@@ -1,0 +1,54 @@
+"""Plain-text tables and numbers for the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+
+
+def when(value: datetime | None) -> str:
+    """A UTC time to the second, or '-'."""
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cell(value: object, width: int | None = None) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    text = text.replace("\n", "\\n").replace("\t", " ")
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    right: Iterable[int] = (),
+    sample: int = 1000,
+) -> Iterator[str]:
+    """Lines of an aligned table.  Column widths come from the first ``sample`` rows,
+    so a table of a million rows streams; the last column is never padded."""
+    right = set(right)
+    it = iter(rows)
+    first: list[list[str]] = []
+    for row in it:
+        first.append([cell(v) for v in row])
+        if len(first) >= sample:
+            break
+    widths = [len(h) for h in headers]
+    for row in first:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for i, (c, w) in enumerate(zip(cells, widths)):
+            if i == len(widths) - 1:
+                out.append(c.rjust(w) if i in right else c)
+            else:
+                out.append(c.rjust(w) if i in right else c.ljust(w))
+        return "  ".join(out).rstrip()
+
+    yield line(list(headers))
+    for row in first:
+        yield line(row)
+    for rest in it:
+        yield line([cell(v) for v in rest])

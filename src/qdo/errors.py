@@ -1,0 +1,131 @@
+"""Every error qdo raises on purpose is a :class:`QdoError`.
+
+The message of each one is a single line that says what went wrong and what to
+do next; the command line prints exactly that line.  Structured fields let
+programs react without parsing messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class QdoError(Exception):
+    """Base class of all qdo errors."""
+
+
+class QdoWarning(UserWarning):
+    """Something works, but not the way it should (for example SQLite on NFS)."""
+
+
+class ConfigError(QdoError):
+    """A setting in the environment or in the qdorc file is not usable."""
+
+
+class InvalidInput(QdoError, ValueError):
+    """A value given to qdo (name, priority, payload, file, ...) is not acceptable."""
+
+
+class InvalidQueueName(InvalidInput):
+    def __init__(self, name: object) -> None:
+        self.name = name
+        super().__init__(
+            f"invalid queue name {name!r}: use 1 to 100 characters from A-Z a-z 0-9 . _ -"
+        )
+
+
+class InvalidPriority(InvalidInput):
+    def __init__(self, priority: object) -> None:
+        self.priority = priority
+        super().__init__(
+            f"invalid priority {priority!r}: a priority is an integer "
+            "(higher runs first, default 0)"
+        )
+
+
+class InvalidPayload(InvalidInput):
+    """A task payload is not a non-empty string or a JSON value, or is too large."""
+
+
+class InvalidState(InvalidInput):
+    def __init__(self, state: object, allowed: Iterable[str]) -> None:
+        self.state = state
+        super().__init__(f"invalid state {state!r}: use one of {', '.join(allowed)}")
+
+
+class UnknownQueue(QdoError, LookupError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"no queue named {name!r}: see `qdo list`, or create it with `qdo create {name}`"
+        )
+
+
+class QueueExists(QdoError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"queue {name!r} already exists: use qdo.connect({name!r}) to open it, "
+            f"or `qdo delete {name} --force` first"
+        )
+
+
+class UnknownTask(QdoError, LookupError):
+    def __init__(self, task_ids: Iterable[int], what: str = "task") -> None:
+        self.task_ids = sorted(set(task_ids))
+        shown = ", ".join(str(i) for i in self.task_ids[:10])
+        more = f" and {len(self.task_ids) - 10} more" if len(self.task_ids) > 10 else ""
+        super().__init__(f"no {what} with id {shown}{more}: check the ids with `qdo tasks`")
+
+
+class DependencyCycle(QdoError):
+    def __init__(self, task_id: int, requires: Iterable[int]) -> None:
+        self.task_id = task_id
+        self.requires = sorted(set(requires))
+        super().__init__(
+            f"task {task_id} cannot require {', '.join(map(str, self.requires))}: "
+            "that task already depends on it, so this would make a cycle"
+        )
+
+
+class TaskNotEditable(QdoError):
+    """The task is in a state in which the requested change makes no sense."""
+
+
+class LeaseLost(QdoError):
+    """A result was reported for a task this client no longer holds.
+
+    This happens when the lease expired (the task was handed to someone else
+    or put back) or when the queue was rerun meanwhile.  The result is dropped.
+    """
+
+    def __init__(self, task_id: int, worker: str) -> None:
+        self.task_id = task_id
+        self.worker = worker
+        super().__init__(
+            f"task {task_id} is no longer held by {worker} (its lease expired or the queue "
+            "was reset); the result was not recorded"
+        )
+
+
+class DatabaseError(QdoError):
+    """The database cannot be opened or used (not a qdo database, too new, broken)."""
+
+
+class SchemaTooNew(DatabaseError):
+    def __init__(self, where: str, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{where} has qdo schema version {found}, newer than this qdo understands "
+            f"({supported}): upgrade qdo (pip install -U qdo-queue)"
+        )
+
+
+class NotQdoDatabase(DatabaseError):
+    def __init__(self, where: str, why: str) -> None:
+        self.where = where
+        super().__init__(
+            f"{where} is not a qdo database ({why}): point QDO_DB_NAME elsewhere "
+            "(see `qdo config`)"
+        )

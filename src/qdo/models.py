@@ -1,0 +1,207 @@
+"""The task model shared by every part of qdo: states, records, payload encoding."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import InvalidPayload, InvalidPriority, InvalidQueueName, InvalidState
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+#: A payload larger than this (in UTF-8 bytes) is refused: queues hold commands and
+#: parameters, not data.  Put data in files and pass their names.
+MAX_PAYLOAD_BYTES = 1_000_000
+
+#: Priorities are stored as 64-bit integers.
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+class State(str, Enum):
+    """The state of a task.  Stored as its text value."""
+
+    WAITING = "Waiting"  # a requirement has not Succeeded
+    PENDING = "Pending"  # ready to be handed out
+    RUNNING = "Running"  # handed out, held by a lease
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"  # ran and failed
+    KILLED = "Killed"  # lost its worker too often, timed out, or was cancelled
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: object) -> State:
+        """Accept a State or its name in any case ('failed', 'FAILED', 'Failed')."""
+        if isinstance(value, State):
+            return value
+        if isinstance(value, str):
+            for state in cls:
+                if value.lower() == state.value.lower():
+                    return state
+        raise InvalidState(value, [s.value for s in cls])
+
+
+#: States a task may be set to by whoever holds it.
+FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.KILLED)
+
+
+class QueueState(str, Enum):
+    ACTIVE = "Active"
+    PAUSED = "Paused"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def check_queue_name(name: object) -> str:
+    if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
+        raise InvalidQueueName(name)
+    return name
+
+
+def check_priority(priority: object) -> int:
+    # bool is an int subclass, but True as a priority is a mistake, not a number
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidPriority(priority)
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidPriority(priority)
+    return priority
+
+
+def encode_payload(task: object) -> tuple[str, bool]:
+    """Return (text, is_json) for a task payload, or raise InvalidPayload.
+
+    A str is a shell command and is stored as it is; anything else must be a
+    JSON value (dict, list, number, bool) and is stored as JSON text.
+    """
+    if isinstance(task, str):
+        if not task.strip():
+            raise InvalidPayload("a shell task must not be empty")
+        if "\0" in task:
+            raise InvalidPayload("a shell task must not contain NUL characters")
+        text, is_json = task, False
+    else:
+        if task is None:
+            raise InvalidPayload("a task must be a shell command (str) or a JSON value, not None")
+        try:
+            text = json.dumps(task, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise InvalidPayload(
+                f"task {_short(task)} is not a str and does not serialize to JSON: {e}"
+            ) from e
+        is_json = True
+    if len(text) > MAX_PAYLOAD_BYTES // 4 and len(text.encode()) > MAX_PAYLOAD_BYTES:
+        raise InvalidPayload(
+            f"task payload of {len(text.encode()):,} bytes is larger than the limit of "
+            f"{MAX_PAYLOAD_BYTES:,}: keep data in files and pass their names"
+        )
+    return text, is_json
+
+
+def decode_payload(text: str, is_json: bool) -> Any:
+    return json.loads(text) if is_json else text
+
+
+def _short(value: object, width: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= width else r[: width - 3] + "..."
+
+
+def timestamp(value: float | None) -> datetime | None:
+    """A stored epoch time as an aware UTC datetime."""
+    return None if value is None else datetime.fromtimestamp(value, timezone.utc)
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    """One task as read from a queue.
+
+    A task returned by :meth:`qdo.Queue.get` is held by this client (it is
+    Running, under a lease) and must be reported with :meth:`set_state`.
+    Records are plain data otherwise; this class is not frozen only because
+    ``set_state`` updates the copy in hand to match the database.
+    """
+
+    WAITING: ClassVar[State] = State.WAITING
+    PENDING: ClassVar[State] = State.PENDING
+    RUNNING: ClassVar[State] = State.RUNNING
+    SUCCEEDED: ClassVar[State] = State.SUCCEEDED
+    FAILED: ClassVar[State] = State.FAILED
+    KILLED: ClassVar[State] = State.KILLED
+
+    id: int
+    queue: str
+    task: Any
+    state: State
+    priority: int = 0
+    requires: Sequence[int] = ()
+    exitcode: int | None = None
+    message: str | None = None
+    attempts: int = 0
+    created: datetime | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+    worker: str | None = None
+    jobid: str | None = None
+    log: str | None = None
+    lease_expires: datetime | None = None
+    _handle: Queue | None = field(default=None, repr=False, compare=False)
+    _token: int | None = field(default=None, repr=False, compare=False)
+
+    def set_state(
+        self, state: State | str, err: int | None = None, message: str | None = None
+    ) -> None:
+        """Report the result of a task this client holds.
+
+        ``state`` is Succeeded, Failed or Killed, or Pending to hand the task
+        back unrun.  ``err`` is the exit code (0 by default for Succeeded).
+        Raises :class:`qdo.errors.LeaseLost` if this client no longer holds it.
+        """
+        if self._handle is None:
+            raise InvalidState(state, ["(this task was not handed out by get())"])
+        self._handle._report(self, State.parse(state), err, message)
+
+    def renew(self, seconds: float | None = None) -> None:
+        """Extend the lease of a task this client holds (for long tasks)."""
+        if self._handle is None:
+            raise InvalidState("renew", ["(this task was not handed out by get())"])
+        self._handle._renew(self, seconds)
+
+    @property
+    def is_shell(self) -> bool:
+        return isinstance(self.task, str)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as JSON-friendly values (times as ISO 8601 UTC)."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name.startswith("_"):
+                continue
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, State):
+                value = value.value
+            elif name == "requires":
+                value = list(value)
+            out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue's own record (not its task counts)."""
+
+    id: int
+    name: str
+    state: QueueState
+    created: datetime | None = None

@@ -1,0 +1,348 @@
+"""The public Python API of durable queues: ``qdo.create``, ``qdo.connect``, ``Queue``."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from . import config
+from .errors import ConfigError, InvalidInput, InvalidPayload, QdoError, UnknownQueue
+from .models import (
+    FINAL_STATES,
+    QueueState,
+    State,
+    Task,
+    check_priority,
+    check_queue_name,
+    encode_payload,
+)
+from .store.base import NewTask, Outcome, Store
+
+_stores: dict[tuple[str, str], Store] = {}
+
+
+def open_store(settings: config.Settings | None = None) -> Store:
+    """The store that the settings point at (opened once per process and location)."""
+    settings = settings or config.load()
+    if settings["backend"] != "sqlite":
+        raise ConfigError(
+            f"the {settings['backend']} backend is not available in this version of qdo: "
+            "set QDO_BACKEND=sqlite"
+        )
+    from .store.sqlite import SQLiteStore
+
+    key = ("sqlite", str(settings.db_path.absolute()))
+    store = _stores.get(key)
+    if store is None:
+        store = _stores[key] = SQLiteStore(settings.db_path)
+    return store
+
+
+def create(name: str, *, store: Store | None = None) -> Queue:
+    """Create a new, empty queue.  Raises QueueExists if it exists already."""
+    check_queue_name(name)
+    settings = config.load()
+    store = store or open_store(settings)
+    store.create_queue(name)
+    return Queue(name, store=store, settings=settings)
+
+
+def connect(name: str, create_ok: bool = False, *, store: Store | None = None) -> Queue:
+    """Open an existing queue (or create it, with ``create_ok=True``).
+
+    Raises UnknownQueue if it does not exist and ``create_ok`` is false.
+    """
+    check_queue_name(name)
+    settings = config.load()
+    store = store or open_store(settings)
+    try:
+        store.get_queue(name)
+    except UnknownQueue:
+        if not create_ok:
+            raise
+        try:
+            store.create_queue(name)
+        except QdoError:  # created by someone else meanwhile: fine
+            store.get_queue(name)
+    return Queue(name, store=store, settings=settings)
+
+
+def qlist(*, store: Store | None = None) -> list[dict[str, Any]]:
+    """Every queue with its status (as :meth:`Queue.status` gives it), by name."""
+    store = store or open_store()
+    states = {q.name: q.state for q in store.list_queues()}
+    return [
+        _status(name, states[name], counts.by_state, counts.blocked)
+        for name, counts in store.all_counts().items()
+        if name in states
+    ]
+
+
+def load(
+    name: str,
+    tasks: Iterable[Any],
+    priority: int = 0,
+    *,
+    store: Store | None = None,
+) -> range:
+    """Add a stream of tasks to a queue, creating the queue if needed; all or nothing.
+
+    Unlike :meth:`Queue.add_multiple` the tasks are never all in memory, and the ids
+    come back as a ``range``.  This is what ``qdo load`` calls.
+    """
+    check_queue_name(name)
+    check_priority(priority)
+    store = store or open_store()
+    rows = (_new_task(i, t, priority, ()) for i, t in enumerate(tasks))
+    return store.add_many(name, rows, create_queue=True)
+
+
+def worker_id() -> str:
+    """How this process names itself as a worker: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def batch_job_id() -> str | None:
+    """The id of the batch job this process runs in, if any."""
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID") or None
+
+
+class Queue:
+    """A named, persistent queue of tasks.  Get one with ``qdo.create`` or ``qdo.connect``."""
+
+    def __init__(
+        self, name: str, *, store: Store, settings: config.Settings | None = None
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.settings = settings or config.load()
+
+    def __repr__(self) -> str:
+        return f"<qdo.Queue {self.name!r} in {self.store.location}>"
+
+    # -- adding ---------------------------------------------------------------------------
+    def add(
+        self, task: Any, priority: int = 0, requires: Sequence[int] | None = None
+    ) -> int:
+        """Add one task; return its id.
+
+        ``task`` is a shell command (str) or any JSON value (parameters).  Higher
+        ``priority`` runs first (ties: first added, first out).  ``requires`` lists
+        ids of tasks (in any queue) that must Succeed before this one runs.
+        """
+        return self.store.add_many(self.name, [_new_task(None, task, priority, requires)])[0]
+
+    def add_multiple(
+        self,
+        tasks: Sequence[Any],
+        priorities: int | Sequence[int] | None = None,
+        requires: Sequence[Sequence[int] | None] | None = None,
+    ) -> list[int]:
+        """Add many tasks in one transaction (all or nothing); return their ids in order.
+
+        ``priorities`` is one priority for all or a list with one per task;
+        ``requires`` is a list with one list of required ids (or None) per task.
+        """
+        if isinstance(tasks, (str, bytes, dict)):
+            raise InvalidInput("add_multiple takes a list of tasks; use add() for one task")
+        tasks = list(tasks)
+        if priorities is None or isinstance(priorities, int):
+            prios: Iterable[Any] = itertools.repeat(priorities or 0)
+        else:
+            prios = _same_length("priorities", priorities, len(tasks))
+        reqs: Iterable[Any] = (
+            itertools.repeat(None) if requires is None
+            else _same_length("requires", requires, len(tasks))
+        )  # fmt: skip
+        rows = (
+            _new_task(i, t, p, r) for i, (t, p, r) in enumerate(zip(tasks, prios, reqs))
+        )
+        return list(self.store.add_many(self.name, rows))
+
+    def add_requires(self, task_id: int, requires: Sequence[int]) -> None:
+        """Make a Waiting or Pending task also require ``requires`` (no cycles allowed)."""
+        self.store.add_requires(_task_id(task_id), _requires(requires))
+
+    # -- consuming ------------------------------------------------------------------------
+    def get(self, timeout: float | None = 0, lease: float | None = None) -> Task | None:
+        """Take the next task to run, or None if none came within ``timeout`` seconds.
+
+        ``timeout=0`` (the default) does not wait; ``None`` waits for ever.  The task
+        is Running and reserved for this client for ``lease`` seconds (default from
+        the configuration); report it with ``task.set_state(...)``, and call
+        ``task.renew()`` if it runs longer than its lease.
+        """
+        lease = self.settings.lease if lease is None else lease
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        checked = False
+        while True:
+            got = self.store.claim(self.name, worker_id(), 1, lease, batch_job_id())
+            if got:
+                got[0]._handle = self
+                return got[0]
+            if not checked:  # nothing to claim: tell a deleted queue from an empty one
+                self.store.get_queue(self.name)
+                checked = True
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                delay = min(delay, remaining)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _report(
+        self,
+        task: Task,
+        state: State,
+        err: int | None,
+        message: str | None,
+        log: str | None = None,
+    ) -> None:
+        from .errors import InvalidState, LeaseLost
+
+        if state not in FINAL_STATES and state is not State.PENDING:
+            raise InvalidState(state, [s.value for s in (*FINAL_STATES, State.PENDING)])
+        if err is not None and (isinstance(err, bool) or not isinstance(err, int)):
+            raise InvalidInput(f"err must be an integer exit code, got {err!r}")
+        exitcode = 0 if err is None and state is State.SUCCEEDED else err
+        assert task._token is not None
+        outcome = Outcome(task.id, task._token, state, exitcode, message, log)
+        worker = task.worker or worker_id()
+        if self.store.finish(worker, [outcome]):
+            raise LeaseLost(task.id, worker)
+        task.state, task.exitcode, task.message = state, exitcode, message
+        task.log = log or task.log
+
+    def _renew(self, task: Task, seconds: float | None) -> None:
+        from .errors import LeaseLost
+
+        worker = task.worker or worker_id()
+        assert task._token is not None
+        lease = self.settings.lease if seconds is None else seconds
+        if self.store.renew(worker, [(task.id, task._token)], lease):
+            raise LeaseLost(task.id, worker)
+
+    # -- reading --------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """``{'name', 'state', 'ntasks': {state: n}, 'blocked': n}``; ``blocked`` counts
+        Waiting tasks that wait on a Failed, Killed or deleted requirement."""
+        info = self.store.get_queue(self.name)
+        counts = self.store.counts(self.name)
+        return _status(self.name, info.state, counts.by_state, counts.blocked)
+
+    def tasks(self, state: State | str | None = None, id: int | None = None) -> list[Task]:
+        """Tasks of this queue in id order, optionally only those in ``state``, or the
+        one with ``id`` (a list of one, or empty)."""
+        return list(self.iter_tasks(state=state, id=id))
+
+    def iter_tasks(
+        self, state: State | str | None = None, id: int | None = None, page: int = 10_000
+    ) -> Iterator[Task]:
+        """Like :meth:`tasks`, reading a page at a time (for very large queues)."""
+        wanted = None if state is None else State.parse(state)
+        if id is not None:
+            yield from self.store.tasks(self.name, wanted, task_id=_task_id(id))
+            return
+        after = 0
+        while True:
+            batch = self.store.tasks(self.name, wanted, after=after, limit=page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].id
+
+    # -- controlling ----------------------------------------------------------------------
+    def pause(self) -> None:
+        """Hand out nothing more; Running tasks finish and report as usual."""
+        self.store.set_queue_state(self.name, QueueState.PAUSED)
+
+    def resume(self) -> None:
+        self.store.set_queue_state(self.name, QueueState.ACTIVE)
+
+    def retry(self) -> int:
+        """Failed and Killed tasks go back to Pending; return how many."""
+        return self.store.retry(self.name)
+
+    def rerun(self) -> int:
+        """Every task starts over (Pending, or Waiting on unfinished requirements)."""
+        return self.store.rerun(self.name)
+
+    def recover(self) -> int:
+        """Running tasks whose worker is gone go back to Pending; return how many.
+
+        Gone means: its lease expired, or it ran on this host and its process no
+        longer exists.
+        """
+        ids = self.store.requeue_expired(self.name)
+        host = socket.gethostname()
+        dead = [w for w in self.store.running_workers(self.name) if _dead_here(w, host)]
+        if dead:
+            ids += self.store.requeue_workers(self.name, dead)
+        return len(ids)
+
+    def delete(self) -> int:
+        """Delete the queue and its tasks; return how many tasks were deleted."""
+        return self.store.delete_queue(self.name)
+
+
+def _status(
+    name: str, state: QueueState, by_state: dict[State, int], blocked: int
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "state": state.value,
+        "ntasks": {s.value: by_state.get(s, 0) for s in State},
+        "blocked": blocked,
+    }
+
+
+def _new_task(index: int | None, task: Any, priority: Any, requires: Any) -> NewTask:
+    try:
+        payload, is_json = encode_payload(task)
+        return NewTask(payload, is_json, check_priority(priority), _requires(requires))
+    except InvalidInput as e:
+        if index is None:
+            raise
+        raise type(e)(f"task #{index}: {e}") if isinstance(e, InvalidPayload) else e
+
+
+def _task_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(f"invalid task id {value!r}: task ids are positive integers")
+    return value
+
+
+def _requires(requires: Any) -> tuple[int, ...]:
+    if requires is None:
+        return ()
+    if isinstance(requires, int) and not isinstance(requires, bool):
+        requires = [requires]
+    if isinstance(requires, (str, bytes)) or not isinstance(requires, Iterable):
+        raise InvalidInput(f"requires must be a list of task ids, got {requires!r}")
+    return tuple(_task_id(r) for r in requires)
+
+
+def _same_length(what: str, values: Sequence[Any], n: int) -> Sequence[Any]:
+    if isinstance(values, (str, bytes)) or len(values) != n:
+        raise InvalidInput(f"{what} must have one entry per task ({n}), got {len(values)}")
+    return values
+
+
+def _dead_here(worker: str, host: str) -> bool:
+    """True if ``worker`` (host:pid) ran on this host and its process is gone."""
+    where, _, pid = worker.rpartition(":")
+    if where != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

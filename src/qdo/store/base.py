@@ -1,0 +1,195 @@
+"""The storage contract: what every qdo backend (SQLite, PostgreSQL) guarantees.
+
+A store keeps queues and their tasks.  Its verbs work at the level of tasks,
+never of SQL, and each verb is one transaction: it happens entirely or not at
+all, whatever kills the process that calls it.
+
+States and transitions (see :class:`qdo.models.State`)::
+
+    add ──> Waiting ──(all requirements Succeeded)──> Pending ──claim──> Running
+                                                         ^                  │
+                    requeue_expired / recover / give back└──────────────────┤
+                                                                            v
+                                                  Succeeded | Failed | Killed
+
+Leases.  ``claim`` hands out Pending tasks and marks each Running with the
+claimer's worker id, a fresh lease token and a lease expiry measured by the
+*store's* clock (``now + lease`` seconds).  A task is held by exactly one
+(worker, token) at a time: two claims never return the same task while it is
+Running.  The holder reports with ``finish`` (or ``renew``s the lease while it
+works); a report whose token does not match the current one is refused, so a
+worker that lost its lease can never overwrite the result of the next holder.
+When a lease expires the task is handed out again (``requeue_expired``).
+
+Dependencies.  A task that requires others is Waiting until every one of them
+has Succeeded.  When a task Succeeds, every dependent whose requirements have
+now all Succeeded becomes Pending in the same transaction.  Requirements may
+point at tasks in any queue of the same store; ids are unique in the store
+and never reused.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..models import QueueInfo, QueueState, State, Task
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task to add: its payload already encoded (see ``models.encode_payload``)."""
+
+    payload: str
+    is_json: bool = False
+    priority: int = 0
+    requires: Sequence[int] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a holder reports for one task it holds."""
+
+    task_id: int
+    token: int
+    state: State  # Succeeded, Failed, Killed, or Pending to give it back unrun
+    exitcode: int | None = None
+    message: str | None = None
+    log: str | None = None  # where the attempt's output went
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Number of tasks per state in one queue, and how many Waiting ones are stuck."""
+
+    by_state: dict[State, int]
+    blocked: int = 0  # Waiting on a requirement that Failed, was Killed, or was deleted
+
+
+class Store(ABC):
+    """A place where queues and tasks persist.  Safe to share between threads."""
+
+    #: Where the data lives, for messages (a path, or a URL without password).
+    location: str
+
+    # -- queues --------------------------------------------------------------------------
+    @abstractmethod
+    def create_queue(self, name: str) -> QueueInfo:
+        """Create an empty Active queue.  Raises QueueExists if the name is taken."""
+
+    @abstractmethod
+    def get_queue(self, name: str) -> QueueInfo:
+        """Return the queue's record.  Raises UnknownQueue."""
+
+    @abstractmethod
+    def list_queues(self) -> list[QueueInfo]:
+        """Every queue, by name."""
+
+    @abstractmethod
+    def set_queue_state(self, name: str, state: QueueState) -> None:
+        """Pause or resume a queue.  A paused queue hands out nothing; tasks already
+        Running finish and report as usual.  Raises UnknownQueue."""
+
+    @abstractmethod
+    def delete_queue(self, name: str) -> int:
+        """Delete a queue and all its tasks; return how many tasks went.  Tasks of other
+        queues that required them stay Waiting and count as blocked."""
+
+    # -- adding --------------------------------------------------------------------------
+    @abstractmethod
+    def add_many(
+        self, queue: str, tasks: Iterable[NewTask], *, create_queue: bool = False
+    ) -> range:
+        """Add tasks in one transaction and return their ids, consecutive and in order.
+
+        ``tasks`` may be a generator of any length; it is consumed as a stream, so a
+        million tasks need not be in memory at once.  If it raises, or a requirement
+        names an id that does not exist yet, nothing is written (UnknownTask).  A new
+        task is Pending, or Waiting if a requirement has not Succeeded.  With
+        ``create_queue`` a missing queue is created in the same transaction.
+        """
+
+    @abstractmethod
+    def add_requires(self, task_id: int, requires: Sequence[int]) -> None:
+        """Make an existing Waiting or Pending task also require ``requires``.
+
+        Refuses (and writes nothing) on unknown ids (UnknownTask), on a task that
+        already started (TaskNotEditable) and when a requirement depends on the task,
+        directly or not, or is the task itself (DependencyCycle)."""
+
+    # -- working -------------------------------------------------------------------------
+    @abstractmethod
+    def claim(
+        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None
+    ) -> list[Task]:
+        """Hand out up to ``n`` Pending tasks of an Active queue, highest priority first,
+        then lowest id.  Each becomes Running, its attempts grow by one, and it holds a
+        new lease token until ``now + lease``.  Returns [] if there is nothing to hand
+        out or the queue is paused."""
+
+    @abstractmethod
+    def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
+        """Extend to ``now + lease`` the leases of the (task id, token) pairs that this
+        worker still holds; return the ids it no longer holds."""
+
+    @abstractmethod
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[int]:
+        """Record outcomes in one transaction; return the ids whose report was refused
+        because the worker no longer holds them (nothing is written for those).  A
+        Succeeded task releases its ready dependents; Pending gives the task back."""
+
+    @abstractmethod
+    def requeue_expired(self, queue: str | None = None) -> list[int]:
+        """Put Running tasks whose lease has expired back to Pending; return their ids."""
+
+    @abstractmethod
+    def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
+        """Put the Running tasks of ``queue`` held by ``workers`` (known to be dead) back
+        to Pending; return their ids."""
+
+    # -- reading -------------------------------------------------------------------------
+    @abstractmethod
+    def counts(self, queue: str) -> Counts:
+        """Task counts by state (every state present, zeros included)."""
+
+    @abstractmethod
+    def all_counts(self) -> dict[str, Counts]:
+        """Counts of every queue, by queue name."""
+
+    @abstractmethod
+    def tasks(
+        self,
+        queue: str,
+        state: State | None = None,
+        task_id: int | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """Tasks of a queue in id order, optionally of one state or one id, starting
+        after id ``after`` (for paging through large queues)."""
+
+    @abstractmethod
+    def running_workers(self, queue: str) -> list[str]:
+        """Worker ids that hold Running tasks of the queue."""
+
+    # -- resetting -----------------------------------------------------------------------
+    @abstractmethod
+    def retry(self, queue: str) -> int:
+        """Failed and Killed tasks go back to Pending (Waiting if a requirement is no
+        longer Succeeded); return how many."""
+
+    @abstractmethod
+    def rerun(self, queue: str) -> int:
+        """Every task of the queue starts over: Pending, or Waiting where a requirement
+        has not Succeeded; results, attempts and leases are cleared.  Pending tasks of
+        other queues that required them become Waiting again.  Returns how many."""
+
+    # -- housekeeping --------------------------------------------------------------------
+    @abstractmethod
+    def check(self) -> list[str]:
+        """Problems the database finds in itself (empty when healthy)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections held by this process."""

@@ -1,0 +1,175 @@
+-- Named statements of the SQLite store (``-- name: x`` starts block x).
+-- Values always arrive as parameters; lists of ids arrive as one JSON array (json_each).
+
+-- name: schema_version
+SELECT application, version FROM qdo_schema WHERE one = 1;
+
+-- name: user_tables
+SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%';
+
+-- name: queue_insert
+INSERT INTO queues (name, state, created) VALUES (:name, 'Active', :now)
+RETURNING id, name, state, created;
+
+-- name: queue_get
+SELECT id, name, state, created FROM queues WHERE name = :name;
+
+-- name: queue_list
+SELECT id, name, state, created FROM queues ORDER BY name;
+
+-- name: queue_set_state
+UPDATE queues SET state = :state WHERE name = :name;
+
+-- name: queue_delete
+DELETE FROM queues WHERE id = :queue_id;
+
+-- name: queue_task_count
+SELECT count(*) FROM tasks WHERE queue_id = :queue_id;
+
+-- name: last_task_id
+SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0),
+           coalesce((SELECT max(id) FROM tasks), 0));
+
+-- name: task_insert
+INSERT INTO tasks (id, queue_id, payload, is_json, state, priority, created)
+VALUES (?, ?, ?, ?, 'Pending', ?, ?);
+
+-- name: requires_insert
+INSERT OR IGNORE INTO requires (task_id, req_id) VALUES (?, ?);
+
+-- name: ids_missing
+SELECT j.value FROM json_each(:ids) j LEFT JOIN tasks t ON t.id = j.value
+WHERE t.id IS NULL;
+
+-- name: block_unmet
+-- Pending tasks among :ids that have a requirement not Succeeded wait for it.
+UPDATE tasks SET state = 'Waiting'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'Pending'
+  AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id);
+
+-- name: task_state
+SELECT state FROM tasks WHERE id = :task_id;
+
+-- name: reaches
+-- Is :task_id among :ids or among their requirements, transitively?
+WITH RECURSIVE up (id) AS (
+    SELECT value FROM json_each(:ids)
+    UNION
+    SELECT r.req_id FROM requires r JOIN up ON r.task_id = up.id
+)
+SELECT 1 FROM up WHERE id = :task_id LIMIT 1;
+
+-- name: claim
+UPDATE tasks
+SET state = 'Running', attempts = attempts + 1, worker = :worker, jobid = :jobid,
+    started = :now, finished = NULL, exitcode = NULL, message = NULL,
+    lease_expires = :now + :lease, lease_token = :token
+WHERE id IN (SELECT id FROM tasks
+             WHERE queue_id = (SELECT id FROM queues WHERE name = :queue AND state = 'Active')
+               AND state = 'Pending'
+             ORDER BY priority DESC, id LIMIT :n)
+RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
+          created, started, finished, worker, jobid, log, lease_expires, lease_token;
+
+-- name: requires_of
+SELECT task_id, req_id FROM requires
+WHERE task_id IN (SELECT value FROM json_each(:ids)) ORDER BY task_id, req_id;
+
+-- name: renew
+UPDATE tasks SET lease_expires = :now + :lease
+WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
+
+-- name: finish
+UPDATE tasks
+SET state = :state, exitcode = :exitcode, message = :message, finished = :now,
+    log = coalesce(:log, log), lease_expires = NULL, lease_token = NULL
+WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
+
+-- name: give_back
+UPDATE tasks
+SET state = 'Pending', lease_expires = NULL, lease_token = NULL, worker = NULL,
+    started = NULL, message = :message
+WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
+
+-- name: release_dependents
+-- Waiting dependents of the tasks in :ids whose requirements have now all Succeeded.
+UPDATE tasks SET state = 'Pending'
+WHERE state = 'Waiting'
+  AND id IN (SELECT task_id FROM requires WHERE req_id IN (SELECT value FROM json_each(:ids)))
+  AND NOT EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id);
+
+-- name: requeue_expired
+UPDATE tasks
+SET state = 'Pending', lease_expires = NULL, lease_token = NULL, worker = NULL,
+    started = NULL, message = 'lease expired (worker lost) after attempt ' || attempts
+WHERE state = 'Running' AND lease_expires < :now
+  AND (:queue_id IS NULL OR queue_id = :queue_id)
+RETURNING id;
+
+-- name: requeue_workers
+UPDATE tasks
+SET state = 'Pending', lease_expires = NULL, lease_token = NULL, worker = NULL,
+    started = NULL, message = 'worker ' || worker || ' died during attempt ' || attempts
+WHERE queue_id = :queue_id AND state = 'Running'
+  AND worker IN (SELECT value FROM json_each(:workers))
+RETURNING id;
+
+-- name: running_workers
+SELECT DISTINCT worker FROM tasks WHERE queue_id = :queue_id AND state = 'Running';
+
+-- name: counts
+SELECT state, count(*) FROM tasks WHERE queue_id = :queue_id GROUP BY state;
+
+-- name: all_counts
+SELECT queue_id, state, count(*) FROM tasks GROUP BY queue_id, state;
+
+-- name: blocked
+SELECT count(*) FROM tasks t
+WHERE t.queue_id = :queue_id AND t.state = 'Waiting'
+  AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = t.id
+              AND (u.req_state IS NULL OR u.req_state IN ('Failed', 'Killed')));
+
+-- name: tasks_all
+SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
+       created, started, finished, worker, jobid, log, lease_expires, lease_token
+FROM tasks WHERE queue_id = :queue_id AND id > :after ORDER BY id LIMIT :limit;
+
+-- name: tasks_in_state
+SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
+       created, started, finished, worker, jobid, log, lease_expires, lease_token
+FROM tasks WHERE queue_id = :queue_id AND state = :state AND id > :after
+ORDER BY id LIMIT :limit;
+
+-- name: task_by_id
+SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
+       created, started, finished, worker, jobid, log, lease_expires, lease_token
+FROM tasks WHERE queue_id = :queue_id AND id = :task_id;
+
+-- name: retry
+UPDATE tasks
+SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
+                 THEN 'Waiting' ELSE 'Pending' END,
+    lease_expires = NULL, lease_token = NULL
+WHERE queue_id = :queue_id AND state IN ('Failed', 'Killed');
+
+-- name: rerun_reset
+UPDATE tasks
+SET state = 'Pending', exitcode = NULL, message = NULL, attempts = 0, started = NULL,
+    finished = NULL, worker = NULL, jobid = NULL, log = NULL,
+    lease_expires = NULL, lease_token = NULL
+WHERE queue_id = :queue_id;
+
+-- name: rerun_block
+-- After a reset, tasks of the queue and Pending dependents elsewhere wait again.
+UPDATE tasks SET state = 'Waiting'
+WHERE state = 'Pending'
+  AND (queue_id = :queue_id
+       OR id IN (SELECT r.task_id FROM requires r JOIN tasks p ON p.id = r.req_id
+                 WHERE p.queue_id = :queue_id))
+  AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id);
+
+-- name: integrity_check
+PRAGMA integrity_check;
+
+-- name: foreign_key_check
+PRAGMA foreign_key_check;

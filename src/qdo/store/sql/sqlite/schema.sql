@@ -1,0 +1,61 @@
+-- Schema of a fresh qdo SQLite database.  Version 1.
+-- Upgrades go in migrations/NNNN_*.sql; bump SCHEMA_VERSION in store/sqlite.py with them.
+
+-- name: create_schema
+CREATE TABLE qdo_schema (
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    application TEXT    NOT NULL CHECK (application = 'qdo'),
+    version     INTEGER NOT NULL
+);
+
+CREATE TABLE queues (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    name    TEXT    NOT NULL UNIQUE,
+    state   TEXT    NOT NULL DEFAULT 'Active' CHECK (state IN ('Active', 'Paused')),
+    created REAL    NOT NULL
+);
+
+-- AUTOINCREMENT: ids are never reused, so a requirement or a log name can't point
+-- at a task that replaced a deleted one.
+CREATE TABLE tasks (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue_id      INTEGER NOT NULL REFERENCES queues (id) ON DELETE CASCADE,
+    payload       TEXT    NOT NULL,
+    is_json       INTEGER NOT NULL DEFAULT 0 CHECK (is_json IN (0, 1)),
+    state         TEXT    NOT NULL CHECK (state IN
+                      ('Waiting', 'Pending', 'Running', 'Succeeded', 'Failed', 'Killed')),
+    priority      INTEGER NOT NULL DEFAULT 0,
+    exitcode      INTEGER,
+    message       TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    created       REAL    NOT NULL,
+    started       REAL,
+    finished      REAL,
+    worker        TEXT,
+    jobid         TEXT,
+    log           TEXT,
+    lease_expires REAL,
+    lease_token   INTEGER,
+    -- a Running task is always held by a lease, and only a Running task is
+    CHECK ((state = 'Running') = (lease_expires IS NOT NULL AND lease_token IS NOT NULL
+                                  AND worker IS NOT NULL))
+);
+CREATE INDEX tasks_by_state ON tasks (queue_id, state);
+CREATE INDEX tasks_ready ON tasks (queue_id, priority DESC, id) WHERE state = 'Pending';
+
+-- task_id requires req_id.  req_id has no foreign key: a requirement may outlive
+-- its task's queue (the dependent then stays Waiting, counted as blocked).
+CREATE TABLE requires (
+    task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    req_id  INTEGER NOT NULL,
+    PRIMARY KEY (task_id, req_id)
+) WITHOUT ROWID;
+CREATE INDEX requires_by_req ON requires (req_id, task_id);
+
+-- a row per requirement of a task that has not (or no longer) Succeeded
+CREATE VIEW unmet_requires AS
+    SELECT r.task_id, r.req_id, p.state AS req_state
+    FROM requires r LEFT JOIN tasks p ON p.id = r.req_id
+    WHERE p.state IS NULL OR p.state <> 'Succeeded';
+
+INSERT INTO qdo_schema (one, application, version) VALUES (1, 'qdo', 1);

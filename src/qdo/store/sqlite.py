@@ -1,0 +1,440 @@
+"""The SQLite store: one file, WAL mode, no server.  Safe for many processes on one machine.
+
+Every write is a ``BEGIN IMMEDIATE`` transaction, so writers queue on SQLite's
+single write lock (with a busy timeout) instead of failing half-way; readers
+never block in WAL mode.  Connections are per thread and per process: a store
+object survives ``fork`` and may be shared by threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    DatabaseError,
+    DependencyCycle,
+    NotQdoDatabase,
+    QueueExists,
+    QdoWarning,
+    SchemaTooNew,
+    TaskNotEditable,
+    UnknownQueue,
+    UnknownTask,
+)
+from ..models import QueueInfo, QueueState, State, Task, decode_payload, timestamp
+from . import sql
+from .base import Counts, NewTask, Outcome, Store
+
+SCHEMA_VERSION = 1
+
+#: Seconds a writer waits for SQLite's write lock before giving up.
+BUSY_TIMEOUT = 120.0
+
+#: Filesystems on which SQLite's locking is not reliable.
+NETWORK_FILESYSTEMS = {
+    "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "ceph",
+    "fuse.sshfs", "9p", "afs", "panfs", "fuse.glusterfs",
+}  # fmt: skip
+
+Q = sql.load("sqlite", "queries.sql")
+SCHEMA = sql.load("sqlite", "schema.sql")["create_schema"]
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.location = str(self.path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fstype = filesystem_type(self.path.parent)
+        if fstype in NETWORK_FILESYSTEMS:
+            warnings.warn(
+                f"the qdo database {self.path} is on a {fstype} filesystem, where SQLite's "
+                "locking is unreliable and can corrupt it under concurrent workers: use the "
+                "PostgreSQL backend for work spread over nodes (QDO_BACKEND=postgres), or put "
+                "QDO_DIR on a local disk",
+                QdoWarning,
+                stacklevel=3,
+            )
+        self._initialize()
+
+    # -- connections and transactions ---------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:
+            # after fork: the parent's connections must not be used (or closed) here
+            self._local = threading.local()
+            self._connections = []
+            self._pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: a crash of the process loses nothing committed; only
+            # a power loss may drop the last transactions (never corrupts the file).
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as e:
+            raise NotQdoDatabase(str(self.path), str(e)) from e
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: takes the write lock at once, all or nothing."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot for several statements."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _initialize(self) -> None:
+        try:
+            with self._write() as conn:
+                tables = {row[0] for row in conn.execute(Q["user_tables"])}
+                if not tables:
+                    for statement in _statements(SCHEMA):
+                        conn.execute(statement)
+                    return
+                if "qdo_schema" not in tables:
+                    raise NotQdoDatabase(
+                        str(self.path), f"it has tables {', '.join(sorted(tables))}"
+                    )
+                application, version = conn.execute(Q["schema_version"]).fetchone()
+                if version > SCHEMA_VERSION:
+                    raise SchemaTooNew(str(self.path), version, SCHEMA_VERSION)
+                for target, script in sorted(sql.migrations("sqlite").items()):
+                    if version < target <= SCHEMA_VERSION:
+                        for statement in _statements(script):
+                            conn.execute(statement)
+        except sqlite3.DatabaseError as e:
+            raise NotQdoDatabase(str(self.path), str(e)) from e
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        if os.getpid() == self._pid:
+            for conn in connections:
+                conn.close()
+        self._local = threading.local()
+
+    # -- queues ---------------------------------------------------------------------------
+    def _queue_id(self, conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute(Q["queue_get"], {"name": name}).fetchone()
+        if row is None:
+            raise UnknownQueue(name)
+        return int(row[0])
+
+    def create_queue(self, name: str) -> QueueInfo:
+        with self._write() as conn:
+            return self._insert_queue(conn, name)
+
+    def _insert_queue(self, conn: sqlite3.Connection, name: str) -> QueueInfo:
+        try:
+            row = conn.execute(Q["queue_insert"], {"name": name, "now": time.time()}).fetchone()
+        except sqlite3.IntegrityError as e:
+            raise QueueExists(name) from e
+        return _queue_info(row)
+
+    def get_queue(self, name: str) -> QueueInfo:
+        row = self._conn().execute(Q["queue_get"], {"name": name}).fetchone()
+        if row is None:
+            raise UnknownQueue(name)
+        return _queue_info(row)
+
+    def list_queues(self) -> list[QueueInfo]:
+        return [_queue_info(row) for row in self._conn().execute(Q["queue_list"])]
+
+    def set_queue_state(self, name: str, state: QueueState) -> None:
+        with self._write() as conn:
+            if conn.execute(Q["queue_set_state"], {"name": name, "state": state.value}).rowcount:
+                return
+        raise UnknownQueue(name)
+
+    def delete_queue(self, name: str) -> int:
+        with self._write() as conn:
+            queue_id = self._queue_id(conn, name)
+            n = conn.execute(Q["queue_task_count"], {"queue_id": queue_id}).fetchone()[0]
+            conn.execute(Q["queue_delete"], {"queue_id": queue_id})
+            return int(n)
+
+    # -- adding ---------------------------------------------------------------------------
+    def add_many(
+        self, queue: str, tasks: Iterable[NewTask], *, create_queue: bool = False
+    ) -> range:
+        with self._write() as conn:
+            row = conn.execute(Q["queue_get"], {"name": queue}).fetchone()
+            if row is not None:
+                queue_id = int(row[0])
+            elif create_queue:
+                queue_id = self._insert_queue(conn, queue).id
+            else:
+                raise UnknownQueue(queue)
+            # We hold the write lock, so ids are ours to assign: consecutive from here.
+            first = int(conn.execute(Q["last_task_id"]).fetchone()[0]) + 1
+            now = time.time()
+            requires: list[tuple[int, int]] = []
+            next_id = first
+
+            def rows() -> Iterator[tuple[Any, ...]]:
+                nonlocal next_id
+                for t in tasks:
+                    for r in t.requires:
+                        requires.append((next_id, r))
+                    yield (next_id, queue_id, t.payload, t.is_json, t.priority, now)
+                    next_id += 1
+
+            conn.executemany(Q["task_insert"], rows())
+            if requires:
+                self._check_exist(conn, {r for _, r in requires}, before=first)
+                conn.executemany(Q["requires_insert"], requires)
+                dependents = sorted({t for t, _ in requires})
+                conn.execute(Q["block_unmet"], {"ids": json.dumps(dependents)})
+            return range(first, next_id)
+
+    def _check_exist(self, conn: sqlite3.Connection, ids: set[int], before: int) -> None:
+        # ids at or after `before` are being added right now: nobody can know them yet
+        unknown = {i for i in ids if i >= before}
+        older = sorted(ids - unknown)
+        unknown.update(r[0] for r in conn.execute(Q["ids_missing"], {"ids": json.dumps(older)}))
+        if unknown:
+            raise UnknownTask(unknown, "required task")
+
+    def add_requires(self, task_id: int, requires: Sequence[int]) -> None:
+        with self._write() as conn:
+            row = conn.execute(Q["task_state"], {"task_id": task_id}).fetchone()
+            if row is None:
+                raise UnknownTask([task_id])
+            if row[0] not in (State.WAITING.value, State.PENDING.value):
+                raise TaskNotEditable(
+                    f"task {task_id} is {row[0]}: only Waiting or Pending tasks can get new "
+                    "requirements (rerun it first)"
+                )
+            self._check_exist(conn, set(requires), before=2**63)
+            ids = json.dumps(sorted(set(requires)))
+            if conn.execute(Q["reaches"], {"ids": ids, "task_id": task_id}).fetchone():
+                raise DependencyCycle(task_id, requires)
+            conn.executemany(Q["requires_insert"], [(task_id, r) for r in set(requires)])
+            conn.execute(Q["block_unmet"], {"ids": json.dumps([task_id])})
+
+    # -- working --------------------------------------------------------------------------
+    def claim(
+        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None
+    ) -> list[Task]:
+        params = {
+            "queue": queue, "worker": worker, "jobid": jobid, "n": n, "lease": lease,
+            "now": time.time(), "token": secrets.randbits(62) + 1,
+        }  # fmt: skip
+        with self._write() as conn:
+            rows = conn.execute(Q["claim"], params).fetchall()
+            if not rows:
+                return []
+            requires = self._requires_of(conn, [r[0] for r in rows])
+        rows.sort(key=lambda r: (-r[5], r[0]))  # RETURNING order is not defined
+        return [_task(r, queue, requires.get(r[0], ())) for r in rows]
+
+    def _requires_of(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for task_id, req_id in conn.execute(Q["requires_of"], {"ids": json.dumps(ids)}):
+            out.setdefault(task_id, []).append(req_id)
+        return out
+
+    def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
+        now = time.time()
+        lost = []
+        with self._write() as conn:
+            for task_id, token in tokens:
+                params = {"task_id": task_id, "token": token, "worker": worker}
+                if not conn.execute(Q["renew"], {**params, "now": now, "lease": lease}).rowcount:
+                    lost.append(task_id)
+        return lost
+
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[int]:
+        now = time.time()
+        refused: list[int] = []
+        succeeded: list[int] = []
+        with self._write() as conn:
+            for o in outcomes:
+                params = {"task_id": o.task_id, "token": o.token, "worker": worker,
+                          "message": o.message}  # fmt: skip
+                if o.state is State.PENDING:
+                    changed = conn.execute(Q["give_back"], params).rowcount
+                else:
+                    params.update(state=o.state.value, exitcode=o.exitcode, now=now, log=o.log)
+                    changed = conn.execute(Q["finish"], params).rowcount
+                if not changed:
+                    refused.append(o.task_id)
+                elif o.state is State.SUCCEEDED:
+                    succeeded.append(o.task_id)
+            if succeeded:
+                conn.execute(Q["release_dependents"], {"ids": json.dumps(succeeded)})
+        return refused
+
+    def requeue_expired(self, queue: str | None = None) -> list[int]:
+        with self._write() as conn:
+            queue_id = None if queue is None else self._queue_id(conn, queue)
+            params = {"queue_id": queue_id, "now": time.time()}
+            return [r[0] for r in conn.execute(Q["requeue_expired"], params).fetchall()]
+
+    def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
+        with self._write() as conn:
+            params = {"queue_id": self._queue_id(conn, queue), "workers": json.dumps(workers)}
+            return [r[0] for r in conn.execute(Q["requeue_workers"], params).fetchall()]
+
+    # -- reading --------------------------------------------------------------------------
+    def counts(self, queue: str) -> Counts:
+        with self._read() as conn:
+            queue_id = self._queue_id(conn, queue)
+            by_state = dict.fromkeys(State, 0)
+            for state, n in conn.execute(Q["counts"], {"queue_id": queue_id}):
+                by_state[State(state)] = n
+            blocked = 0
+            if by_state[State.WAITING]:
+                blocked = conn.execute(Q["blocked"], {"queue_id": queue_id}).fetchone()[0]
+        return Counts(by_state, blocked)
+
+    def all_counts(self) -> dict[str, Counts]:
+        with self._read() as conn:
+            queues = [_queue_info(row) for row in conn.execute(Q["queue_list"])]
+            by_id = {q.id: dict.fromkeys(State, 0) for q in queues}
+            for queue_id, state, n in conn.execute(Q["all_counts"]):
+                by_id[queue_id][State(state)] = n
+            out = {}
+            for q in queues:
+                blocked = 0
+                if by_id[q.id][State.WAITING]:
+                    blocked = conn.execute(Q["blocked"], {"queue_id": q.id}).fetchone()[0]
+                out[q.name] = Counts(by_id[q.id], blocked)
+        return out
+
+    def tasks(
+        self,
+        queue: str,
+        state: State | None = None,
+        task_id: int | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[Task]:
+        with self._read() as conn:
+            params: dict[str, Any] = {
+                "queue_id": self._queue_id(conn, queue), "after": after,
+                "limit": -1 if limit is None else limit,
+            }  # fmt: skip
+            if task_id is not None:
+                rows = conn.execute(Q["task_by_id"], {**params, "task_id": task_id}).fetchall()
+                if state is not None:
+                    rows = [r for r in rows if r[4] == state.value]
+            elif state is not None:
+                rows = conn.execute(Q["tasks_in_state"], {**params, "state": state.value}).fetchall()
+            else:
+                rows = conn.execute(Q["tasks_all"], params).fetchall()
+            requires = self._requires_of(conn, [r[0] for r in rows]) if rows else {}
+        return [_task(r, queue, requires.get(r[0], ())) for r in rows]
+
+    def running_workers(self, queue: str) -> list[str]:
+        with self._read() as conn:
+            params = {"queue_id": self._queue_id(conn, queue)}
+            return [r[0] for r in conn.execute(Q["running_workers"], params)]
+
+    # -- resetting ------------------------------------------------------------------------
+    def retry(self, queue: str) -> int:
+        with self._write() as conn:
+            return conn.execute(Q["retry"], {"queue_id": self._queue_id(conn, queue)}).rowcount
+
+    def rerun(self, queue: str) -> int:
+        with self._write() as conn:
+            params = {"queue_id": self._queue_id(conn, queue)}
+            n = conn.execute(Q["rerun_reset"], params).rowcount
+            conn.execute(Q["rerun_block"], params)
+            return n
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def check(self) -> list[str]:
+        conn = self._conn()
+        problems = [r[0] for r in conn.execute(Q["integrity_check"]) if r[0] != "ok"]
+        problems += [f"foreign key: {tuple(r)}" for r in conn.execute(Q["foreign_key_check"])]
+        return problems
+
+
+def _queue_info(row: Sequence[Any]) -> QueueInfo:
+    return QueueInfo(id=row[0], name=row[1], state=QueueState(row[2]), created=timestamp(row[3]))
+
+
+def _task(row: Sequence[Any], queue: str, requires: Sequence[int]) -> Task:
+    (task_id, _queue_id, payload, is_json, state, priority, exitcode, message, attempts,
+     created, started, finished, worker, jobid, log, lease_expires, token) = row  # fmt: skip
+    return Task(
+        id=task_id, queue=queue, task=decode_payload(payload, is_json), state=State(state),
+        priority=priority, requires=tuple(requires), exitcode=exitcode, message=message,
+        attempts=attempts, created=timestamp(created), started=timestamp(started),
+        finished=timestamp(finished), worker=worker, jobid=jobid, log=log,
+        lease_expires=timestamp(lease_expires), _token=token,
+    )  # fmt: skip
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into complete statements (executescript would commit midway)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        raise DatabaseError(f"incomplete SQL statement in schema: {buffer.strip()[:80]}")
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (Linux /proc/mounts), or None."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, best_type = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fields[2]
+    return best_type
