@@ -84,7 +84,7 @@ def encode_payload(task: object) -> tuple[str, bool]:
     JSON value (dict, list, number, bool) and is stored as JSON text.
     """
     if isinstance(task, str):
-        if not task.strip():
+        if not task or task.isspace():
             raise InvalidPayload("a shell task must not be empty")
         if "\0" in task:
             raise InvalidPayload("a shell task must not contain NUL characters")

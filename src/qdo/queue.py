@@ -13,6 +13,9 @@ from . import config
 from .errors import ConfigError, InvalidInput, InvalidPayload, QdoError, UnknownQueue
 from .models import (
     FINAL_STATES,
+    MAX_PAYLOAD_BYTES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     QueueState,
     State,
     Task,
@@ -303,6 +306,12 @@ def _status(
 
 
 def _new_task(index: int | None, task: Any, priority: Any, requires: Any) -> NewTask:
+    if (
+        type(task) is str and type(priority) is int and not requires
+        and not task.isspace() and "\0" not in task
+        and 0 < len(task) <= MAX_PAYLOAD_BYTES // 4 and PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):  # fmt: skip
+        return NewTask(task, False, priority, ())  # the common case, checked inline: loads
     try:
         payload, is_json = encode_payload(task)
         return NewTask(payload, is_json, check_priority(priority), _requires(requires))

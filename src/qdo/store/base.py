@@ -33,13 +33,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..models import QueueInfo, QueueState, State, Task
 
 
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A task to add: its payload already encoded (see ``models.encode_payload``)."""
+class NewTask(NamedTuple):
+    """A task to add: its payload already encoded (see ``models.encode_payload``).
+
+    A NamedTuple rather than a frozen dataclass: loads build a million of these,
+    and a tuple is made three times faster.
+    """
 
     payload: str
     is_json: bool = False
