@@ -53,12 +53,21 @@ def store(request: pytest.FixtureRequest, qdo_dir: Path) -> Iterator[Store]:
     assert problems == [], f"database integrity check: {problems}"
 
 
-def run_qdo(*args: str, input: str | None = None, check: bool = False,
-            env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_qdo(
+    *args: str,
+    input: str | None = None,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """Run the qdo command line as a real subprocess (``python -m qdo``)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "qdo", *args], input=input, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=timeout,
+        [sys.executable, "-m", "qdo", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"qdo {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")

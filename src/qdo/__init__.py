@@ -1,9 +1,9 @@
 """qdo: durable queues for very many small tasks.
 
-    import qdo
-    q = qdo.create('EchoChamber')
-    q.add('echo Hello')
-    task = q.get(timeout=10)
+import qdo
+q = qdo.create('EchoChamber')
+q.add('echo Hello')
+task = q.get(timeout=10)
 """
 
 from __future__ import annotations

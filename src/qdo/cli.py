@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from . import __version__, config, display
 from .errors import InvalidInput, QdoError
 from .models import State
-from .queue import Queue, connect, create, load, qlist
+from .queue import connect, create, load, qlist
 from .worker import RunSummary, do, log_path
 
 STATE_NAMES = [s.value for s in State]
@@ -232,7 +232,9 @@ def cmd_log(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     found = q.tasks(id=args.id)
     if not found:
-        raise InvalidInput(f"queue {args.queue} has no task {args.id}: see `qdo tasks {args.queue}`")
+        raise InvalidInput(
+            f"queue {args.queue} has no task {args.id}: see `qdo tasks {args.queue}`"
+        )
     path = Path(found[0].log or log_path(q.settings.log_dir, args.queue, args.id))
     if not path.exists():
         raise InvalidInput(f"task {args.id} has no log yet ({path}); it is {found[0].state}")

@@ -36,11 +36,11 @@ def table(
             break
     widths = [len(h) for h in headers]
     for row in first:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
         out = []
-        for i, (c, w) in enumerate(zip(cells, widths)):
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True)):
             if i == len(widths) - 1:
                 out.append(c.rjust(w) if i in right else c)
             else:

@@ -126,6 +126,5 @@ class NotQdoDatabase(DatabaseError):
     def __init__(self, where: str, why: str) -> None:
         self.where = where
         super().__init__(
-            f"{where} is not a qdo database ({why}): point QDO_DB_NAME elsewhere "
-            "(see `qdo config`)"
+            f"{where} is not a qdo database ({why}): point QDO_DB_NAME elsewhere (see `qdo config`)"
         )

@@ -93,7 +93,7 @@ def encode_payload(task: object) -> tuple[str, bool]:
         if task is None:
             raise InvalidPayload("a task must be a shell command (str) or a JSON value, not None")
         try:
-            text = json.dumps(task, allow_nan=False, separators=(",", ":"))
+            text = json.dumps(task, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError) as e:
             raise InvalidPayload(
                 f"task {_short(task)} is not a str and does not serialize to JSON: {e}"

@@ -117,9 +117,7 @@ def batch_job_id() -> str | None:
 class Queue:
     """A named, persistent queue of tasks.  Get one with ``qdo.create`` or ``qdo.connect``."""
 
-    def __init__(
-        self, name: str, *, store: Store, settings: config.Settings | None = None
-    ) -> None:
+    def __init__(self, name: str, *, store: Store, settings: config.Settings | None = None) -> None:
         self.name = name
         self.store = store
         self.settings = settings or config.load()
@@ -128,9 +126,7 @@ class Queue:
         return f"<qdo.Queue {self.name!r} in {self.store.location}>"
 
     # -- adding ---------------------------------------------------------------------------
-    def add(
-        self, task: Any, priority: int = 0, requires: Sequence[int] | None = None
-    ) -> int:
+    def add(self, task: Any, priority: int = 0, requires: Sequence[int] | None = None) -> int:
         """Add one task; return its id.
 
         ``task`` is a shell command (str) or any JSON value (parameters).  Higher
@@ -162,7 +158,8 @@ class Queue:
             else _same_length("requires", requires, len(tasks))
         )  # fmt: skip
         rows = (
-            _new_task(i, t, p, r) for i, (t, p, r) in enumerate(zip(tasks, prios, reqs))
+            _new_task(i, t, p, r)
+            for i, (t, p, r) in enumerate(zip(tasks, prios, reqs, strict=False))
         )
         return list(self.store.add_many(self.name, rows))
 
@@ -315,10 +312,10 @@ def _new_task(index: int | None, task: Any, priority: Any, requires: Any) -> New
     try:
         payload, is_json = encode_payload(task)
         return NewTask(payload, is_json, check_priority(priority), _requires(requires))
-    except InvalidInput as e:
+    except InvalidPayload as e:
         if index is None:
             raise
-        raise type(e)(f"task #{index}: {e}") if isinstance(e, InvalidPayload) else e
+        raise InvalidPayload(f"task #{index}: {e}") from e
 
 
 def _task_id(value: Any) -> int:

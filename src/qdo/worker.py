@@ -61,6 +61,7 @@ def run_one(task: Task, *, log_dir: Path, script: str | None = None, shell: str 
         return
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "QDO_QUEUE": task.queue, "QDO_TASK_ID": str(task.id)}
+    message: str | None
     with open(log, "ab") as out:
         try:
             code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,

@@ -24,8 +24,8 @@ from ..errors import (
     DatabaseError,
     DependencyCycle,
     NotQdoDatabase,
-    QueueExists,
     QdoWarning,
+    QueueExists,
     SchemaTooNew,
     TaskNotEditable,
     UnknownQueue,
@@ -359,7 +359,9 @@ class SQLiteStore(Store):
                 if state is not None:
                     rows = [r for r in rows if r[4] == state.value]
             elif state is not None:
-                rows = conn.execute(Q["tasks_in_state"], {**params, "state": state.value}).fetchall()
+                rows = conn.execute(
+                    Q["tasks_in_state"], {**params, "state": state.value}
+                ).fetchall()
             else:
                 rows = conn.execute(Q["tasks_all"], params).fetchall()
             requires = self._requires_of(conn, [r[0] for r in rows]) if rows else {}

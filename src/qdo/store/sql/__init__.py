@@ -13,15 +13,15 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 def load(dialect: str, filename: str) -> dict[str, str]:
     """Return {name: sql} for the named blocks of ``<dialect>/<filename>``."""
-    text = resources.files(__package__).joinpath(dialect, filename).read_text("utf-8")
+    text = resources.files(__package__).joinpath(dialect).joinpath(filename).read_text("utf-8")
     parts = _NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def migrations(dialect: str) -> dict[int, str]:
     """Return {version: sql} of ``<dialect>/migrations/NNNN_*.sql`` (NNNN = version reached)."""
-    folder = resources.files(__package__).joinpath(dialect, "migrations")
+    folder = resources.files(__package__).joinpath(dialect).joinpath("migrations")
     out: dict[int, str] = {}
     for entry in folder.iterdir():
         m = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)

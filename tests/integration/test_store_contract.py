@@ -1,0 +1,338 @@
+"""The storage contract (qdo/store/base.py), run against every real backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from qdo.errors import DependencyCycle, QueueExists, TaskNotEditable, UnknownQueue, UnknownTask
+from qdo.models import QueueState, State
+from qdo.store.base import NewTask, Outcome, Store
+
+
+def add(store: Store, queue: str, *payloads: str, **kw: object) -> list[int]:
+    return list(store.add_many(queue, [NewTask(p, **kw) for p in payloads]))  # type: ignore[arg-type]
+
+
+def finish(store: Store, worker: str, tasks: list, state: State = State.SUCCEEDED) -> list[int]:
+    return store.finish(worker, [Outcome(t.id, t._token, state) for t in tasks])
+
+
+@pytest.fixture
+def q(store: Store) -> str:
+    store.create_queue("q")
+    return "q"
+
+
+def test_queue_lifecycle(store: Store) -> None:
+    info = store.create_queue("alpha")
+    assert info.name == "alpha" and info.state is QueueState.ACTIVE
+    with pytest.raises(QueueExists):
+        store.create_queue("alpha")
+    store.create_queue("beta")
+    assert [x.name for x in store.list_queues()] == ["alpha", "beta"]
+    store.set_queue_state("alpha", QueueState.PAUSED)
+    assert store.get_queue("alpha").state is QueueState.PAUSED
+    add(store, "alpha", "true", "false")
+    assert store.delete_queue("alpha") == 2
+    with pytest.raises(UnknownQueue):
+        store.get_queue("alpha")
+    with pytest.raises(UnknownQueue):
+        store.set_queue_state("alpha", QueueState.ACTIVE)
+    with pytest.raises(UnknownQueue):
+        store.counts("alpha")
+
+
+def test_ids_are_consecutive_and_never_reused(store: Store, q: str) -> None:
+    first = add(store, q, "a", "b", "c")
+    assert first == [first[0], first[0] + 1, first[0] + 2]
+    store.delete_queue(q)
+    store.create_queue(q)
+    again = add(store, q, "d")
+    assert again[0] > first[-1]
+
+
+def test_add_many_streams_a_generator(store: Store, q: str) -> None:
+    ids = store.add_many(q, (NewTask(f"echo {i}") for i in range(25_000)))
+    assert len(ids) == 25_000
+    assert store.counts(q).by_state[State.PENDING] == 25_000
+
+
+def test_add_many_to_missing_queue(store: Store) -> None:
+    with pytest.raises(UnknownQueue):
+        add(store, "nope", "true")
+    ids = store.add_many("made", [NewTask("true")], create_queue=True)
+    assert len(ids) == 1 and store.get_queue("made").name == "made"
+
+
+def test_add_many_is_all_or_nothing(store: Store, q: str) -> None:
+    def tasks():
+        yield NewTask("one")
+        yield NewTask("two")
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError):
+        store.add_many(q, tasks())
+    with pytest.raises(UnknownTask):
+        store.add_many(q, [NewTask("ok"), NewTask("bad", requires=[999_999])])
+    assert sum(store.counts(q).by_state.values()) == 0
+
+    def tasks_new_queue():
+        yield NewTask("one")
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError):
+        store.add_many("fresh", tasks_new_queue(), create_queue=True)
+    with pytest.raises(UnknownQueue):
+        store.get_queue("fresh")
+
+
+def test_claim_order_priority_then_fifo(store: Store, q: str) -> None:
+    low = add(store, q, "l1", "l2")
+    high = add(store, q, "h1", "h2", priority=5)
+    neg = add(store, q, "n1", priority=-3)
+    got = store.claim(q, "w", 10, lease=60)
+    assert [t.id for t in got] == high + low + neg
+    assert all(t.state is State.RUNNING and t.attempts == 1 and t.worker == "w" for t in got)
+    assert store.claim(q, "w", 10, lease=60) == []
+
+
+def test_claim_records_lease_and_job(store: Store, q: str) -> None:
+    add(store, q, "x")
+    before = time.time()
+    (t,) = store.claim(q, "host:1", 1, lease=100, jobid="42")
+    assert t.jobid == "42" and t.worker == "host:1"
+    assert t.lease_expires is not None and t.started is not None
+    assert before + 99 <= t.lease_expires.timestamp() <= time.time() + 101
+
+
+def test_paused_queue_hands_out_nothing(store: Store, q: str) -> None:
+    add(store, q, "a", "b")
+    (running,) = store.claim(q, "w", 1, lease=60)
+    store.set_queue_state(q, QueueState.PAUSED)
+    assert store.claim(q, "w", 5, lease=60) == []
+    assert finish(store, "w", [running]) == []  # running tasks still report
+    store.set_queue_state(q, QueueState.ACTIVE)
+    assert len(store.claim(q, "w", 5, lease=60)) == 1
+
+
+def test_finish_requires_the_current_lease(store: Store, q: str) -> None:
+    add(store, q, "a")
+    (t,) = store.claim(q, "w1", 1, lease=60)
+    assert store.finish("someone-else", [Outcome(t.id, t._token, State.SUCCEEDED)]) == [t.id]
+    assert store.finish("w1", [Outcome(t.id, t._token + 1, State.SUCCEEDED)]) == [t.id]
+    assert store.counts(q).by_state[State.RUNNING] == 1
+    out = Outcome(t.id, t._token, State.FAILED, exitcode=3, message="boom", log="/x.log")
+    assert store.finish("w1", [out]) == []
+    (done,) = store.tasks(q, task_id=t.id)
+    assert (done.state, done.exitcode, done.message, done.log) == (
+        State.FAILED,
+        3,
+        "boom",
+        "/x.log",
+    )
+    assert done.finished is not None and done.lease_expires is None
+    # a second report of the same attempt is refused
+    assert finish(store, "w1", [t]) == [t.id]
+
+
+def test_give_back_makes_the_task_pending(store: Store, q: str) -> None:
+    add(store, q, "a")
+    (t,) = store.claim(q, "w", 1, lease=60)
+    assert store.finish("w", [Outcome(t.id, t._token, State.PENDING)]) == []
+    (again,) = store.claim(q, "w2", 1, lease=60)
+    assert again.id == t.id and again.attempts == 2
+
+
+def test_late_report_after_rerun_is_refused(store: Store, q: str) -> None:
+    add(store, q, "a")
+    (old,) = store.claim(q, "w", 1, lease=60)
+    store.rerun(q)
+    (new,) = store.claim(q, "w", 1, lease=60)  # same worker name, new lease
+    assert finish(store, "w", [old]) == [old.id]
+    assert finish(store, "w", [new]) == []
+
+
+def test_renew_extends_only_held_leases(store: Store, q: str) -> None:
+    add(store, q, "a", "b")
+    a, b = store.claim(q, "w", 2, lease=1)
+    finish(store, "w", [b])
+    lost = store.renew("w", [(a.id, a._token), (b.id, b._token)], lease=1000)
+    assert lost == [b.id]
+    (a2,) = store.tasks(q, task_id=a.id)
+    assert a2.lease_expires is not None and a2.lease_expires.timestamp() > time.time() + 900
+
+
+def test_requeue_expired(store: Store, q: str) -> None:
+    add(store, q, "a", "b")
+    a, b = store.claim(q, "w", 2, lease=0.05)
+    store.renew("w", [(b.id, b._token)], lease=60)
+    time.sleep(0.1)
+    assert store.requeue_expired(q) == [a.id]
+    (a2,) = store.tasks(q, task_id=a.id)
+    assert a2.state is State.PENDING and a2.worker is None and "lease expired" in a2.message
+    assert finish(store, "w", [a]) == [a.id]  # the lost holder can't report any more
+    (a3,) = store.claim(q, "w2", 1, lease=60)
+    assert a3.id == a.id and a3.attempts == 2
+
+
+def test_requeue_workers(store: Store, q: str) -> None:
+    add(store, q, "a", "b", "c")
+    store.claim(q, "dead:1", 2, lease=60)
+    store.claim(q, "alive:2", 1, lease=60)
+    assert sorted(store.running_workers(q)) == ["alive:2", "dead:1"]
+    assert len(store.requeue_workers(q, ["dead:1"])) == 2
+    assert store.running_workers(q) == ["alive:2"]
+
+
+def test_dependencies_release_when_all_succeed(store: Store, q: str) -> None:
+    a, b = add(store, q, "a", "b")
+    (c,) = store.add_many(q, [NewTask("c", requires=[a, b])])
+    (c_task,) = store.tasks(q, task_id=c)
+    assert c_task.state is State.WAITING and sorted(c_task.requires) == [a, b]
+    ta, tb = store.claim(q, "w", 2, lease=60)
+    finish(store, "w", [ta])
+    assert store.tasks(q, task_id=c)[0].state is State.WAITING
+    finish(store, "w", [tb], State.FAILED)
+    assert store.tasks(q, task_id=c)[0].state is State.WAITING
+    counts = store.counts(q)
+    assert counts.blocked == 1
+    store.retry(q)
+    (tb2,) = store.claim(q, "w", 1, lease=60)
+    finish(store, "w", [tb2])
+    assert store.tasks(q, task_id=c)[0].state is State.PENDING
+    assert store.counts(q).blocked == 0
+
+
+def test_requirement_already_succeeded_means_pending(store: Store, q: str) -> None:
+    (a,) = add(store, q, "a")
+    finish(store, "w", store.claim(q, "w", 1, lease=60))
+    (b,) = store.add_many(q, [NewTask("b", requires=[a])])
+    assert store.tasks(q, task_id=b)[0].state is State.PENDING
+
+
+def test_dependencies_cross_queues(store: Store, q: str) -> None:
+    store.create_queue("other")
+    (a,) = add(store, "other", "upstream")
+    (b,) = store.add_many(q, [NewTask("downstream", requires=[a])])
+    assert store.claim(q, "w", 1, lease=60) == []
+    finish(store, "w", store.claim("other", "w", 1, lease=60))
+    (got,) = store.claim(q, "w", 1, lease=60)
+    assert got.id == b and got.requires == (a,)
+    # rerunning the upstream queue makes pending dependents elsewhere wait again
+    (c,) = store.add_many(q, [NewTask("second", requires=[a])])
+    assert store.tasks(q, task_id=c)[0].state is State.PENDING
+    store.rerun("other")
+    assert store.tasks(q, task_id=c)[0].state is State.WAITING
+
+
+def test_deleted_requirement_blocks(store: Store, q: str) -> None:
+    store.create_queue("other")
+    (a,) = add(store, "other", "upstream")
+    (b,) = store.add_many(q, [NewTask("downstream", requires=[a])])
+    store.delete_queue("other")
+    assert store.tasks(q, task_id=b)[0].state is State.WAITING
+    assert store.counts(q).blocked == 1
+
+
+def test_unknown_requirement_refused(store: Store, q: str) -> None:
+    (a,) = add(store, q, "a")
+    with pytest.raises(UnknownTask) as err:
+        store.add_many(q, [NewTask("b", requires=[a, a + 1000])])
+    assert err.value.task_ids == [a + 1000]
+    # an id that the same call is about to create is unknown too: nobody can know it
+    with pytest.raises(UnknownTask):
+        store.add_many(q, [NewTask("c"), NewTask("d", requires=[a + 1])])
+    assert sum(store.counts(q).by_state.values()) == 1
+
+
+def test_add_requires_and_cycles(store: Store, q: str) -> None:
+    a, b, c = add(store, q, "a", "b", "c")
+    store.add_requires(b, [a])
+    store.add_requires(c, [b])
+    assert store.tasks(q, task_id=c)[0].state is State.WAITING
+    with pytest.raises(DependencyCycle):
+        store.add_requires(a, [c])  # a <- b <- c <- a
+    with pytest.raises(DependencyCycle):
+        store.add_requires(a, [a])
+    with pytest.raises(UnknownTask):
+        store.add_requires(a, [c + 100])
+    with pytest.raises(UnknownTask):
+        store.add_requires(c + 100, [a])
+    assert store.tasks(q, task_id=a)[0].requires == ()
+    assert store.tasks(q, task_id=a)[0].state is State.PENDING
+    (ta,) = store.claim(q, "w", 1, lease=60)
+    with pytest.raises(TaskNotEditable):
+        store.add_requires(ta.id, [c])
+
+
+def test_retry_and_rerun(store: Store, q: str) -> None:
+    add(store, q, "ok", "bad", "killed")
+    ok, bad, killed = store.claim(q, "w", 3, lease=60)
+    finish(store, "w", [ok])
+    finish(store, "w", [bad], State.FAILED)
+    finish(store, "w", [killed], State.KILLED)
+    assert store.retry(q) == 2
+    counts = store.counts(q).by_state
+    assert counts[State.PENDING] == 2 and counts[State.SUCCEEDED] == 1
+    assert store.rerun(q) == 3
+    tasks = store.tasks(q)
+    assert all(t.state is State.PENDING and t.attempts == 0 and t.exitcode is None for t in tasks)
+
+
+def test_rerun_restores_waiting(store: Store, q: str) -> None:
+    (a,) = add(store, q, "a")
+    (b,) = store.add_many(q, [NewTask("b", requires=[a])])
+    finish(store, "w", store.claim(q, "w", 1, lease=60))
+    finish(store, "w", store.claim(q, "w", 1, lease=60))
+    store.rerun(q)
+    states = {t.id: t.state for t in store.tasks(q)}
+    assert states == {a: State.PENDING, b: State.WAITING}
+
+
+def test_counts_and_tasks_filters(store: Store, q: str) -> None:
+    ids = add(store, q, *[f"t{i}" for i in range(10)])
+    running = store.claim(q, "w", 4, lease=60)
+    finish(store, "w", running[:1], State.FAILED)
+    counts = store.counts(q).by_state
+    assert counts == {
+        State.WAITING: 0, State.PENDING: 6, State.RUNNING: 3,
+        State.SUCCEEDED: 0, State.FAILED: 1, State.KILLED: 0,
+    }  # fmt: skip
+    assert [t.id for t in store.tasks(q, State.FAILED)] == [running[0].id]
+    assert [t.id for t in store.tasks(q, after=ids[7])] == ids[8:]
+    assert [t.id for t in store.tasks(q, limit=2)] == ids[:2]
+    assert store.tasks(q, task_id=ids[3], state=State.FAILED) == []
+    assert set(store.all_counts()) == {q}
+
+
+def test_payloads_round_trip(store: Store, q: str) -> None:
+    text = "echo \"héllo wörld\" 'quoted' $HOME `x` ; | & \\ 漢字 \U0001f600"
+    (a,) = store.add_many(q, [NewTask(text)])
+    (b,) = store.add_many(q, [NewTask('{"x": [1, 2.5, null, true]}', is_json=True)])
+    assert store.tasks(q, task_id=a)[0].task == text
+    assert store.tasks(q, task_id=b)[0].task == {"x": [1, 2.5, None, True]}
+
+
+def test_concurrent_claims_in_threads_never_overlap(store: Store, q: str) -> None:
+    store.add_many(q, (NewTask(f"t{i}") for i in range(2000)))
+    nthreads = 8
+    barrier = threading.Barrier(nthreads)
+    got: list[list[int]] = [[] for _ in range(nthreads)]
+
+    def claimer(k: int) -> None:
+        barrier.wait()
+        while batch := store.claim(q, f"w{k}", 7, lease=60):
+            got[k].extend(t.id for t in batch)
+            assert finish(store, f"w{k}", batch) == []
+
+    threads = [threading.Thread(target=claimer, args=(k,)) for k in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [i for ids in got for i in ids]
+    assert len(everything) == len(set(everything)) == 2000
+    assert store.counts(q).by_state[State.SUCCEEDED] == 2000
