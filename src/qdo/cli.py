@@ -7,6 +7,7 @@ cause chain as well.  Usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 
 from . import __version__, config, display
 from .errors import InvalidInput, QdoError
-from .models import State
+from .models import State, check_priority
 from .queue import connect, create, load, qlist
 from .worker import RunSummary, do, log_path
 
@@ -39,6 +40,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     except _EmptyFile:
         raise
     except InvalidInput as e:
+        if not source.lineno:
+            raise
         raise InvalidInput(f"{source.where()}: {e}; nothing was loaded") from e
     finally:
         source.done()
@@ -49,10 +52,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     task: Any = args.task
     if args.json:
-        try:
-            task = json.loads(args.task)
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"--json given but the task is not JSON: {e}") from e
+        task = _json_task(args.task)
     task_id = connect(args.queue).add(task, priority=args.priority, requires=args.requires)
     print(task_id)
     return 0
@@ -121,7 +121,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     tasks: Iterator[Any] = q.iter_tasks(state=args.state)
     if args.limit is not None:
-        tasks = (t for i, t in enumerate(tasks) if i < args.limit)
+        tasks = itertools.islice(tasks, args.limit)
     if args.json:
         for t in tasks:
             print(json.dumps(t.to_dict()))
@@ -150,6 +150,20 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_task(text: str) -> Any:
+    """A parameter task from JSON text; a JSON string is refused (a str is a shell task)."""
+    try:
+        task = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"not a JSON value ({e.msg})") from e
+    if isinstance(task, str):
+        raise InvalidInput(
+            "a JSON string is not a parameter task (strings are shell commands): "
+            "drop --json, or wrap it in an object or list"
+        )
+    return task
+
+
 def _payload(task: Any) -> str:
     return task if isinstance(task, str) else json.dumps(task)
 
@@ -157,23 +171,29 @@ def _payload(task: Any) -> str:
 def cmd_do(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     tty = sys.stderr.isatty()
-    last = [0.0]
+    last = [time.monotonic()]
 
     def progress(s: RunSummary) -> None:
         now = time.monotonic()
         if now - last[0] < (0.2 if tty else 5.0):
             return
         last[0] = now
-        text = f"ran {s.ran:,} tasks  {_states(s.by_state)}  {s.ran / max(s.seconds, 1e-9):.1f}/s"
+        text = (
+            f"ran {_n(s.ran, 'task')}  {_states(s.by_state)}  {s.ran / max(s.seconds, 1e-9):.1f}/s"
+        )
         sys.stderr.write(f"\r{text}\x1b[K" if tty else text + "\n")
         sys.stderr.flush()
 
     summary = do(q, script=args.script, progress=progress)
     if tty and summary.ran:
         sys.stderr.write("\r\x1b[K")
-    print(f"ran {summary.ran:,} tasks in {summary.seconds:.1f} s  {_states(summary.by_state)}")
+    print(f"ran {_n(summary.ran, 'task')} in {summary.seconds:.1f} s  {_states(summary.by_state)}")
     _print_status(q.status(), False, sys.stdout)
     return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _states(by_state: dict[str, int]) -> str:
@@ -240,7 +260,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         raise InvalidInput(f"task {args.id} has no log yet ({path}); it is {found[0].state}")
     data = path.read_bytes()
     if args.tail is not None:
-        data = b"\n".join(data.split(b"\n")[-args.tail - 1 :])
+        lines = data.splitlines(keepends=True)
+        data = b"".join(lines[len(lines) - args.tail :]) if args.tail else b""
     sys.stdout.buffer.write(data)
     return 0
 
@@ -278,8 +299,12 @@ class _TaskFile:
             why = "is a directory" if os.path.isdir(name) else "does not exist"
             raise InvalidInput(f"task file {name} {why}")
 
+    @property
+    def label(self) -> str:
+        return "stdin" if self.name == "-" else self.name
+
     def where(self) -> str:
-        return f"{'stdin' if self.name == '-' else self.name}, line {self.lineno}"
+        return f"{self.label}, line {self.lineno}"
 
     def tasks(self) -> Iterator[Any]:
         stream = sys.stdin.buffer if self.name == "-" else open(self.name, "rb")  # noqa: SIM115
@@ -295,10 +320,7 @@ class _TaskFile:
                 if not stripped or stripped.startswith("#"):
                     continue
                 if self.as_json:
-                    try:
-                        yield json.loads(stripped)
-                    except json.JSONDecodeError as e:
-                        raise InvalidInput(f"not a JSON value ({e.msg})") from e
+                    yield _json_task(stripped)
                 else:
                     yield line
                 self.count += 1
@@ -308,7 +330,7 @@ class _TaskFile:
             if stream is not sys.stdin.buffer:
                 stream.close()
         if not self.count:  # raised inside the transaction: not even the queue is created
-            raise _EmptyFile(f"{self.name} holds no tasks (blank and # lines are skipped)")
+            raise _EmptyFile(f"{self.label} holds no tasks (blank and # lines are skipped)")
 
     def _progress(self) -> None:
         now = time.monotonic()
@@ -338,11 +360,21 @@ def _ids(text: str) -> list[int]:
 
 def _priority(text: str) -> int:
     try:
-        return int(text)
-    except ValueError:
+        return check_priority(int(text))
+    except (ValueError, QdoError):
         raise argparse.ArgumentTypeError(
-            f"a priority is an integer (higher runs first), got {text!r}"
+            f"a priority is a 64-bit integer (higher runs first), got {text!r}"
         ) from None
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number, 0 or more, got {text!r}")
+    return n
 
 
 def _state(text: str) -> str:
@@ -396,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=_state, metavar="STATE", help=", ".join(STATE_NAMES))
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also exit code, attempts, times, worker and message")  # fmt: skip
-    p.add_argument("--limit", type=int, metavar="N", help="show at most N tasks")
+    p.add_argument("--limit", type=_count, metavar="N", help="show at most N tasks")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = queue_command("do", cmd_do, "run the queue's tasks here until none is left")
     p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
@@ -410,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p = queue_command("log", cmd_log, "print a task's output")
     p.add_argument("id", type=int, metavar="ID")
-    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
     command("config", cmd_config, "the settings in effect and where each came from")
     return parser
 

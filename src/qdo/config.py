@@ -129,9 +129,11 @@ def parse_rc(path: Path) -> dict[str, str]:
         if key.startswith("qdo_") and key != "qdo_dir":
             key = key[4:]  # accept the environment spelling too
         if not sep or key not in SETTINGS:
+            # the line itself is not echoed: it may hold a password
+            found = f"unknown name {key!r}" if sep and key else "no 'name = value'"
             raise ConfigError(
-                f"{path}:{lineno}: expected 'name = value' with name one of "
-                f"{', '.join(SETTINGS)}, got {raw.strip()!r}"
+                f"{path}:{lineno}: {found}; expected 'name = value' with name one of "
+                f"{', '.join(SETTINGS)}"
             )
         out[key] = value.strip().strip("'\"")
     return out

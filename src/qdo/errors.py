@@ -30,7 +30,8 @@ class InvalidQueueName(InvalidInput):
     def __init__(self, name: object) -> None:
         self.name = name
         super().__init__(
-            f"invalid queue name {name!r}: use 1 to 100 characters from A-Z a-z 0-9 . _ -"
+            f"invalid queue name {name!r}: use 1 to 100 characters from A-Z a-z 0-9 . _ - "
+            "(but not . or .. alone)"
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -63,7 +63,7 @@ class QueueState(str, Enum):
 
 
 def check_queue_name(name: object) -> str:
-    if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
+    if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidQueueName(name)
     return name
 
@@ -183,7 +183,8 @@ class Task:
     def to_dict(self) -> dict[str, Any]:
         """All fields as JSON-friendly values (times as ISO 8601 UTC)."""
         out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
+        for f in fields(self):
+            name = f.name
             if name.startswith("_"):
                 continue
             value = getattr(self, name)

@@ -165,7 +165,7 @@ class Queue:
 
     def add_requires(self, task_id: int, requires: Sequence[int]) -> None:
         """Make a Waiting or Pending task also require ``requires`` (no cycles allowed)."""
-        self.store.add_requires(_task_id(task_id), _requires(requires))
+        self.store.add_requires(self.name, _task_id(task_id), _requires(requires))
 
     # -- consuming ------------------------------------------------------------------------
     def get(self, timeout: float | None = 0, lease: float | None = None) -> Task | None:

@@ -250,22 +250,25 @@ def test_unknown_requirement_refused(store: Store, q: str) -> None:
 
 def test_add_requires_and_cycles(store: Store, q: str) -> None:
     a, b, c = add(store, q, "a", "b", "c")
-    store.add_requires(b, [a])
-    store.add_requires(c, [b])
+    store.add_requires(q, b, [a])
+    store.add_requires(q, c, [b])
     assert store.tasks(q, task_id=c)[0].state is State.WAITING
     with pytest.raises(DependencyCycle):
-        store.add_requires(a, [c])  # a <- b <- c <- a
+        store.add_requires(q, a, [c])  # a <- b <- c <- a
     with pytest.raises(DependencyCycle):
-        store.add_requires(a, [a])
+        store.add_requires(q, a, [a])
     with pytest.raises(UnknownTask):
-        store.add_requires(a, [c + 100])
+        store.add_requires(q, a, [c + 100])
     with pytest.raises(UnknownTask):
-        store.add_requires(c + 100, [a])
+        store.add_requires(q, c + 100, [a])
+    store.create_queue("other")
+    with pytest.raises(UnknownTask):
+        store.add_requires("other", a, [b])  # a is not a task of "other"
     assert store.tasks(q, task_id=a)[0].requires == ()
     assert store.tasks(q, task_id=a)[0].state is State.PENDING
     (ta,) = store.claim(q, "w", 1, lease=60)
     with pytest.raises(TaskNotEditable):
-        store.add_requires(ta.id, [c])
+        store.add_requires(q, ta.id, [c])
 
 
 def test_retry_and_rerun(store: Store, q: str) -> None:

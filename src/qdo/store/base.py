@@ -115,10 +115,11 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def add_requires(self, task_id: int, requires: Sequence[int]) -> None:
-        """Make an existing Waiting or Pending task also require ``requires``.
+    def add_requires(self, queue: str, task_id: int, requires: Sequence[int]) -> None:
+        """Make an existing Waiting or Pending task of ``queue`` also require ``requires``.
 
-        Refuses (and writes nothing) on unknown ids (UnknownTask), on a task that
+        Refuses (and writes nothing) on unknown ids or a task of another queue
+        (UnknownTask), on a task that
         already started (TaskNotEditable) and when a requirement depends on the task,
         directly or not, or is the task itself (DependencyCycle)."""
 

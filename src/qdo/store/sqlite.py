@@ -91,7 +91,6 @@ class SQLiteStore(Store):
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode: a crash of the process loses nothing committed; only
             # a power loss may drop the last transactions (never corrupts the file).
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -124,6 +123,11 @@ class SQLiteStore(Store):
 
     def _initialize(self) -> None:
         try:
+            # look before writing anything: a foreign database must stay byte-identical
+            tables = {row[0] for row in self._conn().execute(Q["user_tables"])}
+            if tables and "qdo_schema" not in tables:
+                raise NotQdoDatabase(str(self.path), f"it has tables {', '.join(sorted(tables))}")
+            self._conn().execute("PRAGMA journal_mode = WAL")  # persistent, once per file
             with self._write() as conn:
                 tables = {row[0] for row in conn.execute(Q["user_tables"])}
                 if not tables:
@@ -234,11 +238,11 @@ class SQLiteStore(Store):
         if unknown:
             raise UnknownTask(unknown, "required task")
 
-    def add_requires(self, task_id: int, requires: Sequence[int]) -> None:
+    def add_requires(self, queue: str, task_id: int, requires: Sequence[int]) -> None:
         with self._write() as conn:
-            row = conn.execute(Q["task_state"], {"task_id": task_id}).fetchone()
+            row = conn.execute(Q["task_state"], {"task_id": task_id, "queue": queue}).fetchone()
             if row is None:
-                raise UnknownTask([task_id])
+                raise UnknownTask([task_id], f"task of queue {queue!r}")
             if row[0] not in (State.WAITING.value, State.PENDING.value):
                 raise TaskNotEditable(
                     f"task {task_id} is {row[0]}: only Waiting or Pending tasks can get new "

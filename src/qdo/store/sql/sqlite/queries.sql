@@ -48,7 +48,8 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'Pending'
   AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id);
 
 -- name: task_state
-SELECT state FROM tasks WHERE id = :task_id;
+SELECT t.state FROM tasks t JOIN queues q ON q.id = t.queue_id
+WHERE t.id = :task_id AND q.name = :queue;
 
 -- name: reaches
 -- Is :task_id among :ids or among their requirements, transitively?

@@ -1,0 +1,149 @@
+"""Run qdo's benchmarks and print a table per benchmark: qdo, its target and its peer.
+
+Usually started by ``benchmarks/run.sh`` (which sets up .venv and installs huey):
+
+    benchmarks/run.sh                 # every benchmark, 3 runs each, full sizes
+    benchmarks/run.sh --quick         # small sizes, 1 run: a smoke test
+    benchmarks/run.sh --runs 5 claim  # only some: add, load, claim, status
+
+Each run of each benchmark works in its own fresh scratch directory (``QDO_DIR``),
+under ``--scratch`` (default: ``.bench/`` in the repository, on the disk being
+measured), removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from _common import REPO, Config, filesystem_of, print_report, use_qdo_dir
+
+BENCHMARKS = {
+    "add": "bench_add",
+    "load": "bench_load",
+    "claim": "bench_claim",
+    "status": "bench_status",
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs of each benchmark (default: $QDO_BENCH_RUNS, else 3, or 1 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="sizes 10x smaller, for a smoke test (targets are not judged)",
+    )
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=os.environ.get("QDO_BENCH_TMPDIR", REPO / ".bench"),
+        help="where scratch directories go (default: $QDO_BENCH_TMPDIR, "
+        "else .bench/ in the repository)",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write every run's figures to FILE"
+    )
+    args = parser.parse_args()
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"no benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def source_version() -> str:
+    """The commit measured, and whether src/ differed from it."""
+    try:
+        git = ["git", "-C", str(REPO)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "src"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" with uncommitted changes in src/" if dirty else "")
+
+
+def main() -> int:
+    args = parse_args()
+    runs = args.runs or int(os.environ.get("QDO_BENCH_RUNS") or (1 if args.quick else 3))
+    cfg = Config(runs=runs, quick=args.quick, scratch=args.scratch.absolute())
+    # nothing in this process may reach a real qdo database either
+    use_qdo_dir(cfg.scratch / "driver-unused")
+    names = args.names or list(BENCHMARKS)
+
+    print(f"qdo benchmarks  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"  command: {' '.join(sys.argv)}")
+    print(f"  machine: {os.cpu_count()} cores, {cpu_model()}, {platform.platform()}")
+    print(
+        f"  python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"qdo-queue {package_version('qdo-queue')}, huey {package_version('huey')}"
+    )
+    print(f"  source: {source_version()}")
+    print(f"  scratch: {cfg.scratch} ({filesystem_of(cfg.scratch.parent)})")
+    print(f"  runs: {cfg.runs}{'  QUICK: small sizes, targets not judged' * cfg.quick}")
+    sys.stdout.flush()  # fmt: skip
+
+    figures = {}
+    for name in names:
+        module = importlib.import_module(BENCHMARKS[name])
+        report = module.run(cfg)
+        print_report(report, cfg)
+        figures[name] = {
+            "title": report.title,
+            "rows": {r.label: {"unit": r.unit, "values": r.values, "median": r.median,
+                               "target": r.target, "verdict": r.verdict(cfg.quick)}
+                     for r in report.rows},
+            "ratios": {q.label: q.values for q in report.ratios},
+        }  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    with contextlib.suppress(OSError):
+        cfg.scratch.rmdir()  # only if empty: never remove what a user keeps there
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

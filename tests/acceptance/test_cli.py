@@ -1,0 +1,696 @@
+"""Acceptance tests of the ``qdo`` command line, run as a real subprocess.
+
+Every test gets its own QDO_DIR (the autouse ``qdo_dir`` fixture), so its own SQLite
+database, qdorc and logs.  Nothing is mocked: real files, real processes, real SQLite.
+Tasks that write files always use absolute paths (``qdo do`` runs them in our cwd).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import qdo
+from tests.conftest import run_qdo
+
+TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+TASK_FIELDS = {
+    "id", "queue", "task", "state", "priority", "requires", "exitcode", "message",
+    "attempts", "created", "started", "finished", "worker", "jobid", "log", "lease_expires",
+}  # fmt: skip
+
+
+# -- helpers --------------------------------------------------------------------------------
+def ok(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
+    """Run qdo, require success and no traceback; return stdout."""
+    proc = run_qdo(*args, input=input, env=env)
+    assert proc.returncode == 0, f"qdo {args} exited {proc.returncode}:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    return proc.stdout
+
+
+def fails(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
+    """Run qdo, require the one-line ``qdo: error:`` failure; return that line."""
+    proc = run_qdo(*args, input=input, env=env)
+    assert proc.returncode == 1, f"qdo {args} exited {proc.returncode}:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"qdo {args}: expected one line on stderr, got:\n{proc.stderr}"
+    assert lines[0].startswith("qdo: error: "), lines[0]
+    assert proc.stdout == "", f"qdo {args} printed on stdout: {proc.stdout!r}"
+    return lines[0]
+
+
+def usage_error(*args: str) -> str:
+    """Run qdo, require an argparse usage error (exit 2); return the error line."""
+    proc = run_qdo(*args)
+    assert proc.returncode == 2, f"qdo {args} exited {proc.returncode}:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    last = proc.stderr.splitlines()[-1]
+    assert re.match(r"qdo( \w+)?: error: ", last), proc.stderr
+    return last
+
+
+def tasks(queue: str, *extra: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in ok("tasks", queue, "--json", *extra).splitlines()]
+
+
+def status(queue: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(ok("status", queue, "--json"))
+    return result
+
+
+def counts(queue: str) -> dict[str, int]:
+    return {s: n for s, n in status(queue)["ntasks"].items() if n}
+
+
+def queues() -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = json.loads(ok("list", "--json"))
+    return result
+
+
+def snapshot(qdo_dir: Path, db: str = "qdo.sqlite") -> dict[str, list[tuple[Any, ...]]] | None:
+    """Every row of every qdo table (None if there is no database yet)."""
+    path = qdo_dir / db
+    if not path.exists():
+        return None
+    with closing(sqlite3.connect(path)) as conn:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            for table in ("qdo_schema", "queues", "tasks", "requires")
+        }
+
+
+def assert_db_ok(qdo_dir: Path, db: str = "qdo.sqlite") -> None:
+    with closing(sqlite3.connect(qdo_dir / db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def appender(order: Path, name: str) -> str:
+    """A shell task that appends its name to the ``order`` file."""
+    return f"echo {name} >> {shlex.quote(str(order))}"
+
+
+def run_order(order: Path) -> list[str]:
+    return order.read_text().split() if order.exists() else []
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The rows of a plain-text table (header excluded), split on runs of spaces."""
+    return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()[1:]]
+
+
+# -- 1. the seed's command-line flow ---------------------------------------------------------
+SEED_FILE = """\
+# my first queue
+echo hello
+
+true
+   # an indented comment
+false
+\t
+echo world
+"""
+
+
+def test_seed_flow(qdo_dir: Path, tmp_path: Path) -> None:
+    file = write(tmp_path / "tasks.txt", SEED_FILE)
+
+    out = ok("load", "Q", str(file))
+    assert out == "loaded 4 tasks into Q (ids 1-4)\n"
+    assert [(t["id"], t["task"], t["state"]) for t in tasks("Q")] == [
+        (1, "echo hello", "Pending"), (2, "true", "Pending"),
+        (3, "false", "Pending"), (4, "echo world", "Pending"),
+    ]  # fmt: skip
+
+    listing = ok("list")
+    assert listing.splitlines()[0].split() == [
+        "QUEUE", "STATE", "WAITING", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "KILLED",
+    ]  # fmt: skip
+    assert listing.splitlines()[1].split() == ["Q", "Active", "0", "4", "0", "0", "0", "0"]
+    assert [q["name"] for q in queues()] == ["Q"]
+
+    text = ok("status", "Q")
+    assert text.splitlines()[0].split() == ["Q", "Active", "4", "tasks,", "0.0%", "done"]
+    assert re.search(r"^\s+Pending\s+4$", text, re.M)
+    assert status("Q") == {
+        "name": "Q", "state": "Active", "blocked": 0,
+        "ntasks": {"Waiting": 0, "Pending": 4, "Running": 0, "Succeeded": 0, "Failed": 0,
+                   "Killed": 0},
+    }  # fmt: skip
+
+    out = ok("do", "Q")
+    assert out.startswith("ran 4 tasks in ")
+    assert "1 Failed, 3 Succeeded" in out.splitlines()[0]
+    assert "100.0% done" in out
+    assert counts("Q") == {"Succeeded": 3, "Failed": 1}
+
+    failed = ok("tasks", "Q", "--state", "Failed")
+    assert table_rows(failed) == [["3", "Failed", "0", "false"]]
+    assert ok("tasks", "Q", "--state", "failed") == failed  # any case
+    [bad] = tasks("Q", "--state", "Failed")
+    assert (bad["task"], bad["exitcode"], bad["attempts"]) == ("false", 1, 1)
+    assert ok("log", "Q", "1") == "hello\n"
+
+    assert ok("retry", "Q") == "1 Failed or Killed tasks of Q will run again\n"
+    assert [t["state"] for t in tasks("Q")] == ["Succeeded", "Succeeded", "Pending", "Succeeded"]
+
+    before = snapshot(qdo_dir)
+    line = fails("rerun", "Q")
+    assert "--force" in line and "4 tasks" in line
+    assert snapshot(qdo_dir) == before
+
+    assert ok("rerun", "Q", "--force") == "4 tasks of Q will run again\n"
+    assert [(t["state"], t["attempts"], t["exitcode"]) for t in tasks("Q")] == [
+        ("Pending", 0, None)
+    ] * 4
+    ok("do", "Q")
+    assert counts("Q") == {"Succeeded": 3, "Failed": 1}
+
+    before = snapshot(qdo_dir)
+    line = fails("delete", "Q")
+    assert "--force" in line
+    assert snapshot(qdo_dir) == before
+    assert [q["name"] for q in queues()] == ["Q"]
+
+    assert ok("delete", "Q", "--force") == "deleted queue Q and its 4 tasks\n"
+    assert queues() == []
+    assert ok("list").startswith("no queues")
+    assert "no queue named 'Q'" in fails("status", "Q")
+    assert_db_ok(qdo_dir)
+
+
+# -- 2. loading, adding, priorities, requirements, tasks, log --------------------------------
+def test_load_from_stdin(qdo_dir: Path) -> None:
+    out = ok("load", "S", "-", input="echo a\n\n# skip me\necho b\r\n  echo c  \n")
+    assert out == "loaded 3 tasks into S (ids 1-3)\n"
+    assert [t["task"] for t in tasks("S")] == ["echo a", "echo b", "  echo c  "]
+    assert_db_ok(qdo_dir)
+
+
+def test_load_json_parameter_tasks(qdo_dir: Path, tmp_path: Path) -> None:
+    file = write(
+        tmp_path / "params.jsonl",
+        '{"infile": "a.tif", "n": 1}\n# a comment\n\n[1, 2]\n7\n{"s": "just a string"}\n',
+    )
+    assert ok("load", "P", str(file), "--json") == "loaded 4 tasks into P (ids 1-4)\n"
+    assert [t["task"] for t in tasks("P")] == [{"infile": "a.tif", "n": 1}, [1, 2], 7,
+                                               {"s": "just a string"}]  # fmt: skip
+
+    # a parameter task needs a script; with one, the JSON is its argument
+    ok("add", "P", '{"x": "y"}', "--json")
+    ok("do", "P", "--script", "echo")
+    assert counts("P") == {"Succeeded": 5}
+    assert json.loads(ok("log", "P", "1")) == {"infile": "a.tif", "n": 1}
+    assert json.loads(ok("log", "P", "5")) == {"x": "y"}
+
+    ok("rerun", "P", "--force")
+    ok("do", "P")  # no script: parameter tasks fail, with a message saying why
+    failed = {t["id"]: t for t in tasks("P", "--state", "Failed")}
+    assert sorted(failed) == [1, 2, 3, 4, 5]
+    assert all("--script" in failed[i]["message"] for i in (1, 2, 3, 4, 5))
+    assert_db_ok(qdo_dir)
+
+
+def test_json_string_is_refused_as_parameter_task(qdo_dir: Path, tmp_path: Path) -> None:
+    # a str task is a shell command; a JSON string would be silently run as one
+    file = write(tmp_path / "params.jsonl", '{"a": 1}\n"two  words"\n')
+    err = fails("load", "P", str(file), "--json")
+    assert "line 2" in err and "JSON string" in err
+    assert "JSON string" in fails("add", "P", '"x"', "--json")
+    assert queues() == []
+
+
+def test_load_creates_queue_and_priorities_decide_order(qdo_dir: Path, tmp_path: Path) -> None:
+    order = tmp_path / "order"
+    low = write(tmp_path / "low", "".join(appender(order, f"low{i}") + "\n" for i in range(3)))
+    high = write(tmp_path / "high", "".join(appender(order, f"hi{i}") + "\n" for i in range(3)))
+    assert queues() == []
+    ok("load", "O", str(low))  # creates the queue
+    ok("load", "O", str(high), "--priority", "10")
+    ok("add", "O", appender(order, "mid"), "--priority", "5")
+    ok("add", "O", appender(order, "neg"), "--priority", "-3")
+    ok("add", "O", appender(order, "zero"))
+    assert [t["priority"] for t in tasks("O")] == [0, 0, 0, 10, 10, 10, 5, -3, 0]
+    assert ok("do", "O").startswith("ran 9 tasks")
+    assert run_order(order) == ["hi0", "hi1", "hi2", "mid", "low0", "low1", "low2", "zero", "neg"]
+    assert_db_ok(qdo_dir)
+
+
+def test_add_requires_waits_for_requirements(qdo_dir: Path, tmp_path: Path) -> None:
+    order = tmp_path / "order"
+    ok("create", "D")
+    a = ok("add", "D", appender(order, "a")).strip()
+    b = ok("add", "D", appender(order, "b"), "--priority", "100", "--requires", a).strip()
+    c = ok("add", "D", appender(order, "c"), "--priority", "50", "--requires", f"{a},{b}")
+    d = ok("add", "D", appender(order, "d"), "--priority", "-1")
+    assert [a, b, c.strip(), d.strip()] == ["1", "2", "3", "4"]
+    by_id = {t["id"]: t for t in tasks("D")}
+    assert [by_id[i]["state"] for i in (1, 2, 3, 4)] == ["Pending", "Waiting", "Waiting",
+                                                         "Pending"]  # fmt: skip
+    assert by_id[3]["requires"] == [1, 2]
+    assert status("D")["blocked"] == 0  # waiting, but on nothing that failed
+    ok("do", "D")
+    # b has the highest priority but must wait for a; c waits for a and b; d is last
+    assert run_order(order) == ["a", "b", "c", "d"]
+    assert counts("D") == {"Succeeded": 4}
+    assert_db_ok(qdo_dir)
+
+
+def test_failed_requirement_blocks_until_retried(qdo_dir: Path, tmp_path: Path) -> None:
+    order, flag = tmp_path / "order", tmp_path / "flag"
+    ok("create", "F")
+    ok("add", "F", f"test -e {shlex.quote(str(flag))} && " + appender(order, "a"))
+    ok("add", "F", appender(order, "b"), "--requires", "1")
+    ok("do", "F")
+    assert counts("F") == {"Failed": 1, "Waiting": 1}
+    assert status("F")["blocked"] == 1
+    assert "1 blocked by a failed or missing requirement" in ok("status", "F")
+    flag.touch()
+    ok("retry", "F")
+    ok("do", "F")
+    assert run_order(order) == ["a", "b"]
+    assert counts("F") == {"Succeeded": 2}
+    assert_db_ok(qdo_dir)
+
+
+def test_requirements_across_queues_and_require_command(qdo_dir: Path, tmp_path: Path) -> None:
+    order = tmp_path / "order"
+    ok("create", "A")
+    ok("create", "B")
+    ok("add", "A", appender(order, "a1"))  # 1
+    ok("add", "B", appender(order, "b1"), "--requires", "1")  # 2, needs a task of A
+    ok("add", "B", appender(order, "b2"))  # 3
+    ok("add", "B", appender(order, "b3"), "--priority", "9")  # 4
+    assert ok("require", "B", "4", "--on", "3") == "task 4 now also requires 3\n"
+    assert [t["state"] for t in tasks("B")] == ["Waiting", "Pending", "Waiting"]
+    ok("do", "B")  # b1 waits for A
+    assert run_order(order) == ["b2", "b3"]
+    ok("do", "A")
+    assert [t["state"] for t in tasks("B")] == ["Pending", "Succeeded", "Succeeded"]
+    ok("do", "B")
+    assert run_order(order) == ["b2", "b3", "a1", "b1"]
+    assert_db_ok(qdo_dir)
+
+
+def test_tasks_verbose_and_limit(qdo_dir: Path) -> None:
+    ok("create", "V")
+    ok("add", "V", "exit 3")
+    ok("add", "V", "true", "--priority", "2")
+    ok("add", "V", "echo later", "--requires", "1")
+    ok("do", "V")
+    out = ok("tasks", "V", "--verbose")
+    header = out.splitlines()[0].split()
+    for column in ("ID", "STATE", "PRI", "EXIT", "TRIES", "CREATED", "STARTED", "FINISHED",
+                   "MESSAGE", "TASK"):  # fmt: skip
+        assert column in header
+    lines = out.splitlines()
+    failed = next(line for line in lines if "exit 3" in line)
+    assert re.match(r"\s*1\s+Failed\s+0\s+3\s+1\s", failed)
+    assert len(TIME.findall(failed)) == 3  # created, started, finished
+    assert "exit code 3" in failed
+    waiting = next(line for line in lines if "echo later" in line)
+    assert re.match(r"\s*3\s+Waiting\s+0\s+-\s+0\s", waiting)
+    assert len(TIME.findall(waiting)) == 1  # only created
+    assert ok("tasks", "V", "-v") == out
+    assert len(tasks("V", "--limit", "2")) == 2
+    assert ok("tasks", "V", "--state", "Running").splitlines()[-1] == "(no tasks in state Running)"
+
+    [t] = tasks("V", "--state", "Failed")
+    assert (t["exitcode"], t["attempts"], t["message"]) == (3, 1, "exit code 3")
+    assert t["started"] and t["finished"] and t["worker"]
+
+
+def test_tasks_negative_limit_is_refused(qdo_dir: Path) -> None:
+    ok("create", "T")
+    ok("add", "T", "true")
+    proc = run_qdo("tasks", "T", "--limit", "-1")
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode != 0
+
+
+def test_tasks_json_has_only_task_fields(qdo_dir: Path) -> None:
+    ok("create", "J")
+    ok("add", "J", "true")
+    [t] = tasks("J")
+    assert set(t) == TASK_FIELDS
+
+
+def test_log_and_tail(qdo_dir: Path) -> None:
+    ok("create", "L")
+    ok("add", "L", "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2")
+    ok("add", "L", "echo never")
+    ok("pause", "L")
+    assert ok("do", "L").startswith("ran 0 tasks")  # paused: nothing runs
+    assert status("L")["state"] == "Paused"
+    line = fails("log", "L", "1")
+    assert "no log yet" in line and "Pending" in line
+    ok("resume", "L")
+    ok("do", "L")
+    assert ok("log", "L", "1") == "line1\nline2\nline3\nline4\nline5\noops\n"
+    assert ok("log", "L", "1", "--tail", "2") == "line5\noops\n"
+    assert ok("log", "L", "1", "--tail", "100") == ok("log", "L", "1")
+    assert "no task 99" in fails("log", "L", "99")
+    usage_error("log", "L", "1", "--tail", "x")
+    assert_db_ok(qdo_dir)
+
+
+def test_log_tail_without_final_newline(qdo_dir: Path) -> None:
+    ok("create", "T")
+    ok("add", "T", "printf 'a\\nb\\nc'")
+    ok("do", "T")
+    assert ok("log", "T", "1") == "a\nb\nc"
+    assert ok("log", "T", "1", "--tail", "1") == "c"
+
+
+def test_log_tail_negative_is_refused(qdo_dir: Path) -> None:
+    ok("create", "T")
+    ok("add", "T", "echo a; echo b")
+    ok("do", "T")
+    proc = run_qdo("log", "T", "1", "--tail", "-1")
+    assert proc.returncode != 0
+
+
+# -- 3. bad input: one line, non-zero exit, nothing changed -----------------------------------
+@pytest.fixture
+def populated(qdo_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Queue Q with tasks 1 <- 2 <- 3 (each requires the previous), queue Other empty."""
+    ok("create", "Q")
+    ok("add", "Q", "echo one")
+    ok("add", "Q", "echo two", "--requires", "1")
+    ok("add", "Q", "echo three", "--requires", "2")
+    ok("create", "Other")
+    snap = snapshot(qdo_dir)
+    assert snap is not None
+    return snap
+
+
+UNKNOWN_QUEUE_COMMANDS = [
+    ["status", "Nope"], ["status", "Nope", "--json"], ["tasks", "Nope"], ["do", "Nope"],
+    ["add", "Nope", "echo x"], ["require", "Nope", "2", "--on", "1"], ["pause", "Nope"],
+    ["resume", "Nope"], ["retry", "Nope"], ["rerun", "Nope", "--force"], ["recover", "Nope"],
+    ["delete", "Nope", "--force"], ["log", "Nope", "1"],
+]  # fmt: skip
+
+
+def test_unknown_queue(qdo_dir: Path, populated: dict[str, Any]) -> None:
+    for args in UNKNOWN_QUEUE_COMMANDS:
+        line = fails(*args)
+        assert "no queue named 'Nope'" in line, args
+    assert snapshot(qdo_dir) == populated
+    assert_db_ok(qdo_dir)
+
+
+def test_create_existing_queue(qdo_dir: Path, populated: dict[str, Any]) -> None:
+    assert "already exists" in fails("create", "Q")
+    assert snapshot(qdo_dir) == populated
+
+
+BAD_NAMES = [" ", "a b", "a/b", "../x", "x" * 101, "", "é", "队列", "tab\there", "a\n", "a;b"]
+
+
+def test_bad_queue_names(qdo_dir: Path, tmp_path: Path, populated: dict[str, Any]) -> None:
+    file = write(tmp_path / "t.txt", "echo x\n")
+    for name in BAD_NAMES:
+        for args in (["create", name], ["load", name, str(file)], ["add", name, "echo x"]):
+            assert "invalid queue name" in fails(*args), args
+    assert "invalid queue name" in fails("status", "a/b")
+    assert snapshot(qdo_dir) == populated
+    # the edges of what is allowed
+    for name in ["x" * 100, "a.b_c-D9", "0"]:
+        ok("create", name)
+    assert_db_ok(qdo_dir)
+
+
+def test_priority_not_an_integer(qdo_dir: Path, tmp_path: Path, populated: dict[str, Any]) -> None:
+    file = write(tmp_path / "t.txt", "echo x\n")
+    for value in ["x", "1.5", "", "1e3", "0x10"]:
+        assert "priority" in usage_error("add", "Q", "echo x", "--priority", value)
+        assert "priority" in usage_error("load", "Q", str(file), "--priority", value)
+        assert "priority" in usage_error("load", "New", str(file), "--priority", value)
+    for value in [str(2**63), str(-(2**63) - 1)]:
+        assert "64-bit" in usage_error("add", "Q", "echo x", "--priority", value)
+        assert "64-bit" in usage_error("load", "New", str(file), "--priority", value)
+    assert snapshot(qdo_dir) == populated
+    ok("add", "Q", "echo max", "--priority", str(2**63 - 1))  # the largest is fine
+
+
+def test_load_bad_priority_message_names_no_line(qdo_dir: Path, tmp_path: Path) -> None:
+    file = write(tmp_path / "t.txt", "echo x\n")
+    assert "line 0" not in usage_error("load", "New", str(file), "--priority", str(2**63))
+
+
+def test_requires_unknown_or_malformed(qdo_dir: Path, populated: dict[str, Any]) -> None:
+    assert "no required task with id 99" in fails("add", "Q", "echo x", "--requires", "99")
+    assert "99" in fails("add", "Q", "echo x", "--requires", "1,99")
+    assert "no task of queue 'Q' with id 77" in fails("require", "Q", "77", "--on", "1")
+    assert "no required task with id 99" in fails("require", "Q", "3", "--on", "99")
+    for value in ["0", "-1", "a", "1,,x", ","]:
+        usage_error("add", "Q", "echo x", "--requires", value)
+    usage_error("require", "Q", "x", "--on", "1")
+    usage_error("require", "Q", "1")  # --on is required
+    assert snapshot(qdo_dir) == populated
+
+
+def test_requirement_cycles(qdo_dir: Path, populated: dict[str, Any]) -> None:
+    assert "cycle" in fails("require", "Q", "1", "--on", "2")  # 2 requires 1
+    assert "cycle" in fails("require", "Q", "1", "--on", "3")  # 3 -> 2 -> 1
+    assert "cycle" in fails("require", "Q", "1", "--on", "1")  # itself
+    assert "cycle" in fails("require", "Q", "2", "--on", "2")
+    assert "cycle" in fails("require", "Q", "1", "--on", "3,2")
+    assert snapshot(qdo_dir) == populated
+    ok("require", "Q", "3", "--on", "1")  # already implied: no cycle
+    assert_db_ok(qdo_dir)
+
+
+def test_require_checks_the_queue(qdo_dir: Path, populated: dict[str, Any]) -> None:
+    ok("add", "Other", "echo other")  # 4
+    proc = run_qdo("require", "Other", "1", "--on", "4")  # task 1 is in Q, not Other
+    assert tasks("Q")[0]["requires"] == []
+    assert proc.returncode == 1
+
+
+def test_add_bad_payloads(qdo_dir: Path, populated: dict[str, Any]) -> None:
+    assert "not a JSON value" in fails("add", "Q", "{bad", "--json")
+    assert "not a JSON value" in fails("add", "Q", "", "--json")
+    assert "None" in fails("add", "Q", "null", "--json")
+    assert "empty" in fails("add", "Q", "")
+    assert "empty" in fails("add", "Q", "   ")
+    assert snapshot(qdo_dir) == populated
+
+
+def test_load_bad_files(qdo_dir: Path, tmp_path: Path, populated: dict[str, Any]) -> None:
+    good = "echo 1\necho 2\n"
+    cases: list[tuple[str, str | bytes | None, list[str], list[str]]] = [
+        ("missing.txt", None, [], ["does not exist"]),
+        ("empty.txt", "", [], ["holds no tasks"]),
+        ("comments.txt", "# one\n\n   \n# two\n", [], ["holds no tasks"]),
+        ("nul.txt", b"echo 1\necho \x00 2\necho 3\n", [], ["line 2", "NUL", "nothing was loaded"]),
+        ("latin1.txt", "echo 1\necho caf\xe9\necho 3\n".encode("latin-1"), [],
+         ["line 2", "UTF-8", "nothing was loaded"]),
+        ("binary.bin", bytes(range(256)) * 4, [], ["line 1", "nothing was loaded"]),
+        ("huge.txt", good + "echo " + "x" * 1_100_000 + "\n", [], ["line 3", "larger than"]),
+        ("bad.jsonl", '{"a": 1}\n{bad\n', ["--json"], ["line 2", "JSON", "nothing was loaded"]),
+        ("null.jsonl", '{"a": 1}\nnull\n', ["--json"], ["line 2", "nothing was loaded"]),
+    ]  # fmt: skip
+    (tmp_path / "a-directory").mkdir()
+    assert "is a directory" in fails("load", "New", str(tmp_path / "a-directory"))
+    for name, content, options, fragments in cases:
+        path = tmp_path / name
+        if content is not None:
+            write(path, content)
+        for queue in ("New", "Q"):
+            line = fails("load", queue, str(path), *options)
+            for fragment in fragments:
+                assert fragment in line, (name, line)
+    assert "holds no tasks" in fails("load", "New", "-", input="")
+    assert "holds no tasks" in fails("load", "New", "-", input="# only a comment\n\n")
+    assert snapshot(qdo_dir) == populated  # no task added, queue New never created
+    assert_db_ok(qdo_dir)
+
+
+def test_empty_file_creates_nothing_in_a_fresh_dir(qdo_dir: Path, tmp_path: Path) -> None:
+    empty = write(tmp_path / "empty.txt", "")
+    fails("load", "New", str(empty))
+    assert queues() == []
+
+
+def test_dot_dot_queue_logs_stay_in_log_dir(qdo_dir: Path) -> None:
+    if run_qdo("create", "..").returncode != 0:
+        return  # refusing the name is fine too
+    ok("add", "..", "echo up")
+    ok("do", "..")
+    [t] = tasks("..")
+    log_dir = (qdo_dir / "logs").resolve()
+    assert Path(t["log"]).resolve().is_relative_to(log_dir), t["log"]
+
+
+# -- 3b. databases that are not (usable) qdo databases ----------------------------------------
+DB_COMMANDS = [["list"], ["create", "X"], ["status", "X"], ["add", "X", "echo x"]]
+
+
+def _refuses_db(qdo_dir: Path, tmp_path: Path, db: str, *fragments: str) -> None:
+    path = qdo_dir / db
+    before = digest(path)
+    file = write(tmp_path / "t.txt", "echo x\n")
+    for args in [*DB_COMMANDS, ["load", "X", str(file)]]:
+        line = fails(*args, env={"QDO_DB_NAME": db})
+        for fragment in fragments:
+            assert fragment in line, (args, line)
+        assert str(path) in line
+    assert digest(path) == before, "the database file was changed"
+    # `qdo config` does not need the database: it still works, to help find the problem
+    assert f"database: {path}" in ok("config", env={"QDO_DB_NAME": db})
+
+
+def test_garbage_database_file(qdo_dir: Path, tmp_path: Path) -> None:
+    qdo_dir.mkdir()
+    write(qdo_dir / "garbage.db", b"\x00\xffnot sqlite at all\n" * 300)
+    _refuses_db(qdo_dir, tmp_path, "garbage.db", "is not a qdo database")
+    assert sorted(p.name for p in qdo_dir.iterdir() if p.name.startswith("garbage")) == [
+        "garbage.db"
+    ]
+
+
+def _foreign_db(qdo_dir: Path) -> Path:
+    qdo_dir.mkdir(exist_ok=True)
+    path = qdo_dir / "other.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)")
+        conn.execute("INSERT INTO accounts (owner) VALUES ('alice'), ('bob')")
+        conn.commit()
+    return path
+
+
+def test_foreign_sqlite_database_is_refused(qdo_dir: Path, tmp_path: Path) -> None:
+    path = _foreign_db(qdo_dir)
+    file = write(tmp_path / "t.txt", "echo x\n")
+    for args in [*DB_COMMANDS, ["load", "X", str(file)]]:
+        line = fails(*args, env={"QDO_DB_NAME": "other.db"})
+        assert "is not a qdo database" in line and "accounts" in line, line
+    with closing(sqlite3.connect(path)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        assert tables == ["accounts"]
+        assert conn.execute("SELECT owner FROM accounts").fetchall() == [("alice",), ("bob",)]
+
+
+def test_foreign_sqlite_database_is_left_unchanged(qdo_dir: Path, tmp_path: Path) -> None:
+    _foreign_db(qdo_dir)
+    _refuses_db(qdo_dir, tmp_path, "other.db", "is not a qdo database")
+
+
+def test_schema_too_new(qdo_dir: Path, tmp_path: Path) -> None:
+    ok("create", "X")
+    with closing(sqlite3.connect(qdo_dir / "qdo.sqlite")) as conn:
+        conn.execute("UPDATE qdo_schema SET version = 99")
+        conn.commit()
+    _refuses_db(qdo_dir, tmp_path, "qdo.sqlite", "schema version 99", "upgrade qdo")
+    with closing(sqlite3.connect(qdo_dir / "qdo.sqlite")) as conn:
+        assert conn.execute("SELECT version FROM qdo_schema").fetchall() == [(99,)]
+        assert conn.execute("SELECT name FROM queues").fetchall() == [("X",)]
+
+
+def test_database_path_is_a_directory(qdo_dir: Path) -> None:
+    (qdo_dir / "adir").mkdir(parents=True)
+    assert "adir" in fails("list", env={"QDO_DB_NAME": "adir"})
+    assert list((qdo_dir / "adir").iterdir()) == []
+
+
+# -- 5. the command itself --------------------------------------------------------------------
+def test_version() -> None:
+    assert ok("--version") == f"qdo {qdo.__version__}\n"
+
+
+def test_no_command_is_a_usage_error(qdo_dir: Path) -> None:
+    proc = run_qdo()
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: qdo")
+    assert "Traceback" not in proc.stderr
+    assert not qdo_dir.exists()  # nothing was written
+
+
+def test_help_lists_the_commands() -> None:
+    out = ok("--help")
+    for command in (
+        "create",
+        "load",
+        "add",
+        "require",
+        "list",
+        "status",
+        "tasks",
+        "do",
+        "pause",
+        "resume",
+        "retry",
+        "rerun",
+        "recover",
+        "delete",
+        "log",
+        "config",
+    ):
+        assert re.search(rf"^\s+{command}\s", out, re.M), command
+
+
+def test_unknown_command_and_option() -> None:
+    usage_error("frobnicate")
+    usage_error("list", "--bogus")
+    usage_error("tasks", "Q", "--state", "Sleeping")
+
+
+@pytest.fixture
+def big_queue(qdo_dir: Path) -> str:
+    ok("load", "Big", "-", input="".join(f"echo {i}\n" for i in range(5000)))
+    return "Big"
+
+
+def test_broken_pipe_in_a_shell_pipeline(big_queue: str) -> None:
+    qdo_cmd = f"{shlex.quote(sys.executable)} -m qdo"
+    for args in ("tasks Big", "tasks Big --json", "tasks Big --verbose"):
+        proc = subprocess.run(
+            ["bash", "-c", f'{qdo_cmd} {args} | head -1; echo "qdo exit ${{PIPESTATUS[0]}}" >&2'],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert len(proc.stdout.splitlines()) == 1
+        assert proc.stderr == "qdo exit 0\n", proc.stderr
+
+
+def test_broken_pipe_reader_gone(big_queue: str) -> None:
+    for args in (["tasks", "Big"], ["tasks", "Big", "--json"], ["list"], ["status", "Big"],
+                 ["status", "Big", "--json"], ["config"], ["--version"]):  # fmt: skip
+        read, write_end = os.pipe()
+        os.close(read)  # the reader left before qdo wrote anything
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "qdo", *args], stdout=write_end, stderr=subprocess.PIPE,
+                text=True, timeout=60,
+            )  # fmt: skip
+        finally:
+            os.close(write_end)
+        assert proc.stderr == "", (args, proc.stderr)
+        assert proc.returncode == 0, args

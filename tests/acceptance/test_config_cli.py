@@ -1,0 +1,192 @@
+"""Acceptance tests of configuration (SPEC 1.7) through ``qdo config``, as a subprocess."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from qdo.config import SETTINGS
+from tests.acceptance.test_cli import fails, ok, queues
+from tests.conftest import run_qdo
+
+
+def settings_table(out: str) -> dict[str, tuple[str, str]]:
+    """``qdo config`` output as {setting: (value, from)}."""
+    rows = {}
+    for line in out.splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) == 3 and parts[0] in SETTINGS:
+            rows[parts[0]] = (parts[1], parts[2])
+    assert set(rows) == set(SETTINGS), out
+    return rows
+
+
+def assert_sample(path: Path) -> None:
+    text = path.read_text()
+    assert all(not line.strip() or line.startswith("#") for line in text.splitlines()), text
+    for name in SETTINGS:
+        assert f"# {name} = " in text, name
+
+
+def test_sample_written_in_qdo_dir(qdo_dir: Path) -> None:
+    rc = qdo_dir / "qdorc"
+    out = ok("config")
+    assert out.splitlines()[0] == f"note: wrote a commented sample configuration to {rc}"
+    assert f"configuration file: {rc}" in out
+    assert_sample(rc)
+    rows = settings_table(out)
+    assert rows["qdo_dir"] == (str(qdo_dir), "environment QDO_DIR")
+    assert rows["backend"] == ("sqlite", "default")
+    assert f"database: {qdo_dir / 'qdo.sqlite'}" in out
+    assert f"logs: {qdo_dir / 'logs'}" in out
+    # the sample changes nothing, and is written once
+    before = rc.read_bytes()
+    again = ok("config")
+    assert "note:" not in again
+    assert settings_table(again) == rows
+    assert rc.read_bytes() == before
+
+
+def test_sample_written_in_home_without_qdo_dir(
+    qdo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QDO_DIR")
+    home_qdo = tmp_path / "home" / ".qdo"
+    out = ok("config")
+    assert f"configuration file: {home_qdo / 'qdorc'}" in out
+    assert_sample(home_qdo / "qdorc")
+    assert settings_table(out)["qdo_dir"] == ("~/.qdo", "default")
+    assert f"database: {home_qdo / 'qdo.sqlite'}" in out
+
+
+def test_qdorc_location_takes_precedence(qdo_dir: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere" / "my.rc"
+    env = {"QDORC_LOCATION": str(elsewhere)}
+    out = ok("config", env=env)
+    assert f"note: wrote a commented sample configuration to {elsewhere}" in out
+    assert f"configuration file: {elsewhere}" in out
+    assert_sample(elsewhere)
+    assert not (qdo_dir / "qdorc").exists()
+
+    # with both files present, only QDORC_LOCATION's is read
+    qdo_dir.mkdir(exist_ok=True)
+    (qdo_dir / "qdorc").write_text("lease = 30\n")
+    elsewhere.write_text("lease = 40\n")
+    assert settings_table(ok("config", env=env))["lease"] == ("40", f"file {elsewhere}")
+    assert settings_table(ok("config"))["lease"] == ("30", f"file {qdo_dir / 'qdorc'}")
+
+
+def test_values_from_file_take_effect(qdo_dir: Path, tmp_path: Path) -> None:
+    rc = qdo_dir / "qdorc"
+    qdo_dir.mkdir()
+    logs = tmp_path / "tasklogs"
+    rc.write_text(
+        "# my settings\n\n"
+        "db_name = mine.sqlite\n"
+        f"  LOG_DIR = '{logs}'  \n"  # any case, spaces and quotes around the value
+        'qdo_batch_profile = "local"\n'  # the environment spelling works too
+        "lease=30\n"
+    )
+    rows = settings_table(ok("config"))
+    source = f"file {rc}"
+    assert rows["db_name"] == ("mine.sqlite", source)
+    assert rows["log_dir"] == (str(logs), source)
+    assert rows["batch_profile"] == ("local", source)
+    assert rows["lease"] == ("30", source)
+    assert rows["backend"] == ("sqlite", "default")
+    # and they are used: the database and the logs are where the file says
+    ok("create", "C")
+    ok("add", "C", "echo hi")
+    ok("do", "C")
+    assert (qdo_dir / "mine.sqlite").exists()
+    assert not (qdo_dir / "qdo.sqlite").exists()
+    assert (logs / "C" / "0" / "1.log").read_text() == "hi\n"
+
+
+def test_environment_wins_over_file(qdo_dir: Path, tmp_path: Path) -> None:
+    rc = qdo_dir / "qdorc"
+    qdo_dir.mkdir()
+    rc.write_text("db_name = fromfile.sqlite\nlease = 30\nbatch_profile = pbs\n")
+    env = {"QDO_DB_NAME": "fromenv.sqlite", "QDO_LEASE": "45"}
+    rows = settings_table(ok("config", env=env))
+    assert rows["db_name"] == ("fromenv.sqlite", "environment QDO_DB_NAME")
+    assert rows["lease"] == ("45", "environment QDO_LEASE")
+    assert rows["batch_profile"] == ("pbs", f"file {rc}")
+    ok("create", "E", env=env)
+    assert (qdo_dir / "fromenv.sqlite").exists()
+    assert not (qdo_dir / "fromfile.sqlite").exists()
+    assert queues() == []  # without the variable: the file's database, which has no queue
+
+
+def test_db_pass_never_printed(qdo_dir: Path) -> None:
+    qdo_dir.mkdir()
+    (qdo_dir / "qdorc").write_text("db_pass = hunter2\n")
+    proc = run_qdo("config")
+    assert proc.returncode == 0
+    assert "hunter2" not in proc.stdout + proc.stderr
+    assert settings_table(proc.stdout)["db_pass"] == ("********", f"file {qdo_dir / 'qdorc'}")
+    proc = run_qdo("config", env={"QDO_DB_PASS": "s3cr3t-env"})
+    assert "s3cr3t-env" not in proc.stdout + proc.stderr
+    assert "hunter2" not in proc.stdout + proc.stderr
+    assert settings_table(proc.stdout)["db_pass"] == ("********", "environment QDO_DB_PASS")
+
+
+def test_db_pass_not_leaked_by_malformed_line(qdo_dir: Path) -> None:
+    qdo_dir.mkdir()
+    (qdo_dir / "qdorc").write_text("db_pass: hunter2\n")
+    line = fails("config")
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    "text, lineno",
+    [
+        ("nonsense\n", 1),
+        ("# fine\nlease: 30\n", 2),
+        ("lease = 30\nbogus = 1\n", 2),
+        ("= 5\n", 1),
+    ],
+)
+def test_malformed_qdorc(qdo_dir: Path, text: str, lineno: int) -> None:
+    qdo_dir.mkdir()
+    rc = qdo_dir / "qdorc"
+    rc.write_text(text)
+    line = fails("config")
+    assert f"{rc}:{lineno}:" in line and "name = value" in line
+    assert fails("list") == line  # every command refuses it, before touching the database
+    assert not (qdo_dir / "qdo.sqlite").exists()
+    assert rc.read_text() == text
+
+
+def test_unreadable_qdorc(qdo_dir: Path) -> None:
+    qdo_dir.mkdir()
+    (qdo_dir / "qdorc").write_bytes(b"lease = \xff\xfe\n")
+    assert "cannot read configuration file" in fails("config")
+
+
+def test_bad_backend_and_numbers(qdo_dir: Path) -> None:
+    line = fails("config", env={"QDO_BACKEND": "bogus"})
+    assert "'bogus'" in line and "QDO_BACKEND" in line and "sqlite, postgres" in line
+    assert fails("list", env={"QDO_BACKEND": "bogus"}) == line
+    assert fails("create", "X", env={"QDO_BACKEND": "bogus"}) == line
+    assert not (qdo_dir / "qdo.sqlite").exists()
+
+    qdo_dir.mkdir(exist_ok=True)
+    (qdo_dir / "qdorc").write_text("backend = nosql\n")
+    line = fails("config")
+    assert "'nosql'" in line and f"file {qdo_dir / 'qdorc'}" in line
+    (qdo_dir / "qdorc").unlink()
+
+    for name, value in [("QDO_LEASE", "abc"), ("QDO_LEASE", "-1"), ("QDO_DB_PORT", "x")]:
+        assert "must be a positive number" in fails("config", env={name: value})
+    assert not (qdo_dir / "qdo.sqlite").exists()
+
+
+def test_postgres_backend_not_available_yet(qdo_dir: Path) -> None:
+    env = {"QDO_BACKEND": "postgres", "QDO_DB_PASS": "pw-secret"}
+    rows = settings_table(ok("config", env=env))
+    assert rows["backend"] == ("postgres", "environment QDO_BACKEND")
+    line = fails("list", env=env)
+    assert "postgres" in line and "pw-secret" not in line
