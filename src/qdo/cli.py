@@ -21,7 +21,6 @@ from . import __version__, config, display
 from .errors import InvalidInput, QdoError
 from .models import State, check_priority
 from .queue import connect, create, load, qlist
-from .worker import RunSummary, do, log_path
 
 STATE_NAMES = [s.value for s in State]
 
@@ -169,6 +168,8 @@ def _payload(task: Any) -> str:
 
 
 def cmd_do(args: argparse.Namespace) -> int:
+    from .worker import RunSummary, do  # imported here: the other commands start faster
+
     q = connect(args.queue)
     tty = sys.stderr.isatty()
     last = [time.monotonic()]
@@ -249,6 +250,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    from .worker import log_path
+
     q = connect(args.queue)
     found = q.tasks(id=args.id)
     if not found:

@@ -123,30 +123,36 @@ class SQLiteStore(Store):
 
     def _initialize(self) -> None:
         try:
-            # look before writing anything: a foreign database must stay byte-identical
-            tables = {row[0] for row in self._conn().execute(Q["user_tables"])}
-            if tables and "qdo_schema" not in tables:
-                raise NotQdoDatabase(str(self.path), f"it has tables {', '.join(sorted(tables))}")
+            # Look first, without a lock: the usual case (a current qdo database) then
+            # never waits behind a writer, and a foreign file is never written to.
+            if self._schema_version(self._conn()) == SCHEMA_VERSION:
+                return
             self._conn().execute("PRAGMA journal_mode = WAL")  # persistent, once per file
             with self._write() as conn:
-                tables = {row[0] for row in conn.execute(Q["user_tables"])}
-                if not tables:
+                version = self._schema_version(conn)  # again, now that we hold the lock
+                if version is None:
                     for statement in _statements(SCHEMA):
                         conn.execute(statement)
                     return
-                if "qdo_schema" not in tables:
-                    raise NotQdoDatabase(
-                        str(self.path), f"it has tables {', '.join(sorted(tables))}"
-                    )
-                application, version = conn.execute(Q["schema_version"]).fetchone()
-                if version > SCHEMA_VERSION:
-                    raise SchemaTooNew(str(self.path), version, SCHEMA_VERSION)
                 for target, script in sorted(sql.migrations("sqlite").items()):
                     if version < target <= SCHEMA_VERSION:
                         for statement in _statements(script):
                             conn.execute(statement)
         except sqlite3.DatabaseError as e:
             raise NotQdoDatabase(str(self.path), str(e)) from e
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        """The qdo schema version of the file, None if it is empty; raises if the file
+        belongs to something else or to a newer qdo."""
+        tables = {row[0] for row in conn.execute(Q["user_tables"])}
+        if not tables:
+            return None
+        if "qdo_schema" not in tables:
+            raise NotQdoDatabase(str(self.path), f"it has tables {', '.join(sorted(tables))}")
+        _application, version = conn.execute(Q["schema_version"]).fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(str(self.path), version, SCHEMA_VERSION)
+        return int(version)
 
     def close(self) -> None:
         with self._lock:
@@ -223,6 +229,7 @@ class SQLiteStore(Store):
                     next_id += 1
 
             conn.executemany(Q["task_insert"], rows())
+            conn.execute(Q["set_last_task_id"], {"last": next_id - 1})
             if requires:
                 self._check_exist(conn, {r for _, r in requires}, before=first)
                 conn.executemany(Q["requires_insert"], requires)

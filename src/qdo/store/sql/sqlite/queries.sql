@@ -27,8 +27,10 @@ DELETE FROM queues WHERE id = :queue_id;
 SELECT count(*) FROM tasks WHERE queue_id = :queue_id;
 
 -- name: last_task_id
-SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0),
-           coalesce((SELECT max(id) FROM tasks), 0));
+SELECT max(last_task_id, coalesce((SELECT max(id) FROM tasks), 0)) FROM qdo_schema;
+
+-- name: set_last_task_id
+UPDATE qdo_schema SET last_task_id = :last WHERE one = 1 AND last_task_id < :last;
 
 -- name: task_insert
 INSERT INTO tasks (id, queue_id, payload, is_json, state, priority, created)
