@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -10,7 +11,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from . import config
-from .errors import ConfigError, InvalidInput, InvalidPayload, QdoError, UnknownQueue
+from .errors import (
+    ConfigError,
+    InvalidInput,
+    InvalidPayload,
+    InvalidState,
+    LeaseLost,
+    QueueExists,
+    UnknownQueue,
+)
 from .models import (
     FINAL_STATES,
     MAX_PAYLOAD_BYTES,
@@ -67,10 +76,8 @@ def connect(name: str, create_ok: bool = False, *, store: Store | None = None) -
     except UnknownQueue:
         if not create_ok:
             raise
-        try:
+        with contextlib.suppress(QueueExists):  # created by someone else meanwhile: fine
             store.create_queue(name)
-        except QdoError:  # created by someone else meanwhile: fine
-            store.get_queue(name)
     return Queue(name, store=store, settings=settings)
 
 
@@ -204,8 +211,6 @@ class Queue:
         message: str | None,
         log: str | None = None,
     ) -> None:
-        from .errors import InvalidState, LeaseLost
-
         if state not in FINAL_STATES and state is not State.PENDING:
             raise InvalidState(state, [s.value for s in (*FINAL_STATES, State.PENDING)])
         if err is not None and (isinstance(err, bool) or not isinstance(err, int)):
@@ -220,8 +225,6 @@ class Queue:
         task.log = log or task.log
 
     def _renew(self, task: Task, seconds: float | None) -> None:
-        from .errors import LeaseLost
-
         worker = task.worker or worker_id()
         assert task._token is not None
         lease = self.settings.lease if seconds is None else seconds
