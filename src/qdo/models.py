@@ -154,6 +154,11 @@ class Task:
     jobid: str | None = None
     log: str | None = None
     lease_expires: datetime | None = None
+    timeout: float | None = None  # seconds; None: no limit (or the worker's --timeout)
+    max_retries: int | None = None  # None: the queue's
+    failures: int = 0  # attempts that Failed
+    lost: int = 0  # attempts whose worker vanished
+    history: Sequence[Attempt] = ()  # earlier attempts, when asked for
     _handle: Queue | None = field(default=None, repr=False, compare=False)
     _token: int | None = field(default=None, repr=False, compare=False)
 
@@ -177,6 +182,13 @@ class Task:
         self._handle._renew(self, seconds)
 
     @property
+    def duration(self) -> float | None:
+        """Seconds the last attempt ran (None until it finished)."""
+        if self.started is None or self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()
+
+    @property
     def is_shell(self) -> bool:
         return isinstance(self.task, str)
 
@@ -194,6 +206,12 @@ class Task:
                 value = value.value
             elif name == "requires":
                 value = list(value)
+            elif name == "history":
+                value = [
+                    {k: (v.isoformat() if isinstance(v, datetime) else v)
+                     for k, v in ((f.name, getattr(a, f.name)) for f in fields(a))}
+                    for a in value
+                ]  # fmt: skip
             out[name] = value
         return out
 
@@ -206,3 +224,26 @@ class QueueInfo:
     name: str
     state: QueueState
     created: datetime | None = None
+    max_retries: int = 0  # a Failed task runs again up to this many times
+    max_lost: int = 3  # a task whose worker vanished this many times is Killed
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One finished hand-out of a task.  ``state`` is Succeeded, Failed or Killed, or
+    Lost (its worker vanished) or Returned (handed back unfinished)."""
+
+    attempt: int
+    state: str
+    worker: str | None = None
+    jobid: str | None = None
+    started: datetime | None = None
+    finished: datetime | None = None
+    exitcode: int | None = None
+    message: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()

@@ -28,6 +28,7 @@ TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 TASK_FIELDS = {
     "id", "queue", "task", "state", "priority", "requires", "exitcode", "message",
     "attempts", "created", "started", "finished", "worker", "jobid", "log", "lease_expires",
+    "timeout", "max_retries", "failures", "lost", "history",
 }  # fmt: skip
 
 

@@ -172,7 +172,7 @@ def test_recover_dead_local_worker() -> None:
     counts = q.status()["ntasks"]
     assert counts["Running"] == 1 and counts["Pending"] == 1
     (back,) = q.tasks(id=lost_id)
-    assert back.state is qdo.Task.PENDING and "died" in (back.message or "")
+    assert back.state is qdo.Task.PENDING and "process gone" in (back.message or "")
     mine.set_state(qdo.Task.SUCCEEDED)
 
 
@@ -290,4 +290,4 @@ def test_database_is_wal_and_versioned(qdo_dir: Path) -> None:
     qdo.create("x")
     with sqlite3.connect(qdo_dir / "qdo.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM qdo_schema").fetchone()[0] == 1
+        assert conn.execute("SELECT version FROM qdo_schema").fetchone()[0] == 2

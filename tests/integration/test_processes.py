@@ -51,7 +51,6 @@ def test_four_processes_never_get_the_same_task(qdo_dir: Path, finish: bool) -> 
     claimed = [i for _, got in results for i in got]
     assert len(claimed) == len(set(claimed)), "a task was handed out twice"
     assert sorted(claimed) == ids
-    assert all(got for _, got in results), "every process should have claimed some tasks"
     counts = q.status()["ntasks"]
     assert counts["Succeeded" if finish else "Running"] == 5000
     assert all(t.attempts == 1 for t in q.tasks())

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..models import QueueInfo, QueueState, State, Task
+from ..models import Attempt, QueueInfo, QueueState, State, Task
 
 
 class NewTask(NamedTuple):
@@ -49,6 +49,8 @@ class NewTask(NamedTuple):
     is_json: bool = False
     priority: int = 0
     requires: Sequence[int] = ()
+    timeout: float | None = None
+    max_retries: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,13 @@ class Store(ABC):
         Running finish and report as usual.  Raises UnknownQueue."""
 
     @abstractmethod
+    def set_queue_options(
+        self, name: str, *, max_retries: int | None = None, max_lost: int | None = None
+    ) -> QueueInfo:
+        """Change a queue's retry policy (None leaves a value as it is).  Raises
+        UnknownQueue."""
+
+    @abstractmethod
     def delete_queue(self, name: str) -> int:
         """Delete a queue and all its tasks; return how many tasks went.  Tasks of other
         queues that required them stay Waiting and count as blocked."""
@@ -141,17 +150,24 @@ class Store(ABC):
     @abstractmethod
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[int]:
         """Record outcomes in one transaction; return the ids whose report was refused
-        because the worker no longer holds them (nothing is written for those).  A
-        Succeeded task releases its ready dependents; Pending gives the task back."""
+        because the worker no longer holds them (nothing is written for those).
+
+        Every accepted outcome adds a row to the task's attempt history.  A Succeeded
+        task releases its ready dependents.  A Failed task goes back to Pending while
+        its ``failures`` are fewer than its ``max_retries`` (else the queue's).  Pending
+        gives the task back unfinished: neither a failure nor a lost attempt."""
 
     @abstractmethod
     def requeue_expired(self, queue: str | None = None) -> list[int]:
-        """Put Running tasks whose lease has expired back to Pending; return their ids."""
+        """Running tasks whose lease expired (by the store's clock) lost their worker:
+        each goes back to Pending, or becomes Killed once it lost ``max_lost`` workers
+        (a queue setting).  Returns their ids.  Cheap when nothing expired: it looks
+        before it takes a write lock."""
 
     @abstractmethod
     def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
-        """Put the Running tasks of ``queue`` held by ``workers`` (known to be dead) back
-        to Pending; return their ids."""
+        """Like ``requeue_expired``, for the Running tasks of ``queue`` held by
+        ``workers`` (known to be dead), whatever their lease says."""
 
     # -- reading -------------------------------------------------------------------------
     @abstractmethod
@@ -175,6 +191,10 @@ class Store(ABC):
         after id ``after`` (for paging through large queues)."""
 
     @abstractmethod
+    def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
+        """The finished attempts of each task, oldest first (reset by ``rerun``)."""
+
+    @abstractmethod
     def running_workers(self, queue: str) -> list[str]:
         """Worker ids that hold Running tasks of the queue."""
 
@@ -182,13 +202,14 @@ class Store(ABC):
     @abstractmethod
     def retry(self, queue: str) -> int:
         """Failed and Killed tasks go back to Pending (Waiting if a requirement is no
-        longer Succeeded); return how many."""
+        longer Succeeded) with fresh failure and loss budgets; return how many."""
 
     @abstractmethod
     def rerun(self, queue: str) -> int:
         """Every task of the queue starts over: Pending, or Waiting where a requirement
-        has not Succeeded; results, attempts and leases are cleared.  Pending tasks of
-        other queues that required them become Waiting again.  Returns how many."""
+        has not Succeeded; results, attempts (and their history) and leases are cleared.
+        Pending tasks of other queues that required them become Waiting again.  Returns
+        how many."""
 
     # -- housekeeping --------------------------------------------------------------------
     @abstractmethod

@@ -30,11 +30,11 @@ from ..errors import (
     UnknownQueue,
     UnknownTask,
 )
-from ..models import QueueInfo, QueueState, State, Task, decode_payload, timestamp
+from ..models import Attempt, QueueInfo, QueueState, State, Task, decode_payload, timestamp
 from . import sql
 from .base import Counts, NewTask, Outcome, Store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Seconds a writer waits for SQLite's write lock before giving up.
 BUSY_TIMEOUT = 120.0
@@ -132,7 +132,7 @@ class SQLiteStore(Store):
                 if version is None:
                     for statement in _statements(SCHEMA):
                         conn.execute(statement)
-                    return
+                    version = 1
                 for target, script in sorted(sql.migrations("sqlite").items()):
                     if version < target <= SCHEMA_VERSION:
                         for statement in _statements(script):
@@ -194,6 +194,15 @@ class SQLiteStore(Store):
                 return
         raise UnknownQueue(name)
 
+    def set_queue_options(
+        self, name: str, *, max_retries: int | None = None, max_lost: int | None = None
+    ) -> QueueInfo:
+        with self._write() as conn:
+            params = {"name": name, "max_retries": max_retries, "max_lost": max_lost}
+            if not conn.execute(Q["queue_set_options"], params).rowcount:
+                raise UnknownQueue(name)
+            return _queue_info(conn.execute(Q["queue_get"], {"name": name}).fetchone())
+
     def delete_queue(self, name: str) -> int:
         with self._write() as conn:
             queue_id = self._queue_id(conn, name)
@@ -224,7 +233,8 @@ class SQLiteStore(Store):
                 for t in tasks:
                     for r in t.requires:
                         requires.append((next_id, r))
-                    yield (next_id, queue_id, t.payload, t.is_json, t.priority, now)
+                    yield (next_id, queue_id, t.payload, t.is_json, t.priority, now, t.timeout,
+                           t.max_retries)  # fmt: skip
                     next_id += 1
 
             conn.executemany(Q["task_insert"], rows())
@@ -297,33 +307,47 @@ class SQLiteStore(Store):
         now = time.time()
         refused: list[int] = []
         succeeded: list[int] = []
+        history: list[tuple[Any, ...]] = []
         with self._write() as conn:
             for o in outcomes:
                 params = {"task_id": o.task_id, "token": o.token, "worker": worker,
-                          "message": o.message}  # fmt: skip
+                          "message": o.message, "now": now}  # fmt: skip
                 if o.state is State.PENDING:
-                    changed = conn.execute(Q["give_back"], params).rowcount
+                    row = conn.execute(Q["give_back"], params).fetchone()
                 else:
-                    params.update(state=o.state.value, exitcode=o.exitcode, now=now, log=o.log)
-                    changed = conn.execute(Q["finish"], params).rowcount
-                if not changed:
+                    params.update(state=o.state.value, exitcode=o.exitcode, log=o.log)
+                    row = conn.execute(Q["finish"], params).fetchone()
+                if row is None:
                     refused.append(o.task_id)
-                elif o.state is State.SUCCEEDED:
+                    continue
+                task_id, attempt, held_by, jobid, started, finished, _ = row
+                state = "Returned" if o.state is State.PENDING else o.state.value
+                history.append((task_id, attempt, state, held_by, jobid, started, finished,
+                                o.exitcode, o.message))  # fmt: skip
+                if o.state is State.SUCCEEDED:
                     succeeded.append(o.task_id)
+            conn.executemany(Q["attempt_insert"], history)
             if succeeded:
                 conn.execute(Q["release_dependents"], {"ids": json.dumps(succeeded)})
         return refused
 
     def requeue_expired(self, queue: str | None = None) -> list[int]:
-        with self._write() as conn:
-            queue_id = None if queue is None else self._queue_id(conn, queue)
-            params = {"queue_id": queue_id, "now": time.time()}
-            return [r[0] for r in conn.execute(Q["requeue_expired"], params).fetchall()]
+        queue_id = None if queue is None else self._queue_id(self._conn(), queue)
+        look = {"queue_id": queue_id, "now": time.time()}
+        if self._conn().execute(Q["any_expired"], look).fetchone() is None:
+            return []  # the usual case, answered without the write lock
+        return self._requeue(queue_id, None, "lease expired")
 
     def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
+        return self._requeue(self._queue_id(self._conn(), queue), workers, "process gone")
+
+    def _requeue(self, queue_id: int | None, workers: Sequence[str] | None, why: str) -> list[int]:
+        params = {"queue_id": queue_id, "now": time.time(), "why": why,
+                  "workers": None if workers is None else json.dumps(list(workers))}  # fmt: skip
         with self._write() as conn:
-            params = {"queue_id": self._queue_id(conn, queue), "workers": json.dumps(workers)}
-            return [r[0] for r in conn.execute(Q["requeue_workers"], params).fetchall()]
+            rows = conn.execute(Q["requeue_expired"], params).fetchall()
+            conn.executemany(Q["attempt_insert"], rows)
+        return [r[0] for r in rows]
 
     # -- reading --------------------------------------------------------------------------
     def counts(self, queue: str) -> Counts:
@@ -377,6 +401,16 @@ class SQLiteStore(Store):
             requires = self._requires_of(conn, [r[0] for r in rows]) if rows else {}
         return [_task(r, queue, requires.get(r[0], ())) for r in rows]
 
+    def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
+        out: dict[int, list[Attempt]] = {}
+        rows = self._conn().execute(Q["attempts_of"], {"ids": json.dumps(list(task_ids))})
+        for task_id, n, state, worker, jobid, started, finished, exitcode, message in rows:
+            out.setdefault(task_id, []).append(Attempt(
+                n, state, worker, jobid, timestamp(started), timestamp(finished), exitcode,
+                message,
+            ))  # fmt: skip
+        return out
+
     def running_workers(self, queue: str) -> list[str]:
         with self._read() as conn:
             params = {"queue_id": self._queue_id(conn, queue)}
@@ -390,6 +424,7 @@ class SQLiteStore(Store):
     def rerun(self, queue: str) -> int:
         with self._write() as conn:
             params = {"queue_id": self._queue_id(conn, queue)}
+            conn.execute(Q["rerun_forget"], params)
             n = conn.execute(Q["rerun_reset"], params).rowcount
             conn.execute(Q["rerun_block"], params)
             return n
@@ -403,18 +438,21 @@ class SQLiteStore(Store):
 
 
 def _queue_info(row: Sequence[Any]) -> QueueInfo:
-    return QueueInfo(id=row[0], name=row[1], state=QueueState(row[2]), created=timestamp(row[3]))
+    return QueueInfo(id=row[0], name=row[1], state=QueueState(row[2]), created=timestamp(row[3]),
+                     max_retries=row[4], max_lost=row[5])  # fmt: skip
 
 
 def _task(row: Sequence[Any], queue: str, requires: Sequence[int]) -> Task:
     (task_id, _queue_id, payload, is_json, state, priority, exitcode, message, attempts,
-     created, started, finished, worker, jobid, log, lease_expires, token) = row  # fmt: skip
+     created, started, finished, worker, jobid, log, lease_expires, token, timeout,
+     max_retries, failures, lost) = row  # fmt: skip
     return Task(
         id=task_id, queue=queue, task=decode_payload(payload, is_json), state=State(state),
         priority=priority, requires=tuple(requires), exitcode=exitcode, message=message,
         attempts=attempts, created=timestamp(created), started=timestamp(started),
         finished=timestamp(finished), worker=worker, jobid=jobid, log=log,
-        lease_expires=timestamp(lease_expires), _token=token,
+        lease_expires=timestamp(lease_expires), timeout=timeout, max_retries=max_retries,
+        failures=failures, lost=lost, _token=token,
     )  # fmt: skip
 
 

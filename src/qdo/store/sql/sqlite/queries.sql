@@ -9,16 +9,21 @@ SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
 
 -- name: queue_insert
 INSERT INTO queues (name, state, created) VALUES (:name, 'Active', :now)
-RETURNING id, name, state, created;
+RETURNING id, name, state, created, max_retries, max_lost;
 
 -- name: queue_get
-SELECT id, name, state, created FROM queues WHERE name = :name;
+SELECT id, name, state, created, max_retries, max_lost FROM queues WHERE name = :name;
 
 -- name: queue_list
-SELECT id, name, state, created FROM queues ORDER BY name;
+SELECT id, name, state, created, max_retries, max_lost FROM queues ORDER BY name;
 
 -- name: queue_set_state
 UPDATE queues SET state = :state WHERE name = :name;
+
+-- name: queue_set_options
+UPDATE queues SET max_retries = coalesce(:max_retries, max_retries),
+                  max_lost = coalesce(:max_lost, max_lost)
+WHERE name = :name;
 
 -- name: queue_delete
 DELETE FROM queues WHERE id = :queue_id;
@@ -33,8 +38,9 @@ SELECT max(last_task_id, coalesce((SELECT max(id) FROM tasks), 0)) FROM qdo_sche
 UPDATE qdo_schema SET last_task_id = :last WHERE one = 1 AND last_task_id < :last;
 
 -- name: task_insert
-INSERT INTO tasks (id, queue_id, payload, is_json, state, priority, created)
-VALUES (?, ?, ?, ?, 'Pending', ?, ?);
+INSERT INTO tasks (id, queue_id, payload, is_json, state, priority, created, timeout,
+                   max_retries)
+VALUES (?, ?, ?, ?, 'Pending', ?, ?, ?, ?);
 
 -- name: requires_insert
 INSERT OR IGNORE INTO requires (task_id, req_id) VALUES (?, ?);
@@ -72,7 +78,8 @@ WHERE id IN (SELECT id FROM tasks
                AND state = 'Pending'
              ORDER BY priority DESC, id LIMIT :n)
 RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
-          created, started, finished, worker, jobid, log, lease_expires, lease_token;
+          created, started, finished, worker, jobid, log, lease_expires, lease_token,
+          timeout, max_retries, failures, lost;
 
 -- name: requires_of
 SELECT task_id, req_id FROM requires
@@ -83,16 +90,33 @@ UPDATE tasks SET lease_expires = :now + :lease
 WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
 
 -- name: finish
+-- A Failed attempt goes back to Pending while the task (or else its queue) allows retries.
 UPDATE tasks
-SET state = :state, exitcode = :exitcode, message = :message, finished = :now,
+SET state = CASE WHEN :state = 'Failed' AND failures < coalesce(max_retries,
+                          (SELECT q.max_retries FROM queues q WHERE q.id = tasks.queue_id))
+                 THEN 'Pending' ELSE :state END,
+    failures = failures + (:state = 'Failed'),
+    exitcode = :exitcode, message = :message, finished = :now,
     log = coalesce(:log, log), lease_expires = NULL, lease_token = NULL
-WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
+WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running'
+RETURNING id, attempts, worker, jobid, started, finished, state;
+
+-- name: attempt_insert
+INSERT OR REPLACE INTO attempts
+    (task_id, attempt, state, worker, jobid, started, finished, exitcode, message)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: attempts_of
+SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message
+FROM attempts WHERE task_id IN (SELECT value FROM json_each(:ids))
+ORDER BY task_id, attempt;
 
 -- name: give_back
+-- Handed back unfinished by its holder (e.g. on SIGTERM): neither a failure nor a loss.
 UPDATE tasks
-SET state = 'Pending', lease_expires = NULL, lease_token = NULL, worker = NULL,
-    started = NULL, message = :message
-WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
+SET state = 'Pending', lease_expires = NULL, lease_token = NULL, message = :message
+WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running'
+RETURNING id, attempts, worker, jobid, started, :now, 'Returned';
 
 -- name: release_dependents
 -- Waiting dependents of the tasks in :ids whose requirements have now all Succeeded.
@@ -101,21 +125,32 @@ WHERE state = 'Waiting'
   AND id IN (SELECT task_id FROM requires WHERE req_id IN (SELECT value FROM json_each(:ids)))
   AND NOT EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id);
 
--- name: requeue_expired
-UPDATE tasks
-SET state = 'Pending', lease_expires = NULL, lease_token = NULL, worker = NULL,
-    started = NULL, message = 'lease expired (worker lost) after attempt ' || attempts
+-- name: any_expired
+SELECT 1 FROM tasks
 WHERE state = 'Running' AND lease_expires < :now
   AND (:queue_id IS NULL OR queue_id = :queue_id)
-RETURNING id;
+LIMIT 1;
 
--- name: requeue_workers
+-- name: requeue_expired
+-- A task whose holder vanished runs again, unless it lost max_lost holders already.
+-- (SET expressions all see the row as it was before the update.)
 UPDATE tasks
-SET state = 'Pending', lease_expires = NULL, lease_token = NULL, worker = NULL,
-    started = NULL, message = 'worker ' || worker || ' died during attempt ' || attempts
-WHERE queue_id = :queue_id AND state = 'Running'
-  AND worker IN (SELECT value FROM json_each(:workers))
-RETURNING id;
+SET lost = lost + 1,
+    state = CASE WHEN lost + 1 >= (SELECT q.max_lost FROM queues q WHERE q.id = tasks.queue_id)
+                 THEN 'Killed' ELSE 'Pending' END,
+    finished = CASE WHEN lost + 1 >= (SELECT q.max_lost FROM queues q WHERE q.id = tasks.queue_id)
+                    THEN :now END,
+    message = CASE WHEN lost + 1 >= (SELECT q.max_lost FROM queues q WHERE q.id = tasks.queue_id)
+                   THEN 'killed: its worker was lost ' || (lost + 1) || ' times'
+                   ELSE 'worker ' || worker || ' lost (' || :why || ') during attempt '
+                        || attempts || '; will run again' END,
+    exitcode = NULL, lease_expires = NULL, lease_token = NULL
+WHERE state = 'Running'
+  AND ((:workers IS NULL AND lease_expires < :now)
+       OR worker IN (SELECT value FROM json_each(coalesce(:workers, '[]'))))
+  AND (:queue_id IS NULL OR queue_id = :queue_id)
+-- (returns the attempt's history row)
+RETURNING id, attempts, 'Lost', worker, jobid, started, :now, NULL, message;
 
 -- name: running_workers
 SELECT DISTINCT worker FROM tasks WHERE queue_id = :queue_id AND state = 'Running';
@@ -134,30 +169,37 @@ WHERE t.queue_id = :queue_id AND t.state = 'Waiting'
 
 -- name: tasks_all
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
-       created, started, finished, worker, jobid, log, lease_expires, lease_token
+       created, started, finished, worker, jobid, log, lease_expires, lease_token,
+       timeout, max_retries, failures, lost
 FROM tasks WHERE queue_id = :queue_id AND id > :after ORDER BY id LIMIT :limit;
 
 -- name: tasks_in_state
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
-       created, started, finished, worker, jobid, log, lease_expires, lease_token
+       created, started, finished, worker, jobid, log, lease_expires, lease_token,
+       timeout, max_retries, failures, lost
 FROM tasks WHERE queue_id = :queue_id AND state = :state AND id > :after
 ORDER BY id LIMIT :limit;
 
 -- name: task_by_id
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
-       created, started, finished, worker, jobid, log, lease_expires, lease_token
+       created, started, finished, worker, jobid, log, lease_expires, lease_token,
+       timeout, max_retries, failures, lost
 FROM tasks WHERE queue_id = :queue_id AND id = :task_id;
 
 -- name: retry
 UPDATE tasks
 SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
                  THEN 'Waiting' ELSE 'Pending' END,
-    lease_expires = NULL, lease_token = NULL
+    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL
 WHERE queue_id = :queue_id AND state IN ('Failed', 'Killed');
+
+-- name: rerun_forget
+DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE queue_id = :queue_id);
 
 -- name: rerun_reset
 UPDATE tasks
 SET state = 'Pending', exitcode = NULL, message = NULL, attempts = 0, started = NULL,
+    failures = 0, lost = 0,
     finished = NULL, worker = NULL, jobid = NULL, log = NULL,
     lease_expires = NULL, lease_token = NULL
 WHERE queue_id = :queue_id;

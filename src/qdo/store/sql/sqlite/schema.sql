@@ -1,5 +1,6 @@
--- Schema of a fresh qdo SQLite database.  Version 1.
--- Upgrades go in migrations/NNNN_*.sql; bump SCHEMA_VERSION in store/sqlite.py with them.
+-- Schema of a fresh qdo SQLite database: version 1.  A fresh database then runs every
+-- migration in migrations/ too, exactly as an old one does, so the two never differ.
+-- A new version: add migrations/NNNN_*.sql and bump SCHEMA_VERSION in store/sqlite.py.
 
 -- name: create_schema
 CREATE TABLE qdo_schema (
