@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from . import __version__, config, display
 from .errors import InvalidInput, QdoError
 from .models import State, check_priority
-from .queue import connect, create, load, qlist
+from .queue import Queue, connect, create, load, qlist
 
 STATE_NAMES = [s.value for s in State]
 
@@ -168,29 +168,73 @@ def _payload(task: Any) -> str:
 
 
 def cmd_do(args: argparse.Namespace) -> int:
-    from .worker import RunSummary, do  # imported here: the other commands start faster
+    from .worker import WorkerOptions, do  # imported here: the other commands start faster
 
     q = connect(args.queue)
-    tty = sys.stderr.isatty()
-    last = [time.monotonic()]
-
-    def progress(s: RunSummary) -> None:
-        now = time.monotonic()
-        if now - last[0] < (0.2 if tty else 5.0):
-            return
-        last[0] = now
-        text = (
-            f"ran {_n(s.ran, 'task')}  {_states(s.by_state)}  {s.ran / max(s.seconds, 1e-9):.1f}/s"
-        )
-        sys.stderr.write(f"\r{text}\x1b[K" if tty else text + "\n")
-        sys.stderr.flush()
-
-    summary = do(q, script=args.script, progress=progress)
-    if tty and summary.ran:
-        sys.stderr.write("\r\x1b[K")
+    options = WorkerOptions(
+        workers=args.workers, script=args.script, func=args.function, timeout=args.timeout,
+        runtime=args.runtime, wait=args.wait, grace=args.grace, lease=args.lease,
+    )  # fmt: skip
+    progress = _Progress(q, sys.stderr)
+    summary = do(q, options, progress)
+    progress.clear()
     print(f"ran {_n(summary.ran, 'task')} in {summary.seconds:.1f} s  {_states(summary.by_state)}")
+    if summary.stopped_by:
+        print(f"stopped by {summary.stopped_by}: {_n(summary.returned, 'task')} handed back")
+    if summary.refused:
+        print(f"warning: {_n(summary.refused, 'result')} refused: their leases had expired "
+              "(raise --lease?)")  # fmt: skip
     _print_status(q.status(), False, sys.stdout)
     return 0
+
+
+class _Progress:
+    """A live bar on a terminal; a plain line every 10 s otherwise."""
+
+    def __init__(self, queue: Queue, out: TextIO) -> None:
+        self.queue = queue
+        self.out = out
+        self.tty = out.isatty()
+        self.every = 0.5 if self.tty else 10.0
+        self.started = self.last = time.monotonic()
+        self.counts: dict[str, int] | None = None
+        self.counted = 0.0
+        self.shown = False
+
+    def __call__(self, s: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        if self.counts is None or now - self.counted >= 2.0:
+            self.counts = self.queue.store.counts(self.queue.name).by_state_names()
+            self.counted = now
+        total = sum(self.counts.values())
+        done = sum(self.counts[k] for k in ("Succeeded", "Failed", "Killed"))
+        rate = s.ran / max(now - self.started, 1e-9)
+        left = total - done
+        eta = f"ETA {_clock(left / rate)}" if rate > 0 and left else "ETA -"
+        failed = s.by_state.get("Failed", 0) + s.by_state.get("Killed", 0)
+        text = (f"{done:,}/{total:,} done  {rate:,.1f}/s here  {eta}  "
+                f"({s.held} held, {failed} failed here)")  # fmt: skip
+        if self.tty:
+            width = 24
+            filled = int(width * done / total) if total else width
+            self.out.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {text}\x1b[K")
+            self.shown = True
+        else:
+            self.out.write(f"qdo do {self.queue.name}: {text}\n")
+        self.out.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _n(count: int, noun: str) -> str:
@@ -370,6 +414,23 @@ def _priority(text: str) -> int:
         ) from None
 
 
+def _positive_int(text: str) -> int:
+    n = _count(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {text!r}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds (a number, 0 or more), got {text!r}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         n = int(text)
@@ -434,7 +495,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count, metavar="N", help="show at most N tasks")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = queue_command("do", cmd_do, "run the queue's tasks here until none is left")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="tasks to run at once (default 1)",
+    )
     p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
+    p.add_argument(
+        "--func",
+        dest="function",
+        metavar="MODULE:FUNCTION",
+        help="call a Python function with each parameter task's dict as keywords",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SEC",
+        help="kill a task that runs longer (it becomes Killed)",
+    )
+    p.add_argument(
+        "--runtime",
+        type=_seconds,
+        metavar="SEC",
+        help="start no task after SEC seconds; finish the running ones",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--wait", action="store_true", help="keep waiting for new tasks when the queue is empty"
+    )
+    mode.add_argument(
+        "--exit-when-empty",
+        dest="wait",
+        action="store_false",
+        help="exit when nothing is left to run (the default)",
+    )
+    p.add_argument(
+        "--grace",
+        type=_seconds,
+        default=10.0,
+        metavar="SEC",
+        help="on SIGTERM/SIGINT, seconds running tasks get before they are "
+        "killed and handed back (default 10)",
+    )
+    p.add_argument(
+        "--lease",
+        type=_seconds,
+        default=60.0,
+        metavar="SEC",
+        help="lease of a claimed task, renewed while it runs (default 60)",
+    )
     queue_command("pause", cmd_pause, "stop handing out tasks (running ones finish)")
     queue_command("resume", cmd_resume, "hand out tasks again")
     queue_command("retry", cmd_retry, "Failed and Killed tasks go back to Pending")

@@ -54,13 +54,27 @@ def open_store(settings: config.Settings | None = None) -> Store:
     return store
 
 
-def create(name: str, *, store: Store | None = None) -> Queue:
-    """Create a new, empty queue.  Raises QueueExists if it exists already."""
+def create(
+    name: str,
+    *,
+    max_retries: int | None = None,
+    max_lost: int | None = None,
+    store: Store | None = None,
+) -> Queue:
+    """Create a new, empty queue.  Raises QueueExists if it exists already.
+
+    ``max_retries``: how often a Failed task runs again (default 0); ``max_lost``: after
+    how many lost workers a task is Killed (default 3).
+    """
     check_queue_name(name)
+    _check_limits(max_retries, max_lost)
     settings = config.load()
     store = store or open_store(settings)
     store.create_queue(name)
-    return Queue(name, store=store, settings=settings)
+    q = Queue(name, store=store, settings=settings)
+    if max_retries is not None or max_lost is not None:
+        q.set(max_retries=max_retries, max_lost=max_lost)
+    return q
 
 
 def connect(name: str, create_ok: bool = False, *, store: Store | None = None) -> Queue:
@@ -133,14 +147,28 @@ class Queue:
         return f"<qdo.Queue {self.name!r} in {self.store.location}>"
 
     # -- adding ---------------------------------------------------------------------------
-    def add(self, task: Any, priority: int = 0, requires: Sequence[int] | None = None) -> int:
+    def add(
+        self,
+        task: Any,
+        priority: int = 0,
+        requires: Sequence[int] | None = None,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> int:
         """Add one task; return its id.
 
         ``task`` is a shell command (str) or any JSON value (parameters).  Higher
         ``priority`` runs first (ties: first added, first out).  ``requires`` lists
         ids of tasks (in any queue) that must Succeed before this one runs.
+        ``timeout`` (seconds) kills it when it runs longer; ``max_retries`` overrides
+        the queue's for this task.
         """
-        return self.store.add_many(self.name, [_new_task(None, task, priority, requires)])[0]
+        new = _new_task(None, task, priority, requires)
+        if timeout is not None or max_retries is not None:
+            _check_limits(max_retries, None)
+            new = new._replace(timeout=_check_timeout(timeout), max_retries=max_retries)
+        return self.store.add_many(self.name, [new])[0]
 
     def add_multiple(
         self,
@@ -169,6 +197,11 @@ class Queue:
             for i, (t, p, r) in enumerate(zip(tasks, prios, reqs, strict=False))
         )
         return list(self.store.add_many(self.name, rows))
+
+    def set(self, *, max_retries: int | None = None, max_lost: int | None = None) -> None:
+        """Change the queue's retry policy (see ``qdo.create``)."""
+        _check_limits(max_retries, max_lost)
+        self.store.set_queue_options(self.name, max_retries=max_retries, max_lost=max_lost)
 
     def add_requires(self, task_id: int, requires: Sequence[int]) -> None:
         """Make a Waiting or Pending task also require ``requires`` (no cycles allowed)."""
@@ -233,32 +266,62 @@ class Queue:
 
     # -- reading --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """``{'name', 'state', 'ntasks': {state: n}, 'blocked': n}``; ``blocked`` counts
-        Waiting tasks that wait on a Failed, Killed or deleted requirement."""
+        """``{'name', 'state', 'ntasks': {state: n}, 'blocked': n, 'max_retries': n,
+        'max_lost': n}``; ``blocked`` counts Waiting tasks that wait on a Failed, Killed
+        or deleted requirement.  Tasks whose lease expired are put back first."""
+        self.store.requeue_expired(self.name)
         info = self.store.get_queue(self.name)
         counts = self.store.counts(self.name)
-        return _status(self.name, info.state, counts.by_state, counts.blocked)
+        return {
+            **_status(self.name, info.state, counts.by_state, counts.blocked),
+            "max_retries": info.max_retries,
+            "max_lost": info.max_lost,
+        }
 
-    def tasks(self, state: State | str | None = None, id: int | None = None) -> list[Task]:
+    def tasks(
+        self, state: State | str | None = None, id: int | None = None, history: bool = False
+    ) -> list[Task]:
         """Tasks of this queue in id order, optionally only those in ``state``, or the
-        one with ``id`` (a list of one, or empty)."""
-        return list(self.iter_tasks(state=state, id=id))
+        one with ``id`` (a list of one, or empty).  With ``history`` each carries its
+        finished attempts (``task.history``)."""
+        return list(self.iter_tasks(state=state, id=id, history=history))
 
     def iter_tasks(
-        self, state: State | str | None = None, id: int | None = None, page: int = 10_000
+        self,
+        state: State | str | None = None,
+        id: int | None = None,
+        history: bool = False,
+        page: int = 10_000,
     ) -> Iterator[Task]:
         """Like :meth:`tasks`, reading a page at a time (for very large queues)."""
         wanted = None if state is None else State.parse(state)
-        if id is not None:
-            yield from self.store.tasks(self.name, wanted, task_id=_task_id(id))
-            return
         after = 0
         while True:
-            batch = self.store.tasks(self.name, wanted, after=after, limit=page)
+            if id is not None:
+                batch = self.store.tasks(self.name, wanted, task_id=_task_id(id))
+            else:
+                batch = self.store.tasks(self.name, wanted, after=after, limit=page)
+            if history and batch:
+                attempts = self.store.attempts([t.id for t in batch])
+                for t in batch:
+                    t.history = tuple(attempts.get(t.id, ()))
             yield from batch
-            if len(batch) < page:
+            if id is not None or len(batch) < page:
                 return
             after = batch[-1].id
+
+    def do(self, workers: int = 1, **options: Any) -> Any:
+        """Run this queue's tasks on this machine until none is left; return a summary.
+
+        Options as ``qdo do``: ``script``, ``func`` (a function or "module:function",
+        called with a parameter task's dict as keyword arguments), ``timeout``,
+        ``runtime``, ``wait``, ``grace``, ``lease``; ``progress`` is called with the
+        running summary a few times a second.
+        """
+        from .worker import WorkerOptions, do
+
+        progress = options.pop("progress", None)
+        return do(self, WorkerOptions(workers=workers, **options), progress)
 
     # -- controlling ----------------------------------------------------------------------
     def pause(self) -> None:
@@ -319,6 +382,22 @@ def _new_task(index: int | None, task: Any, priority: Any, requires: Any) -> New
         if index is None:
             raise
         raise InvalidPayload(f"task #{index}: {e}") from e
+
+
+def _check_limits(max_retries: Any, max_lost: Any) -> None:
+    for name, value, low in (("max_retries", max_retries, 0), ("max_lost", max_lost, 1)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise InvalidInput(f"{name} must be an integer of at least {low}, got {value!r}")
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 def _task_id(value: Any) -> int:

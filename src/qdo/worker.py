@@ -1,99 +1,284 @@
-"""Running tasks on this machine: the body of ``qdo do``.
+"""The node agent behind ``qdo do``: one process that alone talks to the database.
 
-This first worker runs one task at a time in this process: a shell task under
-``$QDO_SHELL`` (default ``/bin/bash`` if present, else ``/bin/sh``) with its
-output in a per-task log file; its exit code decides Succeeded (0) or Failed.
+It claims tasks in batches, runs them in N slots, renews the leases of the tasks it
+holds, and reports results in batches.  Shell tasks run as subprocesses driven by
+slot threads (see ``runners``); Python functions (``--func``) run in N long-lived
+worker processes.  On SIGTERM or SIGINT it takes nothing more, hands back what it
+has not started, lets running tasks finish for ``grace`` seconds, then kills them
+and hands them back too, and exits leaving nothing Running.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
-import shutil
-import subprocess
-import sys
+import math
+import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from types import FrameType
+from typing import Any
 
-from .models import State, Task
-from .queue import Queue
+from .models import Task
+from .queue import Queue, batch_job_id, worker_id
+from .runners import Result, Runner, ShellRunner, log_path
+
+__all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]
+
+#: Seconds of work an agent may hold unstarted per slot when tasks are short: enough to
+#: keep slots busy between claims, too little to starve other agents near the end.
+BACKLOG_SECONDS = 0.25
+MAX_BATCH = 500
+#: A result waits at most this long before it is reported.
+REPORT_DELAY = 0.2
+
+
+@dataclass
+class WorkerOptions:
+    """How ``do`` runs tasks.  See ``qdo do --help`` for each."""
+
+    workers: int = 1
+    script: str | None = None
+    func: str | Callable[..., Any] | None = None
+    timeout: float | None = None
+    runtime: float | None = None
+    wait: bool = False
+    grace: float = 10.0
+    lease: float = 60.0
+    poll: float = 1.0  # seconds between claims when idle with wait=True
 
 
 @dataclass
 class RunSummary:
-    """What one ``do`` run did."""
+    """What one ``do`` run did (so far, when passed to a progress callback)."""
 
     ran: int = 0
     by_state: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def default_shell() -> str:
-    return os.environ.get("QDO_SHELL") or shutil.which("bash") or "/bin/sh"
-
-
-def log_path(log_dir: Path, queue: str, task_id: int) -> Path:
-    """Where a task's output goes: sharded so no directory holds more than 1,000 logs."""
-    return log_dir / queue / str(task_id // 1000) / f"{task_id}.log"
-
-
-def command_for(task: Task, script: str | None, shell: str) -> list[str]:
-    """The argv that runs a task: the shell command itself, or ``script`` with the
-    task's words (shell tasks) or its JSON (parameter tasks) as arguments."""
-    if script is not None:
-        args = shlex.split(task.task) if task.is_shell else [json.dumps(task.task)]
-        return [*shlex.split(script), *args]
-    if not task.is_shell:
-        raise ValueError("a parameter task needs a script to run it: use --script")
-    return [shell, "-c", task.task]
-
-
-def run_one(task: Task, *, log_dir: Path, script: str | None = None, shell: str = "") -> None:
-    """Run a held task to completion and report its result."""
-    log = log_path(log_dir, task.queue, task.id)
-    try:
-        argv = command_for(task, script, shell or default_shell())
-    except ValueError as e:
-        task.set_state(State.FAILED, message=str(e))
-        return
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "QDO_QUEUE": task.queue, "QDO_TASK_ID": str(task.id)}
-    message: str | None
-    with open(log, "ab") as out:
-        try:
-            code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                  env=env).returncode  # fmt: skip
-        except OSError as e:
-            out.write(f"qdo: cannot run {argv[0]}: {e}\n".encode())
-            code, message = 127, f"cannot run {argv[0]}: {e.strerror}"
-        else:
-            message = None if code == 0 else f"exit code {code}"
-    assert task._handle is not None
-    state = State.SUCCEEDED if code == 0 else State.FAILED
-    task._handle._report(task, state, code, message, log=str(log))
+    returned: int = 0  # handed back unfinished (signal, runtime, lost lease)
+    refused: int = 0  # results the database refused: the lease had been lost
+    stopped_by: str | None = None  # the signal that stopped the run, if any
+    held: int = 0  # claimed and not yet finished: running or queued for a slot
+    batch: int = 1
 
 
 def do(
     queue: Queue,
-    *,
-    script: str | None = None,
+    options: WorkerOptions | None = None,
     progress: Callable[[RunSummary], None] | None = None,
+    **kw: Any,
 ) -> RunSummary:
-    """Run the queue's tasks one by one until none is left (or the queue is paused)."""
-    summary = RunSummary()
-    start = time.monotonic()
-    log_dir = queue.settings.log_dir
-    shell = default_shell()
-    while (task := queue.get(timeout=0)) is not None:
-        run_one(task, log_dir=log_dir, script=script, shell=shell)
-        summary.ran += 1
-        summary.by_state[task.state.value] = summary.by_state.get(task.state.value, 0) + 1
-        summary.seconds = time.monotonic() - start
-        if progress:
-            progress(summary)
-    summary.seconds = time.monotonic() - start
-    sys.stdout.flush()
-    return summary
+    """Run the queue's tasks on this machine until none is left (see ``Agent``)."""
+    return Agent(queue, options or WorkerOptions(**kw), progress).run()
+
+
+class Agent:
+    """One agent: the only thing in this process that talks to the queue's store."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        options: WorkerOptions,
+        progress: Callable[[RunSummary], None] | None = None,
+    ) -> None:
+        if options.workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.queue = queue
+        self.store = queue.store
+        self.opts = options
+        self.progress = progress
+        self.worker = worker_id()
+        self.jobid = batch_job_id()
+        self.summary = RunSummary()
+        self.todo: deque[Task] = deque()  # claimed, not started
+        self.running: dict[int, Task] = {}
+        self.outbox: list[Result] = []
+        self.outbox_since = 0.0
+        self.mean_seconds: float | None = None  # running mean of task durations
+        self.stop_signal: str | None = None
+        self.stop_deadline: float | None = None
+        self.runner: Runner = self._make_runner()
+
+    def _make_runner(self) -> Runner:
+        log_dir = self.queue.settings.log_dir
+        if self.opts.func is not None:
+            from .runners import FuncRunner
+
+            return FuncRunner(self.opts.func, self.opts.workers, self.opts.timeout, log_dir)
+        return ShellRunner(self.opts.workers, self.opts.script, self.opts.timeout, log_dir)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        start = time.monotonic()
+        restore = self._install_signals()
+        next_renew = next_collect = next_progress = start
+        idle_until = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                self.summary.seconds = now - start
+                if self.stop_signal and self.stop_deadline is None:
+                    self._begin_stop(now)
+                if self.stop_deadline is not None and now >= self.stop_deadline:
+                    self.runner.kill_all()  # grace is over; their results come back "stopped"
+                    self.stop_deadline = math.inf
+                taking = self.stop_signal is None and not self._runtime_over(now)
+                if not taking:
+                    self.runner.stopping = True  # queued tasks come back unstarted
+                    if self.todo:
+                        self._give_back_todo()
+                if now >= next_collect:
+                    self.store.requeue_expired(self.queue.name)
+                    next_collect = now + min(self.opts.lease / 2, 10.0)
+                if now >= next_renew:
+                    self._renew()
+                    next_renew = now + self.opts.lease / 3
+                empty = False
+                if taking and now >= idle_until and self._want() > 0:
+                    empty = not self._claim(self._want())
+                self._dispatch()
+                if not self.running and not self.todo:
+                    if not taking or (empty and not self.opts.wait):
+                        break
+                    if empty:
+                        self._report()
+                        idle_until = now + self.opts.poll
+                self._collect(timeout=self._sleep(now, idle_until, next_renew))
+                if self.outbox and (
+                    len(self.outbox) >= self.summary.batch
+                    or now - self.outbox_since >= REPORT_DELAY
+                    or not self.running
+                ):
+                    self._report()
+                if self.progress and now >= next_progress:
+                    self.summary.held = len(self.running) + len(self.todo)
+                    self.progress(self.summary)
+                    next_progress = now + 0.2
+        finally:
+            try:
+                if self.todo:
+                    self._give_back_todo()
+                self.runner.kill_all()
+                self._collect(timeout=0.0, drain=True)
+                self._report()
+            finally:
+                self.runner.close()
+                restore()
+        self.summary.seconds = time.monotonic() - start
+        self.summary.held = 0
+        return self.summary
+
+    def _sleep(self, now: float, idle_until: float, next_renew: float) -> float:
+        """How long to wait for a result before looking around again."""
+        limit = max(0.0, next_renew - now)
+        if self.stop_deadline is not None and self.stop_deadline != math.inf:
+            limit = min(limit, max(0.0, self.stop_deadline - now))
+        if self.outbox:
+            limit = min(limit, REPORT_DELAY)
+        if not self.running:
+            return min(limit, max(0.0, idle_until - now))
+        return min(limit, 1.0)
+
+    def _runtime_over(self, now: float) -> bool:
+        return self.opts.runtime is not None and self.summary.seconds >= self.opts.runtime
+
+    def _want(self) -> int:
+        """How many tasks to claim now: enough for the free slots, plus a backlog sized
+        to about BACKLOG_SECONDS of work per slot once tasks are known to be short."""
+        free = self.runner.free() - len(self.todo)
+        if free <= 0:
+            return 0
+        return max(free, self.summary.batch - len(self.todo))
+
+    def _claim(self, n: int) -> bool:
+        tasks = self.store.claim(self.queue.name, self.worker, n, self.opts.lease, self.jobid)
+        self.todo.extend(tasks)
+        return bool(tasks)
+
+    def _dispatch(self) -> None:
+        while self.todo and self.runner.free() > 0:
+            task = self.todo.popleft()
+            self.running[task.id] = task
+            self.runner.start(task)
+
+    def _collect(self, timeout: float, drain: bool = False) -> None:
+        for result in self.runner.results(timeout, drain=drain):
+            task = self.running.pop(result.task.id, None)
+            if task is None:
+                continue
+            if not self.outbox:
+                self.outbox_since = time.monotonic()
+            self.outbox.append(result)
+            if result.stopped:
+                continue
+            self.summary.ran += 1
+            state = result.state.value
+            self.summary.by_state[state] = self.summary.by_state.get(state, 0) + 1
+            self._learn(result.seconds)
+
+    def _learn(self, seconds: float) -> None:
+        """Grow the batch while tasks finish quickly; shrink it when they are slow."""
+        mean = seconds if self.mean_seconds is None else 0.8 * self.mean_seconds + 0.2 * seconds
+        self.mean_seconds = mean
+        slots = self.runner.slots
+        ideal = slots * BACKLOG_SECONDS / max(mean, 1e-4)
+        batch = self.summary.batch
+        if ideal > batch:
+            batch = min(batch * 2, int(ideal), MAX_BATCH)
+        elif ideal < batch / 2:
+            batch = max(1, batch // 2)
+        self.summary.batch = max(1, batch)
+        self.runner.tune(self.summary.batch)
+
+    def _report(self) -> None:
+        if not self.outbox:
+            return
+        outbox, self.outbox = self.outbox, []
+        refused = self.store.finish(self.worker, [r.outcome() for r in outbox])
+        self.summary.refused += len(refused)
+        self.summary.returned += sum(1 for r in outbox if r.stopped and r.task.id not in refused)
+
+    def _renew(self) -> None:
+        held = [*self.todo, *self.running.values()]
+        if not held:
+            return
+        pairs = [(t.id, t._token or 0) for t in held]
+        lost = set(self.store.renew(self.worker, pairs, self.opts.lease))
+        if lost:
+            # someone else may hold these now: don't start them; running ones finish and
+            # their reports will be refused
+            self.todo = deque(t for t in self.todo if t.id not in lost)
+
+    def _give_back_todo(self) -> None:
+        why = f"handed back unstarted ({self.stop_signal or 'runtime over'})"
+        self.outbox.extend(Result.given_back(t, why) for t in self.todo)
+        self.todo.clear()
+        self._report()
+
+    # -- signals --------------------------------------------------------------------------
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.stop_signal is not None:  # a second signal: no more grace
+                self.stop_deadline = 0.0 if self.stop_deadline != math.inf else math.inf
+                return
+            self.stop_signal = signal.Signals(signum).name
+            self.summary.stopped_by = self.stop_signal
+
+        for sig in previous:
+            signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    def _begin_stop(self, now: float) -> None:
+        self.runner.stopping = True
+        self.stop_deadline = now + self.opts.grace
+        self._give_back_todo()

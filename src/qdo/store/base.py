@@ -72,6 +72,9 @@ class Counts:
     by_state: dict[State, int]
     blocked: int = 0  # Waiting on a requirement that Failed, was Killed, or was deleted
 
+    def by_state_names(self) -> dict[str, int]:
+        return {state.value: n for state, n in self.by_state.items()}
+
 
 class Store(ABC):
     """A place where queues and tasks persist.  Safe to share between threads."""

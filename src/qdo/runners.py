@@ -1,0 +1,475 @@
+"""Slots that run held tasks for the agent: shell subprocesses, or Python functions.
+
+A runner has ``slots`` places; the agent ``start``s a task when one is ``free`` and
+collects ``results``.  ``kill_all`` ends everything at once; what it ends comes back
+as a result with ``stopped`` set, to be handed back rather than counted as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import multiprocessing as mp
+import os
+import queue as queue_module
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInput
+from .models import State, Task
+from .store.base import Outcome
+
+#: After SIGTERM, a task's process group gets this long before SIGKILL.
+KILL_AFTER = 2.0
+
+
+@dataclass
+class Result:
+    task: Task
+    state: State
+    exitcode: int | None = None
+    message: str | None = None
+    log: str | None = None
+    seconds: float = 0.0
+    stopped: bool = False  # ended by the agent stopping: hand it back, it did not fail
+
+    def outcome(self) -> Outcome:
+        token = self.task._token or 0
+        if self.stopped:
+            return Outcome(self.task.id, token, State.PENDING, None, self.message)
+        return Outcome(self.task.id, token, self.state, self.exitcode, self.message, self.log)
+
+    @classmethod
+    def given_back(cls, task: Task, why: str) -> Result:
+        return cls(task, State.PENDING, message=why, stopped=True)
+
+
+class Runner(ABC):
+    slots: int
+    stopping: bool = False
+
+    @abstractmethod
+    def free(self) -> int:
+        """How many more tasks ``start`` accepts now."""
+
+    @abstractmethod
+    def start(self, task: Task) -> None: ...
+
+    @abstractmethod
+    def results(self, timeout: float, drain: bool = False) -> list[Result]:
+        """Results that arrived, waiting up to ``timeout`` for the first; with ``drain``,
+        wait for every started task (call after ``kill_all``)."""
+
+    @abstractmethod
+    def kill_all(self) -> None: ...
+
+    def tune(self, batch: int) -> None:  # noqa: B027 - optional hook
+        """The agent's current batch size (a runner may group work by it)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def log_path(log_dir: Path, queue: str, task_id: int) -> Path:
+    """Where a task's output goes: sharded so no directory holds more than 1,000 logs."""
+    return log_dir / queue / str(task_id // 1000) / f"{task_id}.log"
+
+
+# -- shell tasks ------------------------------------------------------------------------------
+def default_shell() -> str:
+    return os.environ.get("QDO_SHELL") or shutil.which("bash") or "/bin/sh"
+
+
+#: Words a shell must run itself (builtins with no program of the same name, keywords).
+# fmt: off
+SHELL_ONLY = frozenset((
+    "alias", "bg", "bind", "break", "builtin", "caller", "case", "cd", "command", "compgen",
+    "complete", "continue", "declare", "dirs", "disown", "enable", "eval", "exec", "exit",
+    "export", "fc", "fg", "for", "function", "getopts", "hash", "help", "history", "if", "jobs",
+    "let", "local", "logout", "mapfile", "popd", "pushd", "read", "readarray", "readonly",
+    "return", "select", "set", "shift", "shopt", "source", "suspend", "time", "times", "trap",
+    "type", "typeset", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    "coproc", ".", ":", "{", "}", "!", "[[", "]]",
+))
+# fmt: on
+_PLAIN = re.compile(r"[A-Za-z0-9_./,@%+:-]+(?:[ \t]+[A-Za-z0-9_./,@%+:=-]+)*")
+
+
+@lru_cache(maxsize=4096)
+def direct_argv(command: str) -> tuple[str, ...] | None:
+    """The argv of a command that needs no shell, or None.
+
+    Like make, qdo runs a command made only of plain words (no quotes, variables,
+    globs, redirections, pipes or assignments, and not a shell builtin) directly:
+    the result is the same and it starts twice as fast.
+    """
+    text = command.strip()
+    if not _PLAIN.fullmatch(text):
+        return None
+    words = tuple(text.split())
+    if words[0] in SHELL_ONLY or shutil.which(words[0]) is None:
+        return None
+    return words
+
+
+def command_for(task: Task, script: str | None, shell: str) -> list[str]:
+    """The argv that runs a task: the shell command itself, or ``script`` with the
+    task's words (shell tasks) or its JSON (parameter tasks) as arguments."""
+    if script is not None:
+        args = shlex.split(task.task) if task.is_shell else [json.dumps(task.task)]
+        return [*shlex.split(script), *args]
+    if not task.is_shell:
+        raise InvalidInput("a parameter task needs a script or a function: use --script or --func")
+    return list(direct_argv(task.task) or (shell, "-c", task.task))
+
+
+class ShellRunner(Runner):
+    """Each slot is a thread that takes the next task from a shared queue, starts its
+    subprocess and waits for it.  The agent keeps that queue stocked (a backlog of up
+    to ``chunk`` tasks per slot), so short tasks follow each other without waiting for
+    the agent's thread, which wakes up only every few milliseconds to collect."""
+
+    def __init__(self, slots: int, script: str | None, timeout: float | None, log_dir: Path):
+        self.slots = slots
+        self.script = script
+        self.timeout = timeout
+        self.log_dir = log_dir
+        self.shell = default_shell()
+        self.env = dict(os.environ)
+        self.chunk = 1
+        self.busy = 0  # queued or running
+        self.jobs: queue_module.SimpleQueue[Task | None] = queue_module.SimpleQueue()
+        self.done: queue_module.SimpleQueue[Result] = queue_module.SimpleQueue()
+        self.lock = threading.Lock()
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.killed: set[int] = set()
+        self.made_dirs: set[Path] = set()
+        self.threads = [
+            threading.Thread(target=self._slot, name=f"qdo-slot-{i}", daemon=True)
+            for i in range(slots)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def tune(self, batch: int) -> None:
+        self.chunk = max(1, batch // self.slots)
+
+    def free(self) -> int:
+        return self.slots * (1 + self.chunk) - self.busy
+
+    def start(self, task: Task) -> None:
+        self.busy += 1
+        self.jobs.put(task)
+
+    def results(self, timeout: float, drain: bool = False) -> list[Result]:
+        out: list[Result] = []
+        if not drain and self.busy >= 2 * self.slots:
+            # the slots have work queued: collect in batches instead of per result
+            time.sleep(min(timeout, 0.02))
+        deadline = time.monotonic() + (max(30.0, KILL_AFTER * 3) if drain else timeout)
+        while self.busy:
+            try:
+                if out and not drain:
+                    result = self.done.get_nowait()
+                else:
+                    result = self.done.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue_module.Empty:
+                break
+            self.busy -= 1
+            out.append(result)
+        return out
+
+    def kill_all(self) -> None:
+        with self.lock:
+            procs = dict(self.procs)
+            self.killed.update(procs)
+        for proc in procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        if procs:
+            timer = threading.Timer(KILL_AFTER, self._kill_hard, args=(list(procs.values()),))
+            timer.daemon = True
+            timer.start()
+
+    @staticmethod
+    def _kill_hard(procs: list[subprocess.Popen[bytes]]) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+
+    def _slot(self) -> None:
+        while (task := self.jobs.get()) is not None:
+            if self.stopping:  # queued but not started: hand it back
+                self.done.put(Result.given_back(task, "handed back unstarted (worker stopping)"))
+                continue
+            try:
+                result = self._run(task)
+            except Exception as e:  # never lose a slot: report the task as failed
+                result = Result(task, State.FAILED, None, f"qdo could not run it: {e}")
+            self.done.put(result)
+
+    def _run(self, task: Task) -> Result:
+        log = log_path(self.log_dir, task.queue, task.id)
+        if log.parent not in self.made_dirs:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self.made_dirs.add(log.parent)
+        try:
+            argv = command_for(task, self.script, self.shell)
+        except InvalidInput as e:
+            return Result(task, State.FAILED, None, str(e), str(log))
+        env = {**self.env, "QDO_QUEUE": task.queue, "QDO_TASK_ID": str(task.id),
+               "QDO_TASK_ATTEMPT": str(task.attempts)}  # fmt: skip
+        limit = task.timeout or self.timeout
+        started = time.monotonic()
+        with open(log, "ab") as out:
+            try:
+                # its own session: Ctrl-C on the terminal reaches the agent, not the task,
+                # and a time limit can kill the task's whole process group
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                        env=env, start_new_session=True)  # fmt: skip
+            except OSError as e:
+                out.write(f"qdo: cannot run {argv[0]}: {e}\n".encode())
+                return Result(task, State.FAILED, 127, f"cannot run {argv[0]}: {e.strerror}",
+                              str(log), time.monotonic() - started)  # fmt: skip
+            with self.lock:
+                self.procs[task.id] = proc
+            timed_out = False
+            try:
+                code = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _signal_group(proc, signal.SIGTERM)
+                try:
+                    code = proc.wait(timeout=KILL_AFTER)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, signal.SIGKILL)
+                    code = proc.wait()
+            finally:
+                with self.lock:
+                    self.procs.pop(task.id, None)
+                    stopped = task.id in self.killed
+                    self.killed.discard(task.id)
+            seconds = time.monotonic() - started
+            if stopped:
+                out.write(b"\nqdo: stopped by the worker's shutdown; the task will run again\n")
+                return Result(task, State.PENDING, code, "stopped by worker shutdown", str(log),
+                              seconds, stopped=True)  # fmt: skip
+            if timed_out:
+                out.write(f"\nqdo: killed after its time limit of {limit:g} s\n".encode())
+                return Result(task, State.KILLED, code, f"timed out after {limit:g} s",
+                              str(log), seconds)  # fmt: skip
+        if code == 0:
+            return Result(task, State.SUCCEEDED, 0, None, str(log), seconds)
+        why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return Result(task, State.FAILED, code, why, str(log), seconds)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+# -- Python functions -------------------------------------------------------------------------
+def resolve_func(spec: str | Callable[..., Any]) -> Callable[..., Any]:
+    """``module:function`` (or ``module.function``) to the function itself."""
+    if callable(spec):
+        return spec
+    module, sep, name = spec.partition(":")
+    if not sep:
+        module, _, name = spec.rpartition(".")
+    try:
+        func = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise InvalidInput(f"cannot load function {spec!r} (use module:function): {e}") from e
+    if not callable(func):
+        raise InvalidInput(f"{spec!r} is not a function")
+    return func  # type: ignore[no-any-return]
+
+
+def call(func: Callable[..., Any], payload: Any) -> Any:
+    """A dict is keyword arguments, a list positional ones, anything else the only one."""
+    if isinstance(payload, dict):
+        return func(**payload)
+    if isinstance(payload, list):
+        return func(*payload)
+    return func(payload)
+
+
+def _func_main(conn: Connection, spec: str | Callable[..., Any]) -> None:
+    """A function worker process: run chunks of (id, payload) until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when to stop
+    func = resolve_func(spec)
+    while True:
+        try:
+            chunk = conn.recv()
+        except EOFError:
+            return
+        if chunk is None:
+            return
+        out: list[tuple[int, str | None, str | None, float]] = []
+        for task_id, payload in chunk:
+            started = time.monotonic()
+            try:
+                call(func, payload)
+                out.append((task_id, None, None, time.monotonic() - started))
+            except Exception as e:
+                why = f"{type(e).__name__}: {e}"
+                out.append((task_id, why, traceback.format_exc(), time.monotonic() - started))
+        conn.send(out)
+
+
+class _Proc:
+    def __init__(self, ctx: Any, spec: str | Callable[..., Any]) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_func_main, args=(child, spec), daemon=True)
+        self.process.start()
+        child.close()
+        self.tasks: list[Task] = []
+        self.deadline = float("inf")
+
+
+class FuncRunner(Runner):
+    """N long-lived worker processes, each calling the function for a chunk of tasks."""
+
+    def __init__(
+        self, spec: str | Callable[..., Any], slots: int, timeout: float | None, log_dir: Path
+    ):
+        resolve_func(spec)  # fail here, with a clear message, not in every process
+        self.spec = spec
+        self.slots = slots
+        self.timeout = timeout
+        self.log_dir = log_dir
+        self.chunk = 1
+        self.ctx = mp.get_context("spawn")
+        self.procs = [_Proc(self.ctx, spec) for _ in range(slots)]
+        self.buffer: deque[Task] = deque()
+        self.ready: list[Result] = []
+
+    def tune(self, batch: int) -> None:
+        self.chunk = max(1, batch // self.slots)
+
+    def _limit(self, task: Task) -> float | None:
+        return task.timeout or self.timeout
+
+    def free(self) -> int:
+        idle = sum(1 for p in self.procs if not p.tasks)
+        return idle * self.chunk - len(self.buffer)
+
+    def start(self, task: Task) -> None:
+        self.buffer.append(task)
+
+    def _send(self) -> None:
+        if self.stopping:
+            self.ready.extend(Result.given_back(t, "handed back unstarted (worker stopping)")
+                              for t in self.buffer)  # fmt: skip
+            self.buffer.clear()
+        for p in self.procs:
+            if p.tasks or not self.buffer:
+                continue
+            limited = self._limit(self.buffer[0]) is not None
+            size = 1 if limited else self.chunk  # a time limit is kept task by task
+            p.tasks = [self.buffer.popleft() for _ in range(min(size, len(self.buffer)))]
+            limit = self._limit(p.tasks[0])
+            p.deadline = time.monotonic() + limit if limit else float("inf")
+            p.conn.send([(t.id, t.task) for t in p.tasks])
+
+    def results(self, timeout: float, drain: bool = False) -> list[Result]:
+        self._send()
+        out, self.ready = self.ready, []
+        end = time.monotonic() + (30.0 if drain else timeout)
+        while True:
+            busy = [p for p in self.procs if p.tasks]
+            if not busy or (out and not drain):
+                break
+            now = time.monotonic()
+            soonest = min(p.deadline for p in busy)
+            wait_for = max(0.0, min(end, soonest) - now)
+            for conn in wait([p.conn for p in busy], timeout=wait_for):
+                p = next(p for p in busy if p.conn is conn)
+                out.extend(self._receive(p))
+            now = time.monotonic()
+            for p in busy:
+                if p.tasks and now >= p.deadline:
+                    out.extend(self._expire(p))
+            if now >= end:
+                break
+            self._send()
+        return out
+
+    def _receive(self, p: _Proc) -> list[Result]:
+        try:
+            done = p.conn.recv()
+        except (EOFError, OSError):  # the process died: its tasks failed
+            return self._restart(p, State.FAILED, "the function's worker process died")
+        by_id = {t.id: t for t in p.tasks}
+        p.tasks = []
+        out = []
+        for task_id, error, trace, seconds in done:
+            task = by_id[task_id]
+            if error is None:
+                out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds))
+                continue
+            log = log_path(self.log_dir, task.queue, task.id)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as f:
+                f.write(trace)
+            out.append(Result(task, State.FAILED, 1, error, str(log), seconds))
+        return out
+
+    def _expire(self, p: _Proc) -> list[Result]:
+        limit = self._limit(p.tasks[0])
+        return self._restart(p, State.KILLED, f"timed out after {limit:g} s")
+
+    def _restart(self, p: _Proc, state: State, why: str) -> list[Result]:
+        tasks, p.tasks = p.tasks, []
+        p.process.kill()
+        p.process.join()
+        p.conn.close()
+        self.procs[self.procs.index(p)] = _Proc(self.ctx, self.spec)
+        stopped = self.stopping
+        return [Result(t, state, None, why, None, 0.0, stopped=stopped) for t in tasks]
+
+    def kill_all(self) -> None:
+        self.stopping = True
+        for t in self.buffer:
+            self.ready.append(Result.given_back(t, "stopped by worker shutdown"))
+        self.buffer.clear()
+        for p in self.procs:
+            if p.tasks:
+                tasks, p.tasks = p.tasks, []
+                p.process.kill()
+                self.ready.extend(
+                    Result(t, State.PENDING, None, "stopped by worker shutdown", stopped=True)
+                    for t in tasks
+                )
+
+    def close(self) -> None:
+        for p in self.procs:
+            try:
+                if p.process.is_alive():
+                    p.conn.send(None)
+            except OSError:
+                pass
+        for p in self.procs:
+            p.process.join(timeout=5)
+            if p.process.is_alive():
+                p.process.kill()
+                p.process.join()
