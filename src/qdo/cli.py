@@ -27,8 +27,16 @@ STATE_NAMES = [s.value for s in State]
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_create(args: argparse.Namespace) -> int:
-    create(args.queue)
+    create(args.queue, max_retries=args.max_retries, max_lost=args.max_lost)
     print(f"created queue {args.queue}")
+    return 0
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    q.set(max_retries=args.max_retries, max_lost=args.max_lost)
+    status = q.status()
+    print(f"{args.queue}: max_retries {status['max_retries']}, max_lost {status['max_lost']}")
     return 0
 
 
@@ -52,7 +60,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     task: Any = args.task
     if args.json:
         task = _json_task(args.task)
-    task_id = connect(args.queue).add(task, priority=args.priority, requires=args.requires)
+    task_id = connect(args.queue).add(
+        task, priority=args.priority, requires=args.requires, timeout=args.timeout,
+        max_retries=args.max_retries,
+    )  # fmt: skip
     print(task_id)
     return 0
 
@@ -118,7 +129,7 @@ def _print_status(status: dict[str, Any], as_json: bool, out: TextIO) -> None:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     q = connect(args.queue)
-    tasks: Iterator[Any] = q.iter_tasks(state=args.state)
+    tasks: Iterator[Any] = q.iter_tasks(state=args.state, id=args.id, history=args.verbose)
     if args.limit is not None:
         tasks = itertools.islice(tasks, args.limit)
     if args.json:
@@ -127,11 +138,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     if args.verbose:
         headers = ["ID", "STATE", "PRI", "EXIT", "TRIES", "CREATED", "STARTED", "FINISHED",
-                   "WORKER", "JOB", "REQUIRES", "MESSAGE", "TASK"]  # fmt: skip
+                   "SECONDS",
+                   "WORKER", "JOB", "REQUIRES", "MESSAGE", "EARLIER ATTEMPTS", "TASK"]  # fmt: skip
         rows: Iterator[list[object]] = (
             [t.id, t.state.value, t.priority, t.exitcode, t.attempts, display.when(t.created),
-             display.when(t.started), display.when(t.finished), t.worker, t.jobid,
-             ",".join(map(str, t.requires)), display.cell(t.message, 40), _payload(t.task)]
+             display.when(t.started), display.when(t.finished), _secs(t.duration), t.worker,
+             t.jobid,
+             ",".join(map(str, t.requires)), display.cell(t.message, 40), _history(t),
+             _payload(t.task)]
             for t in tasks
         )  # fmt: skip
         right = [0, 2, 3, 4]
@@ -147,6 +161,21 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         which = f" in state {args.state}" if args.state else ""
         print(f"(no tasks{which})")
     return 0
+
+
+def _secs(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
+
+
+def _history(task: Any) -> str:
+    """Earlier attempts in a few words: '1:Failed(2) 2:Lost' (the last one is the row)."""
+    shown = []
+    for a in task.history:
+        if a.attempt == task.attempts and a.state == task.state.value:
+            continue  # the row itself shows that one
+        code = f"({a.exitcode})" if a.exitcode not in (None, 0) else ""
+        shown.append(f"{a.attempt}:{a.state}{code}")
+    return " ".join(shown)
 
 
 def _json_task(text: str) -> Any:
@@ -448,6 +477,13 @@ def _state(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _retry_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-retries", type=_count, metavar="N",
+                   help="run a Failed task again up to N times (default 0)")  # fmt: skip
+    p.add_argument("--max-lost", type=_positive_int, metavar="N",
+                   help="Kill a task after its worker was lost N times (default 3)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qdo", description="Durable queues for very many small tasks."
@@ -467,7 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("queue", metavar="QUEUE")
         return p
 
-    queue_command("create", cmd_create, "create an empty queue")
+    p = queue_command("create", cmd_create, "create an empty queue")
+    _retry_options(p)
+    p = queue_command("set", cmd_set, "change a queue's retry policy")
+    _retry_options(p)
     p = queue_command("load", cmd_load, "add the tasks of a file, one per line ('-': stdin)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--priority", type=_priority, default=0, help="priority of every task")
@@ -478,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requires", type=_ids, default=None, metavar="ID,...",
                    help="ids of tasks that must succeed first")  # fmt: skip
     p.add_argument("--json", action="store_true", help="TASK is a JSON parameter task")
+    p.add_argument("--timeout", type=_seconds, metavar="SEC",
+                   help="kill the task if it runs longer (it becomes Killed)")  # fmt: skip
+    p.add_argument("--max-retries", type=_count, metavar="N",
+                   help="run it again up to N times if it fails (default: queue's)")  # fmt: skip
     p = queue_command("require", cmd_require, "make a task also require other tasks")
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--on", type=_ids, required=True, metavar="ID,...")
@@ -493,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also exit code, attempts, times, worker and message")  # fmt: skip
     p.add_argument("--limit", type=_count, metavar="N", help="show at most N tasks")
+    p.add_argument("--id", type=_positive_int, metavar="ID", help="only this task")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p = queue_command("do", cmd_do, "run the queue's tasks here until none is left")
     p.add_argument(

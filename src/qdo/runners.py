@@ -47,12 +47,14 @@ class Result:
     log: str | None = None
     seconds: float = 0.0
     stopped: bool = False  # ended by the agent stopping: hand it back, it did not fail
+    started: float | None = None  # epoch time it really started (after waiting for a slot)
 
     def outcome(self) -> Outcome:
         token = self.task._token or 0
         if self.stopped:
             return Outcome(self.task.id, token, State.PENDING, None, self.message)
-        return Outcome(self.task.id, token, self.state, self.exitcode, self.message, self.log)
+        return Outcome(self.task.id, token, self.state, self.exitcode, self.message, self.log,
+                       self.started)  # fmt: skip
 
     @classmethod
     def given_back(cls, task: Task, why: str) -> Result:
@@ -220,10 +222,12 @@ class ShellRunner(Runner):
             if self.stopping:  # queued but not started: hand it back
                 self.done.put(Result.given_back(task, "handed back unstarted (worker stopping)"))
                 continue
+            started = time.time()
             try:
                 result = self._run(task)
             except Exception as e:  # never lose a slot: report the task as failed
                 result = Result(task, State.FAILED, None, f"qdo could not run it: {e}")
+            result.started = started
             self.done.put(result)
 
     def _run(self, task: Task) -> Result:

@@ -63,6 +63,7 @@ class Outcome:
     exitcode: int | None = None
     message: str | None = None
     log: str | None = None  # where the attempt's output went
+    started: float | None = None  # when it really started (epoch), if not at its claim
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,7 +315,8 @@ class SQLiteStore(Store):
                 if o.state is State.PENDING:
                     row = conn.execute(Q["give_back"], params).fetchone()
                 else:
-                    params.update(state=o.state.value, exitcode=o.exitcode, log=o.log)
+                    params.update(state=o.state.value, exitcode=o.exitcode, log=o.log,
+                                  started=o.started)  # fmt: skip
                     row = conn.execute(Q["finish"], params).fetchone()
                 if row is None:
                     refused.append(o.task_id)

@@ -97,7 +97,8 @@ SET state = CASE WHEN :state = 'Failed' AND failures < coalesce(max_retries,
                  THEN 'Pending' ELSE :state END,
     failures = failures + (:state = 'Failed'),
     exitcode = :exitcode, message = :message, finished = :now,
-    log = coalesce(:log, log), lease_expires = NULL, lease_token = NULL
+    started = coalesce(:started, started), log = coalesce(:log, log),
+    lease_expires = NULL, lease_token = NULL
 WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running'
 RETURNING id, attempts, worker, jobid, started, finished, state;
 
