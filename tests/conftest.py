@@ -27,7 +27,7 @@ def need_service(name: str, reason: str) -> None:
 def qdo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private QDO_DIR for the test, with no qdo settings leaking in from outside."""
     for name in list(os.environ):
-        if name.startswith("QDO_") and name != "QDO_TEST_REQUIRE" or name == "QDORC_LOCATION":
+        if name.startswith("QDO_") and not name.startswith("QDO_TEST_") or name == "QDORC_LOCATION":
             monkeypatch.delenv(name)
     home = tmp_path / "qdo"
     monkeypatch.setenv("QDO_DIR", str(home))

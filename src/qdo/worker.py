@@ -97,6 +97,7 @@ class Agent:
         self.outbox_since = 0.0
         self.mean_seconds: float | None = None  # running mean of task durations
         self.stop_signal: str | None = None
+        self.stop_at = 0.0
         self.stop_deadline: float | None = None
         self.runner: Runner = self._make_runner()
 
@@ -268,6 +269,9 @@ class Agent:
                 return
             self.stop_signal = signal.Signals(signum).name
             self.summary.stopped_by = self.stop_signal
+            self.stop_at = time.monotonic()
+            # at once, not when the loop next looks: no queued task may start from now on
+            self.runner.stopping = True
 
         for sig in previous:
             signal.signal(sig, handler)
@@ -280,5 +284,5 @@ class Agent:
 
     def _begin_stop(self, now: float) -> None:
         self.runner.stopping = True
-        self.stop_deadline = now + self.opts.grace
+        self.stop_deadline = self.stop_at + self.opts.grace
         self._give_back_todo()

@@ -1,0 +1,335 @@
+"""The node agent (qdo do): real subprocesses, real signals, real SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import qdo
+from qdo.errors import InvalidInput
+from qdo.runners import direct_argv
+from tests.conftest import run_qdo
+
+
+def states(q: qdo.Queue) -> dict[str, int]:
+    return {k: v for k, v in q.status()["ntasks"].items() if v}
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def qdo_do(*args: str, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "qdo", "do", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]  # fmt: skip
+
+
+def alive(marker: str) -> list[int]:
+    """Pids of processes whose command line contains ``marker``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline and "pytest" not in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_runs_shell_tasks_in_parallel_slots(tmp_path: Path) -> None:
+    q = qdo.create("P")
+    stamp = tmp_path / "stamps"
+    q.add_multiple([f"echo $QDO_TASK_ID $(date +%s.%N) >> {stamp}; sleep 0.3" for _ in range(4)])
+    start = time.monotonic()
+    summary = q.do(workers=4)
+    elapsed = time.monotonic() - start
+    assert summary.ran == 4 and summary.by_state == {"Succeeded": 4}
+    assert elapsed < 1.1, "four 0.3 s tasks in four slots should overlap"
+    assert sorted(int(line.split()[0]) for line in stamp.read_text().splitlines()) == [1, 2, 3, 4]
+    assert states(q) == {"Succeeded": 4}
+
+
+def test_exit_codes_logs_and_task_fields(tmp_path: Path, qdo_dir: Path) -> None:
+    q = qdo.create("L")
+    ok = q.add("echo out; echo err >&2")
+    bad = q.add("exit 7")
+    missing = q.add("no-such-command-qdo")
+    q.do()
+    t_ok, t_bad, t_missing = (q.tasks(id=i)[0] for i in (ok, bad, missing))
+    assert (t_ok.state, t_ok.exitcode) == (qdo.Task.SUCCEEDED, 0)
+    assert (t_bad.state, t_bad.exitcode, t_bad.message) == (qdo.Task.FAILED, 7, "exit code 7")
+    assert t_missing.state is qdo.Task.FAILED and t_missing.exitcode == 127
+    log = Path(t_ok.log or "")
+    assert log == qdo_dir / "logs" / "L" / "0" / f"{ok}.log"
+    assert log.read_text() == "out\nerr\n"
+    assert t_ok.worker == f"{os.uname().nodename}:{os.getpid()}"
+    assert t_ok.duration is not None and t_ok.duration >= 0
+    assert t_ok.attempts == 1 and t_ok.history == ()
+    out = run_qdo("log", "L", str(ok), check=True).stdout
+    assert out == "out\nerr\n"
+    assert run_qdo("log", "L", str(ok), "--tail", "1", check=True).stdout == "err\n"
+    assert "not found" in run_qdo("log", "L", str(missing), check=True).stdout
+
+
+def test_logs_are_sharded(qdo_dir: Path) -> None:
+    q = qdo.create("S")
+    ids = q.add_multiple(["true"] * 1005)
+    q.do(workers=2)
+    folders = sorted(p.name for p in (qdo_dir / "logs" / "S").iterdir())
+    assert folders == ["0", "1"]
+    assert len(list((qdo_dir / "logs" / "S" / "1").iterdir())) == ids[-1] - 999
+
+
+def test_batch_grows_for_short_tasks_only() -> None:
+    q = qdo.create("B")
+    q.add_multiple(["true"] * 300)
+    assert q.do(workers=2).batch > 8
+    slow = qdo.create("Slow")
+    slow.add_multiple(["sleep 0.3"] * 4)
+    assert slow.do(workers=1).batch == 1
+
+
+def test_direct_exec_only_for_plain_commands() -> None:
+    assert direct_argv("true") == ("true",)
+    assert direct_argv("  echo a  b ") == ("echo", "a", "b")
+    for command in ["echo $HOME", "echo a > f", "a | b", "cd /tmp", "X=1 env", "echo 'q'",
+                    "ls *", "echo ~", "exit 3", "no-such-command-qdo", "true; false"]:  # fmt: skip
+        assert direct_argv(command) is None, command
+
+
+def test_script_gets_words_or_json(tmp_path: Path) -> None:
+    q = qdo.create("J")
+    script = tmp_path / "show.sh"
+    script.write_text('#!/bin/sh\nfor a in "$@"; do echo "[$a]"; done\n')
+    script.chmod(0o755)
+    a = q.add("one 'two words'")
+    b = q.add({"x": [1, "y z"]})
+    q.do(script=str(script))
+    assert Path(q.tasks(id=a)[0].log or "").read_text() == "[one]\n[two words]\n"
+    assert Path(q.tasks(id=b)[0].log or "").read_text() == '[{"x": [1, "y z"]}]\n'
+    c = q.add({"no": "script"})
+    q.do()
+    assert "--script" in (q.tasks(id=c)[0].message or "")
+
+
+def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    q = qdo.create("T")
+    marker = f"31.{os.getpid()}"
+    t = q.add(f"sleep {marker} & sleep {marker}; wait", timeout=0.5)
+    quick = q.add("true", timeout=5)
+    start = time.monotonic()
+    q.do(workers=2, timeout=60)
+    assert time.monotonic() - start < 10
+    task = q.tasks(id=t)[0]
+    assert task.state is qdo.Task.KILLED and task.message == "timed out after 0.5 s"
+    assert "time limit" in Path(task.log or "").read_text()
+    assert q.tasks(id=quick)[0].state is qdo.Task.SUCCEEDED
+    wait_until(lambda: not alive(f"sleep {marker}"), 5, "the task's children to die")
+    # the worker's own --timeout applies to tasks without one
+    u = q.add(f"sleep {marker}")
+    q.do(timeout=0.3)
+    assert q.tasks(id=u)[0].state is qdo.Task.KILLED
+
+
+def test_retries_keep_every_attempt(tmp_path: Path) -> None:
+    q = qdo.create("R", max_retries=2)
+    counter = tmp_path / "n"
+    flaky = q.add(f"echo x >> {counter}; test $(wc -l < {counter}) -ge 3")
+    hopeless = q.add("exit 4")
+    once = q.add("exit 5", max_retries=0)
+    q.do()
+    f, h, o = (q.tasks(id=i, history=True)[0] for i in (flaky, hopeless, once))
+    assert f.state is qdo.Task.SUCCEEDED and f.attempts == 3 and f.failures == 2
+    assert [(a.attempt, a.state, a.exitcode) for a in f.history] == [
+        (1, "Failed", 1), (2, "Failed", 1), (3, "Succeeded", 0)]  # fmt: skip
+    assert h.state is qdo.Task.FAILED and h.attempts == 3
+    assert [a.exitcode for a in h.history] == [4, 4, 4]
+    assert o.state is qdo.Task.FAILED and o.attempts == 1
+    out = run_qdo("tasks", "R", "--verbose", "--id", str(flaky), check=True).stdout
+    assert "1:Failed(1) 2:Failed(1)" in out
+
+
+def test_lost_workers_are_counted_then_killed() -> None:
+    q = qdo.create("K", max_lost=2)
+    t = q.add("true")
+    for expected in (qdo.Task.PENDING, qdo.Task.KILLED):
+        assert q.get(lease=0.01) is not None
+        time.sleep(0.05)
+        q.status()  # collects expired leases by itself: nobody runs recover
+        assert q.tasks(id=t)[0].state is expected
+    task = q.tasks(id=t, history=True)[0]
+    assert task.lost == 2 and "lost 2 times" in (task.message or "")
+    assert [a.state for a in task.history] == ["Lost", "Lost"]
+
+
+def test_long_task_keeps_its_lease_by_renewal(tmp_path: Path) -> None:
+    q = qdo.create("Long")
+    t = q.add(f"echo run >> {tmp_path / 'runs'}; sleep 2")
+    first = qdo_do("Long", "--lease", "0.6")
+    time.sleep(0.3)
+    second = qdo_do("Long", "--lease", "0.6", "--wait")  # would take it if the lease lapsed
+    try:
+        first.communicate(timeout=30)
+        assert first.returncode == 0
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+    task = q.tasks(id=t)[0]
+    assert task.state is qdo.Task.SUCCEEDED and task.attempts == 1
+    assert (tmp_path / "runs").read_text() == "run\n"
+
+
+def test_sigterm_gives_back_unstarted_and_waits_for_grace(tmp_path: Path) -> None:
+    q = qdo.create("G")
+    short = q.add_multiple([f"sleep 0.5; echo {i} >> {tmp_path / 'done'}" for i in range(2)])
+    rest = q.add_multiple([f"echo never {i}" for i in range(20)])
+    proc = qdo_do("G", "--workers", "2", "--grace", "5")
+    wait_until(lambda: states(q).get("Running", 0) >= 2, what="both slots to start")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in out
+    assert sorted(t.id for t in q.tasks(state="Succeeded")) == short
+    pending = q.tasks(state="Pending")
+    assert [t.id for t in pending] == rest
+    assert all(t.failures == 0 and t.lost == 0 for t in pending)
+    assert states(q).get("Running", 0) == 0
+
+
+def test_sigterm_after_grace_kills_and_hands_back(tmp_path: Path) -> None:
+    q = qdo.create("H")
+    marker = f"47.{os.getpid()}"
+    long = q.add(f"sleep {marker}")
+    proc = qdo_do("H", "--grace", "0.5")
+    wait_until(lambda: states(q).get("Running") == 1, what="the task to start")
+    time.sleep(0.2)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - started < 6
+    task = q.tasks(id=long, history=True)[0]
+    assert task.state is qdo.Task.PENDING and task.failures == 0 and task.lost == 0
+    assert [a.state for a in task.history] == ["Returned"]
+    wait_until(lambda: not alive(f"sleep {marker}"), 5, "the task to be killed")
+    # it runs again, in full, next time
+    q.tasks(id=long)  # still one task
+    assert states(q) == {"Pending": 1}
+
+
+def test_runtime_stops_taking_new_tasks() -> None:
+    q = qdo.create("RT")
+    q.add_multiple(["sleep 0.4"] * 10)
+    start = time.monotonic()
+    summary = q.do(runtime=0.5)
+    assert time.monotonic() - start < 3
+    assert 1 <= summary.ran <= 3
+    assert states(q) == {"Succeeded": summary.ran, "Pending": 10 - summary.ran}
+
+
+def test_wait_mode_picks_up_new_tasks(tmp_path: Path) -> None:
+    q = qdo.create("Wt")
+    proc = qdo_do("Wt", "--wait")
+    time.sleep(1.0)
+    assert proc.poll() is None, "with --wait an empty queue does not end the worker"
+    t = q.add(f"touch {tmp_path / 'x'}")
+    wait_until(lambda: q.tasks(id=t)[0].state is qdo.Task.SUCCEEDED, what="the new task")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_paused_queue_stops_the_worker() -> None:
+    q = qdo.create("Pz")
+    q.add_multiple(["true"] * 3)
+    q.pause()
+    assert q.do().ran == 0
+    q.resume()
+    assert q.do().ran == 3
+
+
+FUNCS = """
+import os, time
+
+def work(x, out, fail=False):
+    if fail:
+        raise ValueError(f"bad input {x}")
+    with open(out, "a") as f:
+        f.write(f"{x} {os.getpid()}\\n")
+
+def slow(seconds):
+    time.sleep(seconds)
+
+def noop(**kw):
+    pass
+"""
+
+
+@pytest.fixture
+def funcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "qdo_test_funcs.py").write_text(textwrap.dedent(FUNCS))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_func_tasks_in_worker_processes(funcs: Path) -> None:
+    q = qdo.create("F")
+    out = funcs / "out"
+    ids = q.add_multiple([{"x": i, "out": str(out)} for i in range(200)])
+    bad = q.add({"x": -1, "out": str(out), "fail": True})
+    proc = run_qdo("do", "F", "--workers", "2", "--func", "qdo_test_funcs:work", check=True)
+    assert "ran 201 tasks" in proc.stdout
+    lines = out.read_text().splitlines()
+    assert sorted(int(line.split()[0]) for line in lines) == list(range(200))
+    pids = {line.split()[1] for line in lines}
+    assert 1 <= len(pids) <= 2  # long-lived worker processes, not one per task
+    assert str(os.getpid()) not in pids
+    assert all(t.state is qdo.Task.SUCCEEDED for t in q.tasks() if t.id in ids)
+    failed = q.tasks(id=bad)[0]
+    assert failed.state is qdo.Task.FAILED and failed.message == "ValueError: bad input -1"
+    assert "Traceback" in Path(failed.log or "").read_text()
+
+
+def test_func_from_python_with_timeout(funcs: Path) -> None:
+    import qdo_test_funcs  # type: ignore[import-not-found]
+
+    q = qdo.create("FT")
+    slow = q.add({"seconds": 30}, timeout=0.5)
+    fast = q.add_multiple([{"seconds": 0}] * 5)
+    start = time.monotonic()
+    q.do(workers=2, func=qdo_test_funcs.slow)
+    assert time.monotonic() - start < 15
+    assert q.tasks(id=slow)[0].state is qdo.Task.KILLED
+    assert all(q.tasks(id=i)[0].state is qdo.Task.SUCCEEDED for i in fast)
+
+
+def test_func_errors_are_clear(funcs: Path) -> None:
+    q = qdo.create("FE")
+    q.add({"a": 1})
+    with pytest.raises(InvalidInput, match="cannot load function"):
+        q.do(func="qdo_test_funcs:missing")
+    proc = run_qdo("do", "FE", "--func", "no_such_module_qdo:f")
+    assert proc.returncode == 1 and "cannot load function" in proc.stderr
+    assert states(q) == {"Pending": 1}
+
+
+def test_bad_do_options_are_usage_errors() -> None:
+    qdo.create("O")
+    for args in (["--workers", "0"], ["--timeout", "-1"], ["--grace", "x"], ["--wait",
+                 "--exit-when-empty"]):  # fmt: skip
+        proc = run_qdo("do", "O", *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
