@@ -8,7 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from .errors import (
@@ -33,6 +33,9 @@ from .models import (
     encode_payload,
 )
 from .store.base import NewTask, Outcome, Store
+
+if TYPE_CHECKING:
+    from .worker import RunSummary
 
 _stores: dict[tuple[str, str], Store] = {}
 
@@ -310,7 +313,7 @@ class Queue:
                 return
             after = batch[-1].id
 
-    def do(self, workers: int = 1, **options: Any) -> Any:
+    def do(self, workers: int = 1, **options: Any) -> RunSummary:
         """Run this queue's tasks on this machine until none is left; return a summary.
 
         Options as ``qdo do``: ``script``, ``func`` (a function or "module:function",

@@ -333,3 +333,12 @@ def test_bad_do_options_are_usage_errors() -> None:
                  "--exit-when-empty"]):  # fmt: skip
         proc = run_qdo("do", "O", *args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_records_the_batch_job_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    q = qdo.create("Job")
+    t = q.add("true")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    run_qdo("do", "Job", check=True)
+    task = q.tasks(id=t, history=True)[0]
+    assert task.jobid == "4242" and task.history[0].jobid == "4242"
