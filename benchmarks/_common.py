@@ -7,6 +7,7 @@ and nothing ever touches ``~/.qdo``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -156,6 +157,20 @@ def run_child(
     return result
 
 
+def qdo_state_counts(queue: str, env: dict[str, str]) -> dict[str, int]:
+    """The queue's tasks by state, from ``qdo status QUEUE --json`` (a subprocess)."""
+    got = run_child([*qdo_command(), "status", queue, "--json"], env)
+    counts: dict[str, int] = json.loads(got.stdout)["ntasks"]
+    return counts
+
+
+def check_all_succeeded(queue: str, env: dict[str, str], n: int) -> None:
+    """Fail the benchmark unless ``qdo status`` counts exactly ``n`` tasks, all Succeeded."""
+    counts = qdo_state_counts(queue, env)
+    if counts.get("Succeeded") != n or sum(counts.values()) != n:
+        raise RuntimeError(f"expected {n:,} tasks, all Succeeded; qdo status says {counts}")
+
+
 # -- workloads ----------------------------------------------------------------------------
 def shell_tasks(n: int) -> list[str]:
     """The issue's workload: ``n`` short shell commands, all different."""
@@ -198,10 +213,22 @@ class Ratio:
     label: str
     row: Row
     peer: Row
+    target: float | None = None  # the median ratio must reach it, if given
 
     @property
     def values(self) -> list[float]:
         return [a / b for a, b in zip(self.row.values, self.peer.values, strict=True) if b]
+
+    def verdict(self, quick: bool) -> str:
+        if self.target is None:
+            return ""
+        if quick:
+            return "(quick)"
+        vals = self.values
+        return "PASS" if vals and statistics.median(vals) >= self.target else "MISS"
+
+    def target_text(self) -> str:
+        return "" if self.target is None else f">= {self.target:.2f}x"
 
 
 @dataclass
@@ -237,7 +264,8 @@ def print_report(report: Report, cfg: Config) -> None:
     for q in report.ratios:
         vals = q.values
         spread = f"{min(vals):.2f}x .. {max(vals):.2f}x" if vals else ""
-        lines.append((q.label, f"{statistics.median(vals):.2f}x" if vals else "-", spread, "", ""))
+        median = f"{statistics.median(vals):.2f}x" if vals else "-"
+        lines.append((q.label, median, spread, q.target_text(), q.verdict(cfg.quick)))
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
     for line in lines:
         label, *figures, verdict = line

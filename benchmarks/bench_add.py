@@ -82,7 +82,7 @@ def sqlite_into_qdo_schema(qdo_dir: str, n: int) -> float:
     start = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(
-        Q["task_insert"], ((i, queue_id, t, 0, 0, now) for i, t in enumerate(tasks, 1))
+        Q["task_insert"], ((i, queue_id, t, 0, 0, now, None, None) for i, t in enumerate(tasks, 1))
     )
     conn.execute("COMMIT")
     seconds = time.perf_counter() - start

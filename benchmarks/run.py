@@ -4,7 +4,7 @@ Usually started by ``benchmarks/run.sh`` (which sets up .venv and installs huey)
 
     benchmarks/run.sh                 # every benchmark, 3 runs each, full sizes
     benchmarks/run.sh --quick         # small sizes, 1 run: a smoke test
-    benchmarks/run.sh --runs 5 claim  # only some: add, load, claim, status
+    benchmarks/run.sh --runs 5 claim  # only some: add, load, claim, status, do, func
 
 Each run of each benchmark works in its own fresh scratch directory (``QDO_DIR``),
 under ``--scratch`` (default: ``.bench/`` in the repository, on the disk being
@@ -33,6 +33,8 @@ BENCHMARKS = {
     "load": "bench_load",
     "claim": "bench_claim",
     "status": "bench_status",
+    "do": "bench_do",
+    "func": "bench_func",
 }
 
 
@@ -137,6 +139,8 @@ def main() -> int:
                                "target": r.target, "verdict": r.verdict(cfg.quick)}
                      for r in report.rows},
             "ratios": {q.label: q.values for q in report.ratios},
+            "ratio_targets": {q.label: {"target": q.target, "verdict": q.verdict(cfg.quick)}
+                              for q in report.ratios if q.target is not None},
         }  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

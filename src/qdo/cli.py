@@ -331,9 +331,14 @@ def cmd_log(args: argparse.Namespace) -> int:
         raise InvalidInput(
             f"queue {args.queue} has no task {args.id}: see `qdo tasks {args.queue}`"
         )
-    path = Path(found[0].log or log_path(q.settings.log_dir, args.queue, args.id))
+    task = found[0]
+    path = Path(task.log or log_path(q.settings.log_dir, args.queue, args.id))
     if not path.exists():
-        raise InvalidInput(f"task {args.id} has no log yet ({path}); it is {found[0].state}")
+        if task.state in (State.SUCCEEDED, State.FAILED, State.KILLED):
+            print(f"(task {args.id} printed nothing; it {task.state.value.lower()})",
+                  file=sys.stderr)  # fmt: skip
+            return 0
+        raise InvalidInput(f"task {args.id} has no log yet ({path}); it is {task.state}")
     data = path.read_bytes()
     if args.tail is not None:
         lines = data.splitlines(keepends=True)

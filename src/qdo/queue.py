@@ -428,12 +428,15 @@ def _same_length(what: str, values: Sequence[Any], n: int) -> Sequence[Any]:
 def _dead_here(worker: str, host: str) -> bool:
     """True if ``worker`` (host:pid) ran on this host and its process is gone."""
     where, _, pid = worker.rpartition(":")
-    if where != host or not pid.isdigit():
-        return False
+    return where == host and pid.isdigit() and not pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine exists (another user's counts)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True

@@ -32,6 +32,7 @@ from typing import Any
 
 from .errors import InvalidInput
 from .models import State, Task
+from .queue import pid_alive
 from .store.base import Outcome
 
 #: After SIGTERM, a task's process group gets this long before SIGKILL.
@@ -218,72 +219,131 @@ class ShellRunner(Runner):
             self.jobs.put(None)
 
     def _slot(self) -> None:
-        while (task := self.jobs.get()) is not None:
-            if self.stopping:  # queued but not started: hand it back
-                self.done.put(Result.given_back(task, "handed back unstarted (worker stopping)"))
-                continue
-            started = time.time()
-            try:
-                result = self._run(task)
-            except Exception as e:  # never lose a slot: report the task as failed
-                result = Result(task, State.FAILED, None, f"qdo could not run it: {e}")
-            result.started = started
-            self.done.put(result)
+        spool = _Spool(self.log_dir / ".spool")
+        try:
+            while (task := self.jobs.get()) is not None:
+                if self.stopping:  # queued but not started: hand it back
+                    self.done.put(
+                        Result.given_back(task, "handed back unstarted (worker stopping)")
+                    )
+                    continue
+                started = time.time()
+                try:
+                    result = self._run(task, spool)
+                except Exception as e:  # never lose a slot: report the task as failed
+                    result = Result(task, State.FAILED, None, f"qdo could not run it: {e}")
+                result.started = started
+                self.done.put(result)
+        finally:
+            spool.close()
 
-    def _run(self, task: Task) -> Result:
-        log = log_path(self.log_dir, task.queue, task.id)
-        if log.parent not in self.made_dirs:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            self.made_dirs.add(log.parent)
+    def _run(self, task: Task, spool: _Spool) -> Result:
         try:
             argv = command_for(task, self.script, self.shell)
         except InvalidInput as e:
-            return Result(task, State.FAILED, None, str(e), str(log))
+            return Result(task, State.FAILED, None, str(e))
         env = {**self.env, "QDO_QUEUE": task.queue, "QDO_TASK_ID": str(task.id),
                "QDO_TASK_ATTEMPT": str(task.attempts)}  # fmt: skip
         limit = task.timeout or self.timeout
         started = time.monotonic()
-        with open(log, "ab") as out:
+        out = spool.file
+        try:
+            # its own session: Ctrl-C on the terminal reaches the agent, not the task,
+            # and a time limit can kill the task's whole process group
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    env=env, start_new_session=True)  # fmt: skip
+        except OSError as e:
+            out.write(f"qdo: cannot run {argv[0]}: {e}\n".encode())
+            return Result(task, State.FAILED, 127, f"cannot run {argv[0]}: {e.strerror}",
+                          self._keep(spool, task), time.monotonic() - started)  # fmt: skip
+        with self.lock:
+            self.procs[task.id] = proc
+        timed_out = False
+        try:
+            code = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _signal_group(proc, signal.SIGTERM)
             try:
-                # its own session: Ctrl-C on the terminal reaches the agent, not the task,
-                # and a time limit can kill the task's whole process group
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                        env=env, start_new_session=True)  # fmt: skip
-            except OSError as e:
-                out.write(f"qdo: cannot run {argv[0]}: {e}\n".encode())
-                return Result(task, State.FAILED, 127, f"cannot run {argv[0]}: {e.strerror}",
-                              str(log), time.monotonic() - started)  # fmt: skip
-            with self.lock:
-                self.procs[task.id] = proc
-            timed_out = False
-            try:
-                code = proc.wait(timeout=limit)
+                code = proc.wait(timeout=KILL_AFTER)
             except subprocess.TimeoutExpired:
-                timed_out = True
-                _signal_group(proc, signal.SIGTERM)
-                try:
-                    code = proc.wait(timeout=KILL_AFTER)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
-                    code = proc.wait()
-            finally:
-                with self.lock:
-                    self.procs.pop(task.id, None)
-                    stopped = task.id in self.killed
-                    self.killed.discard(task.id)
-            seconds = time.monotonic() - started
-            if stopped:
-                out.write(b"\nqdo: stopped by the worker's shutdown; the task will run again\n")
-                return Result(task, State.PENDING, code, "stopped by worker shutdown", str(log),
-                              seconds, stopped=True)  # fmt: skip
-            if timed_out:
-                out.write(f"\nqdo: killed after its time limit of {limit:g} s\n".encode())
-                return Result(task, State.KILLED, code, f"timed out after {limit:g} s",
-                              str(log), seconds)  # fmt: skip
+                _signal_group(proc, signal.SIGKILL)
+                code = proc.wait()
+        finally:
+            with self.lock:
+                self.procs.pop(task.id, None)
+                stopped = task.id in self.killed
+                self.killed.discard(task.id)
+        seconds = time.monotonic() - started
+        if stopped:
+            out.write(b"\nqdo: stopped by the worker's shutdown; the task will run again\n")
+            return Result(task, State.PENDING, code, "stopped by worker shutdown",
+                          self._keep(spool, task), seconds, stopped=True)  # fmt: skip
+        if timed_out:
+            out.write(f"\nqdo: killed after its time limit of {limit:g} s\n".encode())
+            return Result(task, State.KILLED, code, f"timed out after {limit:g} s",
+                          self._keep(spool, task), seconds)  # fmt: skip
+        log = self._keep(spool, task)
         if code == 0:
-            return Result(task, State.SUCCEEDED, 0, None, str(log), seconds)
+            return Result(task, State.SUCCEEDED, 0, None, log, seconds)
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        return Result(task, State.FAILED, code, why, str(log), seconds)
+        return Result(task, State.FAILED, code, why, log, seconds)
+
+    def _keep(self, spool: _Spool, task: Task) -> str | None:
+        log = log_path(self.log_dir, task.queue, task.id)
+        if log.parent not in self.made_dirs and not spool.empty():
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self.made_dirs.add(log.parent)
+        return str(log) if spool.keep(log) else None
+
+
+class _Spool:
+    """A slot's output file, reused while tasks print nothing.
+
+    Creating a file costs a third of a millisecond on a disk filesystem, as much as
+    starting a small process; most short tasks print nothing, so a task's log file
+    comes into being only when it has something in it: the spool is renamed to it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        for old in folder.iterdir():  # left by an agent that was killed
+            pid = old.name.partition("-")[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        self.n = 0
+        self._open()
+
+    def _open(self) -> None:
+        self.n += 1
+        self.path = self.folder / f"{os.getpid()}-{threading.get_ident()}-{self.n}"
+        self.file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the slot
+
+    def empty(self) -> bool:
+        self.file.flush()
+        return os.fstat(self.file.fileno()).st_size == 0
+
+    def keep(self, dest: Path) -> bool:
+        """Move what the task wrote to ``dest`` (appended if an earlier attempt wrote
+        there); False if it wrote nothing."""
+        if self.empty():
+            return False
+        if dest.exists():
+            with open(dest, "ab") as out, open(self.path, "rb") as src:
+                shutil.copyfileobj(src, out)
+            self.file.truncate(0)
+            return True
+        self.file.close()
+        os.replace(self.path, dest)
+        self._open()
+        return True
+
+    def close(self) -> None:
+        self.file.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -86,11 +86,16 @@ def test_exit_codes_logs_and_task_fields(tmp_path: Path, qdo_dir: Path) -> None:
 
 def test_logs_are_sharded(qdo_dir: Path) -> None:
     q = qdo.create("S")
-    ids = q.add_multiple(["true"] * 1005)
+    ids = q.add_multiple(["echo $QDO_TASK_ID"] * 1005 + ["true"])
     q.do(workers=2)
     folders = sorted(p.name for p in (qdo_dir / "logs" / "S").iterdir())
     assert folders == ["0", "1"]
-    assert len(list((qdo_dir / "logs" / "S" / "1").iterdir())) == ids[-1] - 999
+    assert len(list((qdo_dir / "logs" / "S" / "1").iterdir())) == ids[-2] - 999
+    # a task that printed nothing has no log file at all (creating one costs a lot)
+    silent = q.tasks(id=ids[-1])[0]
+    assert silent.log is None and silent.state is qdo.Task.SUCCEEDED
+    assert run_qdo("log", "S", str(ids[-1]), check=True).stderr.startswith("(task")
+    assert list((qdo_dir / "logs" / ".spool").iterdir()) == [], "spool files are cleaned up"
 
 
 def test_batch_grows_for_short_tasks_only() -> None:
@@ -148,7 +153,7 @@ def test_retries_keep_every_attempt(tmp_path: Path) -> None:
     q = qdo.create("R", max_retries=2)
     counter = tmp_path / "n"
     flaky = q.add(f"echo x >> {counter}; test $(wc -l < {counter}) -ge 3")
-    hopeless = q.add("exit 4")
+    hopeless = q.add("echo attempt $QDO_TASK_ATTEMPT; exit 4")
     once = q.add("exit 5", max_retries=0)
     q.do()
     f, h, o = (q.tasks(id=i, history=True)[0] for i in (flaky, hopeless, once))
@@ -157,6 +162,7 @@ def test_retries_keep_every_attempt(tmp_path: Path) -> None:
         (1, "Failed", 1), (2, "Failed", 1), (3, "Succeeded", 0)]  # fmt: skip
     assert h.state is qdo.Task.FAILED and h.attempts == 3
     assert [a.exitcode for a in h.history] == [4, 4, 4]
+    assert Path(h.log or "").read_text() == "attempt 1\nattempt 2\nattempt 3\n"
     assert o.state is qdo.Task.FAILED and o.attempts == 1
     out = run_qdo("tasks", "R", "--verbose", "--id", str(flaky), check=True).stdout
     assert "1:Failed(1) 2:Failed(1)" in out
