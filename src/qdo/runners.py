@@ -14,10 +14,10 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import re
+import select
 import shlex
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import traceback
@@ -159,7 +159,9 @@ class ShellRunner(Runner):
         self.jobs: queue_module.SimpleQueue[Task | None] = queue_module.SimpleQueue()
         self.done: queue_module.SimpleQueue[Result] = queue_module.SimpleQueue()
         self.lock = threading.Lock()
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.procs: dict[int, int] = {}  # task id -> pid (also its process group)
+        self.stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        _no_inherit()
         self.killed: set[int] = set()
         self.made_dirs: set[Path] = set()
         self.threads = [
@@ -201,22 +203,25 @@ class ShellRunner(Runner):
         with self.lock:
             procs = dict(self.procs)
             self.killed.update(procs)
-        for proc in procs.values():
-            _signal_group(proc, signal.SIGTERM)
+        for pid in procs.values():
+            _signal_group(pid, signal.SIGTERM)
         if procs:
             timer = threading.Timer(KILL_AFTER, self._kill_hard, args=(list(procs.values()),))
             timer.daemon = True
             timer.start()
 
     @staticmethod
-    def _kill_hard(procs: list[subprocess.Popen[bytes]]) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGKILL)
+    def _kill_hard(pids: list[int]) -> None:
+        for pid in pids:
+            _signal_group(pid, signal.SIGKILL)  # a group that is gone already is no error
 
     def close(self) -> None:
         for _ in self.threads:
             self.jobs.put(None)
+        for t in self.threads:
+            t.join(timeout=KILL_AFTER * 3)
+        if not any(t.is_alive() for t in self.threads):
+            os.close(self.stdin)
 
     def _slot(self) -> None:
         spool = _Spool(self.log_dir / ".spool")
@@ -248,27 +253,31 @@ class ShellRunner(Runner):
         started = time.monotonic()
         out = spool.file
         try:
-            # its own session: Ctrl-C on the terminal reaches the agent, not the task,
-            # and a time limit can kill the task's whole process group
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    env=env, start_new_session=True)  # fmt: skip
+            # posix_spawn rather than subprocess: a third of the parent's CPU per task.
+            # setsid: its own session, so Ctrl-C on the terminal reaches the agent, not
+            # the task, and a time limit can kill the task's whole process group.
+            fd = out.fileno()
+            pid = os.posix_spawnp(argv[0], argv, env, setsid=True, file_actions=[
+                (os.POSIX_SPAWN_DUP2, self.stdin, 0), (os.POSIX_SPAWN_DUP2, fd, 1),
+                (os.POSIX_SPAWN_DUP2, fd, 2)])  # fmt: skip
         except OSError as e:
             out.write(f"qdo: cannot run {argv[0]}: {e}\n".encode())
             return Result(task, State.FAILED, 127, f"cannot run {argv[0]}: {e.strerror}",
                           self._keep(spool, task), time.monotonic() - started)  # fmt: skip
         with self.lock:
-            self.procs[task.id] = proc
+            self.procs[task.id] = pid
         timed_out = False
         try:
-            code = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=KILL_AFTER)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                code = proc.wait()
+            status = _wait(pid, limit)
+            if status is None:
+                timed_out = True
+                _signal_group(pid, signal.SIGTERM)
+                status = _wait(pid, KILL_AFTER)
+                if status is None:
+                    _signal_group(pid, signal.SIGKILL)
+                    status = _wait(pid, None)
+            assert status is not None
+            code = os.waitstatus_to_exitcode(status)
         finally:
             with self.lock:
                 self.procs.pop(task.id, None)
@@ -346,9 +355,46 @@ class _Spool:
             self.path.unlink()
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _no_inherit() -> None:
+    """Mark every open descriptor above 2 close-on-exec, as subprocess's close_fds does:
+    posix_spawn passes on whatever is inheritable, and tasks must not get the agent's
+    files (or the pipes it inherited from whoever started it)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, False)
+
+
+def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+        os.killpg(pid, sig)
+
+
+def _wait(pid: int, timeout: float | None) -> int | None:
+    """Reap a child; its wait status, or None if it still runs after ``timeout`` s."""
+    if timeout is None:
+        return os.waitpid(pid, 0)[1]
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel): poll
+        end = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.005)
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            return None
+        return os.waitpid(pid, 0)[1]
+    finally:
+        os.close(pidfd)
 
 
 # -- Python functions -------------------------------------------------------------------------

@@ -348,3 +348,16 @@ def test_records_the_batch_job_id(monkeypatch: pytest.MonkeyPatch) -> None:
     run_qdo("do", "Job", check=True)
     task = q.tasks(id=t, history=True)[0]
     assert task.jobid == "4242" and task.history[0].jobid == "4242"
+
+
+def test_tasks_inherit_no_descriptors_of_the_agent() -> None:
+    q = qdo.create("Fd")
+    leaked = os.open(os.devnull, os.O_RDONLY)  # an inheritable descriptor of the caller
+    os.set_inheritable(leaked, True)
+    try:
+        t = q.add("ls /proc/self/fd")
+        q.do()
+    finally:
+        os.close(leaked)
+    fds = sorted(int(x) for x in Path(q.tasks(id=t)[0].log or "").read_text().split())
+    assert fds == [0, 1, 2, 3]  # 3: the directory ls itself is reading
