@@ -37,7 +37,7 @@ def test_killing_workers_loses_nothing(tmp_path: Path, qdo_dir: Path) -> None:
     record = tmp_path / "ran"
     # lost workers must not turn tasks into Killed here: every task has to succeed
     q = qdo.create("Chaos", max_lost=1000)
-    q.add_multiple([f"echo {i} >> {record}; sleep 0.00{i % 10}" for i in range(TASKS)])
+    q.add_multiple([f"echo {i} >> {record}; sleep 0.01{i % 10}" for i in range(TASKS)])
     ids = [t.id for t in q.tasks()]
     payload_index = {t.id: int(t.task.split()[1]) for t in q.tasks()}
 
