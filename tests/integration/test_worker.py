@@ -52,13 +52,17 @@ def alive(marker: str) -> list[int]:
 def test_runs_shell_tasks_in_parallel_slots(tmp_path: Path) -> None:
     q = qdo.create("P")
     stamp = tmp_path / "stamps"
-    q.add_multiple([f"echo $QDO_TASK_ID $(date +%s.%N) >> {stamp}; sleep 0.3" for _ in range(4)])
-    start = time.monotonic()
+    q.add_multiple([f"echo $QDO_TASK_ID $(date +%s.%N) >> {stamp}; sleep 0.5; "
+                    f"echo $QDO_TASK_ID $(date +%s.%N) >> {stamp}" for _ in range(4)])  # fmt: skip
     summary = q.do(workers=4)
-    elapsed = time.monotonic() - start
     assert summary.ran == 4 and summary.by_state == {"Succeeded": 4}
-    assert elapsed < 1.1, "four 0.3 s tasks in four slots should overlap"
-    assert sorted(int(line.split()[0]) for line in stamp.read_text().splitlines()) == [1, 2, 3, 4]
+    times: dict[int, list[float]] = {}
+    for line in stamp.read_text().splitlines():
+        task_id, when = line.split()
+        times.setdefault(int(task_id), []).append(float(when))
+    assert sorted(times) == [1, 2, 3, 4]
+    # every task started before any finished: all four ran at the same time
+    assert max(start for start, _ in times.values()) < min(end for _, end in times.values())
     assert states(q) == {"Succeeded": 4}
 
 
@@ -137,7 +141,7 @@ def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
     quick = q.add("true", timeout=5)
     start = time.monotonic()
     q.do(workers=2, timeout=60)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 25  # the task would sleep 31 s
     task = q.tasks(id=t)[0]
     assert task.state is qdo.Task.KILLED and task.message == "timed out after 0.5 s"
     assert "time limit" in Path(task.log or "").read_text()
@@ -226,7 +230,7 @@ def test_sigterm_after_grace_kills_and_hands_back(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 30  # the task would sleep 47 s
     task = q.tasks(id=long, history=True)[0]
     assert task.state is qdo.Task.PENDING and task.failures == 0 and task.lost == 0
     assert [a.state for a in task.history] == ["Returned"]
@@ -239,9 +243,7 @@ def test_sigterm_after_grace_kills_and_hands_back(tmp_path: Path) -> None:
 def test_runtime_stops_taking_new_tasks() -> None:
     q = qdo.create("RT")
     q.add_multiple(["sleep 0.4"] * 10)
-    start = time.monotonic()
     summary = q.do(runtime=0.5)
-    assert time.monotonic() - start < 3
     assert 1 <= summary.ran <= 3
     assert states(q) == {"Succeeded": summary.ran, "Pending": 10 - summary.ran}
 
@@ -318,7 +320,7 @@ def test_func_from_python_with_timeout(funcs: Path) -> None:
     fast = q.add_multiple([{"seconds": 0}] * 5)
     start = time.monotonic()
     q.do(workers=2, func=qdo_test_funcs.slow)
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 25  # the task would sleep 30 s
     assert q.tasks(id=slow)[0].state is qdo.Task.KILLED
     assert all(q.tasks(id=i)[0].state is qdo.Task.SUCCEEDED for i in fast)
 
