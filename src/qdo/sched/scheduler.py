@@ -1,0 +1,585 @@
+"""The threads around the pure planner: queues of workers, futures, stop and resume.
+
+One lock guards the planner; tasks run outside it, and future callbacks run outside
+it too (as in ``concurrent.futures``).  A thread queue owns ``max_workers`` threads
+that take their next task themselves; a queue with another executor hands tasks to
+it and is called back when they end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import json
+import os
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ..errors import InvalidInput
+from .futures import DependencyError, TaskFuture
+from .plan import DONE, FAILED, Node, Planner, PlanQueue
+
+
+class Scheduler:
+    """Runs tasks submitted to its queues, output-first.  ``start()`` returns at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._planner = Planner()
+        self._queues: list[Queue] = []
+        self._running = False
+        self._unfinished = 0
+        self._timeline: list[tuple[str, str, int, float, float]] = []
+        self._t0 = time.perf_counter()
+
+    # -- control --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start (or resume) running tasks in the background."""
+        with self._lock:
+            self._running = True
+            queues = list(self._queues)
+        for q in queues:
+            q._wake()
+
+    def stop(self) -> None:
+        """Start no new task; running ones finish.  Nothing is lost: ``start()`` resumes."""
+        with self._lock:
+            self._running = False
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every task submitted so far has ended; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
+
+    def __enter__(self) -> Scheduler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop, and let the worker threads and executors of every queue go."""
+        self.stop()
+        for q in self._queues:
+            q._shutdown()
+
+    # -- seeing ---------------------------------------------------------------------------
+    def timeline(self) -> Timeline:
+        """What ran when: (task, queue, slot, start, end) in seconds since creation."""
+        with self._lock:
+            return Timeline(list(self._timeline))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of tasks per state, in all and per queue."""
+        with self._lock:
+            per_queue = {q.name: dict(q._counts) for q in self._queues}
+        total: dict[str, int] = {}
+        for counts in per_queue.values():
+            for state, n in counts.items():
+                total[state] = total.get(state, 0) + n
+        return {"total": total, "queues": per_queue}
+
+    # -- internals ------------------------------------------------------------------------
+    def _cancel(self, future: TaskFuture) -> bool:
+        node = future._node
+        if node is None:
+            return False
+        with self._lock:
+            gone = self._planner.cancel(node)
+            if gone is None:
+                return False
+            self._unfinished -= sum(1 for n in gone if not n.external)
+            for n in gone:
+                owner = _job(n).queue
+                if owner is not None and not n.external:
+                    owner._count("pending", -1)
+                    owner._count("cancelled", 1)
+            if self._unfinished == 0:
+                self._idle.notify_all()
+        for n in gone:
+            f = _future_of(n)
+            if f is not None:
+                cf.Future.cancel(f)
+        return True
+
+    def _item(self, gen: TaskFuture, index: int) -> TaskFuture:
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise IndexError(f"item index must be an integer of 0 or more, got {index!r}")
+        if gen._announced is not None and index >= gen._announced:
+            raise IndexError(f"{gen.name} announced {gen._announced} results; no item {index}")
+        with self._lock:
+            items = gen._items
+            assert items is not None
+            f = items.get(index)
+            if f is not None:
+                return f
+            f = TaskFuture(self, f"{gen.name}[{index}]")
+            items[index] = f
+            gen_node = gen._node
+            assert gen_node is not None
+            if index < len(gen._produced):  # produced already
+                f.set_result(gen._produced[index])
+                return f
+            if gen_node.state == DONE:
+                f.set_exception(_missing(gen, index, len(gen._produced)))
+                return f
+            if gen_node.state == FAILED:
+                f.set_exception(_dependency(f.name, gen))
+                return f
+            node = self._planner.submit(None, external_of=gen_node)
+            node.payload = _Job(None, f)
+            f._node = node
+        return f
+
+    def _finish_items(self, gen: TaskFuture, produced: int) -> list[tuple[TaskFuture, Any]]:
+        """After a generator ended: the items asked for but never produced fail."""
+        out = []
+        with self._lock:
+            assert gen._items is not None
+            for index, f in gen._items.items():
+                if index >= produced and not f.done():
+                    out.append((f, _missing(gen, index, produced)))
+        return out
+
+
+def _missing(gen: TaskFuture, index: int, produced: int) -> Exception:
+    return IndexError(
+        f"{gen.name} yielded {produced} items"
+        + (f" of the {gen._announced} it announced" if gen._announced is not None else "")
+        + f": item {index} was never produced"
+    )
+
+
+def _dependency(name: str, failed: TaskFuture) -> DependencyError:
+    cause = None if failed.cancelled() else failed.exception(0)
+    err = DependencyError(name, failed.name, cause)
+    err.__cause__ = cause
+    return err
+
+
+class _Job:
+    """What the scheduler keeps with a planner node."""
+
+    __slots__ = ("queue", "future", "fn", "args", "kwargs", "requires", "releases")
+
+    def __init__(
+        self,
+        queue: Queue | None,
+        future: TaskFuture,
+        fn: Callable[..., Any] | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        requires: list[TaskFuture] | None = None,
+        releases: list[Node] | None = None,
+    ) -> None:
+        self.queue = queue  # None for a generator's item
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.requires = requires or []
+        self.releases = releases or []
+
+
+def _job(node: Node) -> _Job:
+    job = node.payload
+    assert isinstance(job, _Job)
+    return job
+
+
+def _future_of(node: Node) -> TaskFuture | None:
+    return node.payload.future if isinstance(node.payload, _Job) else None
+
+
+class Timeline(list[tuple[str, str, int, float, float]]):
+    """Rows of (task, queue, slot, start, end); ``to_chrome`` writes a Perfetto trace."""
+
+    def to_chrome(self, path: str | os.PathLike[str]) -> None:
+        """Write the Chrome trace event format (open it in https://ui.perfetto.dev)."""
+        events = [
+            {"name": task, "cat": queue, "ph": "X", "pid": queue, "tid": slot,
+             "ts": start * 1e6, "dur": (end - start) * 1e6}
+            for task, queue, slot, start, end in self
+        ]  # fmt: skip
+        with open(path, "w") as f:
+            json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
+
+
+class Queue:
+    """A queue of a scheduler: ``max_workers`` slots (default: the number of CPUs),
+    optional counted ``resources``, and where its work runs (``executor``: threads by
+    default, ``'process'``, or any ``concurrent.futures.Executor``)."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        max_workers: int | None = None,
+        *,
+        executor: str | cf.Executor | None = None,
+        resources: Mapping[str, float] | None = None,
+        name: str | None = None,
+    ) -> None:
+        workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidInput(f"max_workers must be a positive integer, got {max_workers!r}")
+        self.scheduler = scheduler
+        self.max_workers = workers
+        self.name = name or f"queue{len(scheduler._queues)}"
+        self._owned_executor = False
+        if executor == "process":
+            self._executor: cf.Executor | None = cf.ProcessPoolExecutor(workers)
+            self._owned_executor = True
+        elif executor in (None, "thread"):
+            self._executor = None
+        elif isinstance(executor, cf.Executor):
+            self._executor = executor
+        else:
+            raise InvalidInput(
+                f"executor must be 'thread', 'process' or a concurrent.futures.Executor, "
+                f"got {executor!r}"
+            )
+        self._counts = {"pending": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self._cond = threading.Condition(scheduler._lock)
+        self._threads: list[threading.Thread] = []
+        self._waiting = 0
+        self._closed = False
+        with scheduler._lock:
+            self._pq: PlanQueue = scheduler._planner.add_queue(workers, resources)
+            scheduler._queues.append(self)
+
+    def __repr__(self) -> str:
+        return f"<qdo.sched.Queue {self.name} max_workers={self.max_workers}>"
+
+    # -- submitting -----------------------------------------------------------------------
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        after: Iterable[TaskFuture] = (),
+        resources: Mapping[str, float] | None = None,
+        hold: bool = False,
+        release: Iterable[TaskFuture] = (),
+        **kwargs: Any,
+    ) -> TaskFuture:
+        """Schedule ``fn(*args, **kwargs)``; return its future.
+
+        Futures anywhere in the arguments (nested in lists, tuples and dicts too) are
+        requirements and are replaced by their results; ``after`` adds requirements
+        without passing values.  ``hold`` keeps this task's slot after it returns,
+        until a task with ``release=[this future]`` ends (a session on an instrument).
+        """
+        if not callable(fn):
+            raise InvalidInput(f"submit needs a callable first, got {fn!r}")
+        is_generator = inspect.isgeneratorfunction(fn)
+        if self._executor is not None:
+            if is_generator:
+                raise InvalidInput(
+                    f"{_name(fn)} is a generator: generator tasks run on thread queues only"
+                )
+            if isinstance(self._executor, cf.ProcessPoolExecutor):
+                try:
+                    pickle.dumps(fn)
+                except Exception as e:
+                    raise InvalidInput(
+                        f"{_name(fn)} cannot be sent to a process ({e}): define it at the top "
+                        "level of a module, or use a thread queue"
+                    ) from e
+        requires: list[TaskFuture] = []
+        _collect(args, requires)
+        if kwargs:
+            _collect(kwargs, requires)
+        for f in after:
+            if not isinstance(f, TaskFuture):
+                raise InvalidInput(f"after= takes futures of this scheduler, got {f!r}")
+            requires.append(f)
+        released = list(release)
+        sch = self.scheduler
+        future = TaskFuture(sch, _name(fn))
+        if is_generator:
+            future._items = {}
+            counter = getattr(fn, "number_of_results", None)
+            if counter is not None and not requires:
+                future._announced = int(counter(*args, **kwargs))
+        for f in (*requires, *released):
+            if f._scheduler is not sch:
+                raise InvalidInput(f"{f!r} belongs to another scheduler")
+        with sch._lock:
+            nodes = [f._node for f in requires if f._node is not None]
+            node_releases = [f._node for f in released if f._node is not None]
+            node = sch._planner.submit(
+                self._pq, nodes, needs=resources, hold=hold, release=node_releases
+            )
+            node.payload = _Job(self, future, fn, args, kwargs, requires, node_releases)
+            future._node = node
+            if node.state == FAILED:
+                failed = next(f for f in requires if f._node and f._node.state == FAILED)
+                self._counts["failed"] += 1
+            else:
+                failed = None
+                sch._unfinished += 1
+                self._counts["pending"] += 1
+        if failed is not None:
+            future.set_exception(_dependency(future.name, failed))
+            return future
+        self._kick()
+        return future
+
+    # -- running --------------------------------------------------------------------------
+    def _count(self, key: str, n: int) -> None:
+        self._counts[key] += n
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+        self._kick()
+
+    def _kick(self) -> None:
+        """Make sure ready tasks of this queue get going."""
+        if self._executor is None:
+            self._ensure_threads()
+            with self._cond:
+                if self._waiting:
+                    self._cond.notify()
+        else:
+            self._pump()
+
+    def _ensure_threads(self) -> None:
+        if len(self._threads) < self.max_workers and not self._closed:
+            with self.scheduler._lock:
+                missing = self.max_workers - len(self._threads)
+                new = [threading.Thread(target=self._worker, args=(len(self._threads) + i,),
+                                        name=f"qdo-sched-{self.name}-{len(self._threads) + i}",
+                                        daemon=True) for i in range(missing)]  # fmt: skip
+                self._threads.extend(new)
+            for t in new:
+                t.start()
+
+    def _worker(self, slot: int) -> None:
+        sch = self.scheduler
+        planner = sch._planner
+        node: Node | None = None
+        woke: list[Node] = []
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    if sch._running:
+                        node = planner.next(self._pq)
+                        if node is not None:
+                            self._counts["pending"] -= 1
+                            self._counts["running"] += 1
+                            break
+                    self._waiting += 1
+                    self._cond.wait()
+                    self._waiting -= 1
+            woke = self._run(node, slot)
+            _kick_queues(woke, self)
+
+    def _run(self, node: Node, slot: int) -> list[Node]:
+        """Run a task here and settle it; return the tasks that became ready."""
+        job = _job(node)
+        future = job.future
+        start = time.perf_counter()
+        if not future.set_running_or_notify_cancel():
+            return []
+        try:
+            call_args = _resolve(job.args) if job.requires else job.args
+            call_kwargs = _resolve(job.kwargs) if job.requires and job.kwargs else job.kwargs
+            assert job.fn is not None
+            result = job.fn(*call_args, **call_kwargs)
+            if future._items is not None:
+                result = self._drain_generator(future, result)
+        except BaseException as e:  # the task's own error: its future holds it
+            return self._settle(node, future, slot, start, error=e)
+        return self._settle(node, future, slot, start, result=result)
+
+    def _drain_generator(self, future: TaskFuture, gen: Any) -> list[Any]:
+        sch = self.scheduler
+        produced = future._produced
+        for value in gen:
+            index = len(produced)
+            if future._announced is not None and index >= future._announced:
+                raise IndexError(
+                    f"{future.name} yielded more than the {future._announced} results it announced"
+                )
+            with sch._lock:
+                produced.append(value)  # under the lock: _item() reads it
+                assert future._items is not None
+                item = future._items.get(index)
+            if item is not None:
+                item.set_result(value)
+                with sch._lock:
+                    woke = sch._planner.finish(item._node) if item._node else []
+                _kick_queues(woke, None)
+        return produced
+
+    def _settle(
+        self, node: Node, future: TaskFuture, slot: int, start: float,
+        result: Any = None, error: BaseException | None = None,
+    ) -> list[Node]:  # fmt: skip
+        sch = self.scheduler
+        end = time.perf_counter()
+        items_failed: list[tuple[TaskFuture, Exception]] = []
+        if error is None:
+            future.set_result(result)
+            if future._items is not None:
+                items_failed = sch._finish_items(future, len(result))
+        else:
+            future.set_exception(error)
+            if future._items is not None:
+                items_failed = sch._finish_items(future, 0)
+        with sch._lock:
+            sch._timeline.append((future.name, self.name, slot, start - sch._t0, end - sch._t0))
+            self._counts["running"] -= 1
+            if error is None:
+                self._counts["done"] += 1
+                woke = sch._planner.finish(node)
+                failed: list[Node] = []
+            else:
+                self._counts["failed"] += 1
+                woke = []
+                failed = sch._planner.fail(node)
+            for f, _ in items_failed:
+                if f._node is not None:
+                    failed += [f._node, *sch._planner.fail(f._node)]
+            for n in failed:
+                owner = _job(n).queue
+                if not n.external and owner is not None:
+                    owner._counts["pending"] -= 1
+                    owner._counts["failed"] += 1
+                    sch._unfinished -= 1
+            for h in _released_by(node):
+                sch._planner.release(h)
+            sch._unfinished -= 1
+            if sch._unfinished == 0:
+                sch._idle.notify_all()
+        for f, err in items_failed:
+            f.set_exception(err)
+        for n in failed:
+            f2 = _future_of(n)
+            if f2 is not None and not f2.done():
+                f2.set_exception(_dependency(f2.name, future if error else _failed_req(n)))
+        return woke
+
+    # -- other executors ------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Hand every task that may start now to the executor."""
+        sch = self.scheduler
+        assert self._executor is not None
+        while True:
+            with sch._lock:
+                if not sch._running or self._closed:
+                    return
+                node = sch._planner.next(self._pq)
+                if node is None:
+                    return
+                self._counts["pending"] -= 1
+                self._counts["running"] += 1
+            job = _job(node)
+            future = job.future
+            if not future.set_running_or_notify_cancel():
+                continue
+            start = time.perf_counter()
+            try:
+                call_args = _resolve(job.args) if job.requires else job.args
+                call_kwargs = _resolve(job.kwargs) if job.requires and job.kwargs else job.kwargs
+                assert job.fn is not None
+                done = self._executor.submit(job.fn, *call_args, **call_kwargs)
+            except BaseException as e:
+                woke = self._settle(node, future, 0, start, error=e)
+                _kick_queues(woke, self)
+                continue
+            done.add_done_callback(self._callback(node, future, start))
+
+    def _callback(
+        self, node: Node, future: TaskFuture, start: float
+    ) -> Callable[[cf.Future[Any]], None]:
+        return lambda done: self._done(done, node, future, start)
+
+    def _done(self, done: cf.Future[Any], node: Node, future: TaskFuture, start: float) -> None:
+        error = done.exception()
+        if error is None:
+            woke = self._settle(node, future, 0, start, result=done.result())
+        else:
+            woke = self._settle(node, future, 0, start, error=error)
+        _kick_queues(woke, self)
+        self._pump()
+
+    def _shutdown(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._owned_executor and self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
+def _kick_queues(woke: list[Node], current: Queue | None) -> None:
+    """Wake the queues that got ready tasks (the current worker looks by itself)."""
+    seen: set[int] = set()
+    for n in woke:
+        owner = n.payload.queue if isinstance(n.payload, _Job) else None
+        if owner is None or owner is current or id(owner) in seen:
+            continue
+        seen.add(id(owner))
+        owner._kick()
+    if current is not None and current._executor is not None and woke:
+        current._pump()
+
+
+def _released_by(node: Node) -> list[Node]:
+    return _job(node).releases if isinstance(node.payload, _Job) else []
+
+
+def _failed_req(node: Node) -> TaskFuture:
+    for up in node.ups:
+        if up.state == FAILED:
+            f = _future_of(up)
+            if f is not None:
+                return f
+    f = _future_of(node)
+    assert f is not None
+    return f
+
+
+def _collect(obj: Any, out: list[TaskFuture]) -> None:
+    if isinstance(obj, TaskFuture):
+        out.append(obj)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for x in obj:
+            _collect(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _collect(x, out)
+
+
+def _resolve(obj: Any) -> Any:
+    if isinstance(obj, TaskFuture):
+        return obj.result()
+    if isinstance(obj, list):
+        return [_resolve(x) for x in obj]
+    if isinstance(obj, tuple):
+        return (
+            type(obj)(*(_resolve(x) for x in obj))
+            if hasattr(obj, "_fields")
+            else tuple(_resolve(x) for x in obj)
+        )
+    if isinstance(obj, (set, frozenset)):
+        return type(obj)(_resolve(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _resolve(v) for k, v in obj.items()}
+    return obj
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
