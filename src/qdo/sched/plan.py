@@ -28,6 +28,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 
 WAITING, READY, RUNNING, DONE, FAILED = range(5)
+_NO_NODES: tuple[Node, ...] = ()  # shared "empty list" until a first element comes
 
 
 class Node:
@@ -41,7 +42,7 @@ class Node:
         self.queue = queue
         self.state = WAITING
         self.left = 0  # requirements not yet done
-        self.dependents: list[Node] = []
+        self.dependents: list[Node] = _NO_NODES  # type: ignore[assignment]  # a list once used
         self.ups: tuple[Node, ...] = ()  # ancestors for ranking: requirements (+ generator)
         self.cell: Cell | None = None
         self.needs = needs  # counted resources it takes while it runs
@@ -68,7 +69,7 @@ class Cell:
         self.size = 0
         # tasks moved out of this cell (to a newer one) that members still depend on:
         # whoever pulls this whole cell into a newer rank must pull those along too
-        self.outside: list[Node] = []
+        self.outside: list[Node] = _NO_NODES  # type: ignore[assignment]
         self.ready: dict[int, list[Node]] = {}  # queue id -> ready tasks (stale ones skipped)
         self.nready: dict[int, int] = {}
 
@@ -136,7 +137,7 @@ class Planner:
         ``external_of``: the node is an item of that generator task: it never runs, it
         is completed by ``finish`` when the generator yields it, and ranks like a
         dependent of the generator.  Returns the node; its ``state`` is FAILED at once
-        if a requirement already failed (see ``failed_by``).
+        if a requirement already failed.
         """
         if queue is not None and needs:
             unknown = set(needs) - set(queue.capacity)
@@ -147,6 +148,13 @@ class Planner:
         self.seq += 1
         node = Node(self.seq, queue, needs)
         node.hold = hold
+        if not requires and not release and external_of is None and queue is not None:
+            # the common case, an independent task: a cell of its own, ready at once
+            cell = Cell(node.seq)
+            cell.size = 1
+            node.cell = cell
+            self._make_ready(node)
+            return node
         node.external = external_of is not None
         requires = list(requires)
         for holder in release:
@@ -166,7 +174,10 @@ class Planner:
                 node.state = FAILED
             elif r.state != DONE:
                 node.left += 1
-                r.dependents.append(node)
+                if r.dependents:
+                    r.dependents.append(node)
+                else:
+                    r.dependents = [node]
                 ups.append(r)
         if external_of is not None and external_of.state not in (DONE, FAILED):
             ups.append(external_of)
@@ -192,7 +203,7 @@ class Planner:
             if c.rank == y.seq:
                 # y is its cell's newest task: the whole cell is y's ancestry
                 work.extend(c.outside)
-                c.outside = []
+                c.outside = _NO_NODES  # type: ignore[assignment]
                 target = self._union(c, target)
             else:
                 work.extend(self._split(y, c, target))
@@ -224,7 +235,10 @@ class Planner:
             self._move(m, target)
         for m in found:  # members left behind that depend on a moved task
             if any(x.cell is not None and find(x.cell) is cell for x in m.dependents):
-                cell.outside.append(m)
+                if cell.outside:
+                    cell.outside.append(m)
+                else:
+                    cell.outside = [m]
         return beyond
 
     @staticmethod
@@ -233,8 +247,9 @@ class Planner:
         small, big = (a, b) if a.size <= b.size else (b, a)
         small.parent = big
         big.size += small.size
-        big.outside.extend(small.outside)
-        small.outside = []
+        if small.outside:
+            big.outside = [*big.outside, *small.outside]
+            small.outside = _NO_NODES  # type: ignore[assignment]
         for qid, ready in small.ready.items():
             if small.nready.get(qid):
                 big.ready.setdefault(qid, []).extend(ready)
@@ -337,7 +352,7 @@ class Planner:
                 if d.left == 0 and not d.external:
                     self._make_ready(d)
                     woke.append(d)
-        node.dependents = []
+        node.dependents = _NO_NODES  # type: ignore[assignment]
         return woke
 
     def fail(self, node: Node) -> list[Node]:
@@ -351,7 +366,7 @@ class Planner:
         self._leave_cell(node)
         failed: list[Node] = []
         todo = list(node.dependents)
-        node.dependents = []
+        node.dependents = _NO_NODES  # type: ignore[assignment]
         while todo:
             d = todo.pop()
             if d.state in (DONE, FAILED, RUNNING):
@@ -360,7 +375,7 @@ class Planner:
             self._leave_cell(d)
             failed.append(d)
             todo.extend(d.dependents)
-            d.dependents = []
+            d.dependents = _NO_NODES  # type: ignore[assignment]
         return failed
 
     def release(self, holder: Node) -> None:

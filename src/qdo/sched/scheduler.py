@@ -166,6 +166,11 @@ def _dependency(name: str, failed: TaskFuture) -> DependencyError:
     return err
 
 
+_NO_KWARGS: dict[str, Any] = {}
+_NO_FUTURES: list[TaskFuture] = []
+_NO_NODES: list[Node] = []
+
+
 class _Job:
     """What the scheduler keeps with a planner node."""
 
@@ -185,9 +190,10 @@ class _Job:
         self.future = future
         self.fn = fn
         self.args = args
-        self.kwargs = kwargs or {}
-        self.requires = requires or []
-        self.releases = releases or []
+        # empty ones are not kept: a million tasks would keep a million empty containers
+        self.kwargs: dict[str, Any] = kwargs or _NO_KWARGS
+        self.requires: list[TaskFuture] = requires or _NO_FUTURES
+        self.releases: list[Node] = releases or _NO_NODES
 
 
 def _job(node: Node) -> _Job:
@@ -280,7 +286,11 @@ class Queue:
         """
         if not callable(fn):
             raise InvalidInput(f"submit needs a callable first, got {fn!r}")
-        is_generator = inspect.isgeneratorfunction(fn)
+        code = getattr(fn, "__code__", None)
+        is_generator = (
+            bool(code.co_flags & inspect.CO_GENERATOR) if code is not None
+            else inspect.isgeneratorfunction(fn)
+        )  # fmt: skip
         if self._executor is not None:
             if is_generator:
                 raise InvalidInput(
@@ -319,7 +329,8 @@ class Queue:
             node = sch._planner.submit(
                 self._pq, nodes, needs=resources, hold=hold, release=node_releases
             )
-            node.payload = _Job(self, future, fn, args, kwargs, requires, node_releases)
+            node.payload = _Job(self, future, fn, args, kwargs or None, requires or None,
+                                node_releases or None)  # fmt: skip
             future._node = node
             if node.state == FAILED:
                 failed = next(f for f in requires if f._node and f._node.state == FAILED)
@@ -328,10 +339,16 @@ class Queue:
                 failed = None
                 sch._unfinished += 1
                 self._counts["pending"] += 1
+                if self._waiting and sch._running and self._executor is None:
+                    self._cond.notify()  # an idle worker of this queue: here is work
         if failed is not None:
             future.set_exception(_dependency(future.name, failed))
             return future
-        self._kick()
+        if self._executor is None:
+            if len(self._threads) < self.max_workers:
+                self._ensure_threads()
+        else:
+            self._pump()
         return future
 
     # -- running --------------------------------------------------------------------------
