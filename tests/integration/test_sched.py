@@ -331,3 +331,20 @@ def test_bad_arguments() -> None:
     with pytest.raises(InvalidInput):
         Q.submit(print, after=[1])  # type: ignore[list-item]
     s.shutdown()
+
+
+def test_a_failing_generator_fails_its_missing_items(sch: Scheduler) -> None:
+    Q = Queue(sch, max_workers=1)
+
+    def gen():  # type: ignore[no-untyped-def]
+        yield "first"
+        raise RuntimeError("sensor lost")
+
+    g = Q.submit(gen)
+    first, second = g[0], g[1]
+    after = Q.submit(lambda v: v, second)
+    sch.start()
+    sch.wait()
+    assert first.result() == "first"
+    assert "sensor lost" in str(second.exception())
+    assert isinstance(after.exception(), DependencyError)

@@ -15,6 +15,7 @@ import os
 import pickle
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,7 +34,12 @@ class Scheduler:
         self._queues: list[Queue] = []
         self._running = False
         self._unfinished = 0
-        self._timeline: list[tuple[str, str, int, float, float]] = []
+        # what ran when, in parallel columns: no object per task for the GC to walk
+        self._ran_task: list[str] = []
+        self._ran_queue: list[str] = []
+        self._ran_slot = array("i")
+        self._ran_start = array("d")
+        self._ran_end = array("d")
         self._t0 = time.perf_counter()
 
     # -- control --------------------------------------------------------------------------
@@ -76,7 +82,8 @@ class Scheduler:
     def timeline(self) -> Timeline:
         """What ran when: (task, queue, slot, start, end) in seconds since creation."""
         with self._lock:
-            return Timeline(list(self._timeline))
+            return Timeline(zip(self._ran_task, self._ran_queue, self._ran_slot,
+                                self._ran_start, self._ran_end, strict=True))  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         """Counts of tasks per state, in all and per queue."""
@@ -455,9 +462,16 @@ class Queue:
         else:
             future.set_exception(error)
             if future._items is not None:
-                items_failed = sch._finish_items(future, 0)
+                items_failed = [
+                    (f, _dependency(f.name, future))
+                    for f, _ in sch._finish_items(future, len(future._produced))
+                ]
         with sch._lock:
-            sch._timeline.append((future.name, self.name, slot, start - sch._t0, end - sch._t0))
+            sch._ran_task.append(future.name)
+            sch._ran_queue.append(self.name)
+            sch._ran_slot.append(slot)
+            sch._ran_start.append(start - sch._t0)
+            sch._ran_end.append(end - sch._t0)
             self._counts["running"] -= 1
             if error is None:
                 self._counts["done"] += 1
