@@ -409,6 +409,9 @@ class Queue:
                     self._waiting -= 1
             woke = self._run(node, slot)
             _kick_queues(woke, self)
+            if self._waiting:  # what ended may let more than this worker start (resources)
+                with self._cond:
+                    self._cond.notify()
 
     def _run(self, node: Node, slot: int) -> list[Node]:
         """Run a task here and settle it; return the tasks that became ready."""
