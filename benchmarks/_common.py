@@ -214,6 +214,7 @@ class Ratio:
     row: Row
     peer: Row
     target: float | None = None  # the median ratio must reach it, if given
+    higher_is_better: bool = True  # False: the median ratio must stay at or below target
 
     @property
     def values(self) -> list[float]:
@@ -225,10 +226,16 @@ class Ratio:
         if quick:
             return "(quick)"
         vals = self.values
-        return "PASS" if vals and statistics.median(vals) >= self.target else "MISS"
+        if not vals:
+            return "MISS"
+        median = statistics.median(vals)
+        ok = median >= self.target if self.higher_is_better else median <= self.target
+        return "PASS" if ok else "MISS"
 
     def target_text(self) -> str:
-        return "" if self.target is None else f">= {self.target:.2f}x"
+        if self.target is None:
+            return ""
+        return (">= " if self.higher_is_better else "<= ") + f"{self.target:.2f}x"
 
 
 @dataclass
@@ -249,6 +256,14 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "ms":
+        return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
+    if unit == "µs":
+        return f"{value:.1f} µs"
+    if unit == "%":
+        return f"{value:.2f} %"
+    if unit == "x":
+        return f"{value:.2f}x"
     return f"{value:.3g} {unit}"
 
 

@@ -1,10 +1,11 @@
 """Run qdo's benchmarks and print a table per benchmark: qdo, its target and its peer.
 
-Usually started by ``benchmarks/run.sh`` (which sets up .venv and installs huey):
+Usually started by ``benchmarks/run.sh`` (which sets up .venv and installs the peers):
 
     benchmarks/run.sh                 # every benchmark, 3 runs each, full sizes
     benchmarks/run.sh --quick         # small sizes, 1 run: a smoke test
-    benchmarks/run.sh --runs 5 claim  # only some: add, load, claim, status, do, func
+    benchmarks/run.sh --runs 5 claim  # only some: add, load, claim, status, do, func,
+                                      # sched-noop, sched-grid, sched-shapes (or: sched)
 
 Each run of each benchmark works in its own fresh scratch directory (``QDO_DIR``),
 under ``--scratch`` (default: ``.bench/`` in the repository, on the disk being
@@ -35,7 +36,11 @@ BENCHMARKS = {
     "status": "bench_status",
     "do": "bench_do",
     "func": "bench_func",
+    "sched-noop": "bench_sched_noop",
+    "sched-grid": "bench_sched_grid",
+    "sched-shapes": "bench_sched_shapes",
 }
+GROUPS = {"sched": ["sched-noop", "sched-grid", "sched-shapes"]}  # issue 4
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,7 +49,8 @@ def parse_args() -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})",
+        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)}; "
+        f"sched: the three sched-* ones)",
     )
     parser.add_argument(
         "--runs",
@@ -68,6 +74,7 @@ def parse_args() -> argparse.Namespace:
         "--json", type=Path, metavar="FILE", help="also write every run's figures to FILE"
     )
     args = parser.parse_args()
+    args.names = [m for n in args.names for m in GROUPS.get(n, [n])]
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"no benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
@@ -121,7 +128,9 @@ def main() -> int:
     print(f"  machine: {os.cpu_count()} cores, {cpu_model()}, {platform.platform()}")
     print(
         f"  python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-        f"qdo-queue {package_version('qdo-queue')}, huey {package_version('huey')}"
+        f"qdo-queue {package_version('qdo-queue')}, huey {package_version('huey')}, "
+        f"dask {package_version('dask')}, distributed {package_version('distributed')}, "
+        f"numpy {package_version('numpy')}"
     )
     print(f"  source: {source_version()}")
     print(f"  scratch: {cfg.scratch} ({filesystem_of(cfg.scratch.parent)})")
