@@ -233,12 +233,12 @@ class Planner:
             i += 1
         for m in found:
             self._move(m, target)
-        for m in found:  # members left behind that depend on a moved task
-            if any(x.cell is not None and find(x.cell) is cell for x in m.dependents):
-                if cell.outside:
-                    cell.outside.append(m)
-                else:
-                    cell.outside = [m]
+        # The cell's newest task stays behind and descends from every task moved, so
+        # whoever pulls this cell later must pull d's ancestry again: remember d only.
+        if cell.outside:
+            cell.outside.append(d)
+        else:
+            cell.outside = [d]
         return beyond
 
     @staticmethod
