@@ -178,6 +178,24 @@ _NO_FUTURES: list[TaskFuture] = []
 _NO_NODES: list[Node] = []
 
 
+class _Ended:
+    """A task that has just run, on its way to the planner."""
+
+    __slots__ = ("node", "future", "slot", "start", "end", "error", "items_failed")
+
+    def __init__(
+        self, node: Node, future: TaskFuture, slot: int, start: float, end: float,
+        error: BaseException | None, items_failed: list[tuple[TaskFuture, Exception]],
+    ) -> None:  # fmt: skip
+        self.node = node
+        self.future = future
+        self.slot = slot
+        self.start = start
+        self.end = end
+        self.error = error
+        self.items_failed = items_failed
+
+
 class _Job:
     """What the scheduler keeps with a planner node."""
 
@@ -389,47 +407,63 @@ class Queue:
                 t.start()
 
     def _worker(self, slot: int) -> None:
+        """A thread queue's slot: one lock round per task, for what ended and what next."""
         sch = self.scheduler
         planner = sch._planner
-        node: Node | None = None
-        woke: list[Node] = []
+        ended: _Ended | None = None
         while True:
+            node = None
+            woke: list[Node] = []
+            failed: list[Node] = []
             with self._cond:
-                while True:
-                    if self._closed:
-                        return
+                if ended is not None:
+                    woke, failed = self._record(ended)
+                while not self._closed:
                     if sch._running:
                         node = planner.next(self._pq)
                         if node is not None:
                             self._counts["pending"] -= 1
                             self._counts["running"] += 1
                             break
+                    if ended is not None:
+                        break  # settle outside the lock first, then come back to wait
                     self._waiting += 1
                     self._cond.wait()
                     self._waiting -= 1
-            woke = self._run(node, slot)
-            _kick_queues(woke, self)
-            if self._waiting:  # what ended may let more than this worker start (resources)
-                with self._cond:
-                    self._cond.notify()
+                closing = self._closed
+            if ended is not None:
+                self._notify_failed(ended, failed)
+                _kick_queues(woke, self)
+                ended = None
+                if self._waiting:  # what ended may let more than this worker start
+                    with self._cond:
+                        self._cond.notify()
+            if node is not None:
+                ended = self._execute(node, slot)
+            elif closing:
+                return
 
-    def _run(self, node: Node, slot: int) -> list[Node]:
-        """Run a task here and settle it; return the tasks that became ready."""
+    def _execute(self, node: Node, slot: int) -> _Ended:
+        """Run a task here and complete its future (outside the lock)."""
         job = _job(node)
         future = job.future
         start = time.perf_counter()
+        result: Any = None
+        error: BaseException | None = None
         if not future.set_running_or_notify_cancel():
-            return []
-        try:
-            call_args = _resolve(job.args) if job.requires else job.args
-            call_kwargs = _resolve(job.kwargs) if job.requires and job.kwargs else job.kwargs
-            assert job.fn is not None
-            result = job.fn(*call_args, **call_kwargs)
-            if future._items is not None:
-                result = self._drain_generator(future, result)
-        except BaseException as e:  # the task's own error: its future holds it
-            return self._settle(node, future, slot, start, error=e)
-        return self._settle(node, future, slot, start, result=result)
+            error = cf.CancelledError()
+        else:
+            try:
+                call_args = _resolve(job.args) if job.requires else job.args
+                kwargs = job.kwargs
+                call_kwargs = _resolve(kwargs) if job.requires and kwargs else kwargs
+                assert job.fn is not None
+                result = job.fn(*call_args, **call_kwargs)
+                if future._items is not None:
+                    result = self._drain_generator(future, result)
+            except BaseException as e:  # the task's own error: its future holds it
+                error = e
+        return self._complete(node, slot, start, result, error)
 
     def _drain_generator(self, future: TaskFuture, gen: Any) -> list[Any]:
         sch = self.scheduler
@@ -455,7 +489,19 @@ class Queue:
         self, node: Node, future: TaskFuture, slot: int, start: float,
         result: Any = None, error: BaseException | None = None,
     ) -> list[Node]:  # fmt: skip
+        """Complete, record and notify in one go; return the tasks that became ready."""
+        ended = self._complete(node, slot, start, result, error)
+        with self.scheduler._lock:
+            woke, failed = self._record(ended)
+        self._notify_failed(ended, failed)
+        return woke
+
+    def _complete(
+        self, node: Node, slot: int, start: float, result: Any, error: BaseException | None
+    ) -> _Ended:
+        """Set the task's future (outside the lock: its callbacks run here)."""
         sch = self.scheduler
+        future = _job(node).future
         end = time.perf_counter()
         items_failed: list[tuple[TaskFuture, Exception]] = []
         if error is None:
@@ -463,48 +509,60 @@ class Queue:
             if future._items is not None:
                 items_failed = sch._finish_items(future, len(result))
         else:
-            future.set_exception(error)
+            if not future.done():
+                future.set_exception(error)
             if future._items is not None:
                 items_failed = [
                     (f, _dependency(f.name, future))
                     for f, _ in sch._finish_items(future, len(future._produced))
                 ]
-        with sch._lock:
-            sch._ran_task.append(future.name)
-            sch._ran_queue.append(self.name)
-            sch._ran_slot.append(slot)
-            sch._ran_start.append(start - sch._t0)
-            sch._ran_end.append(end - sch._t0)
-            self._counts["running"] -= 1
-            if error is None:
-                self._counts["done"] += 1
-                woke = sch._planner.finish(node)
-                failed: list[Node] = []
-            else:
-                self._counts["failed"] += 1
-                woke = []
-                failed = sch._planner.fail(node)
-            for f, _ in items_failed:
-                if f._node is not None:
-                    failed += [f._node, *sch._planner.fail(f._node)]
-            for n in failed:
-                owner = _job(n).queue
-                if not n.external and owner is not None:
-                    owner._counts["pending"] -= 1
-                    owner._counts["failed"] += 1
-                    sch._unfinished -= 1
-            for h in _released_by(node):
-                sch._planner.release(h)
-            sch._unfinished -= 1
-            if sch._unfinished == 0:
-                sch._idle.notify_all()
-        for f, err in items_failed:
+        return _Ended(node, future, slot, start, end, error, items_failed)
+
+    def _record(self, ended: _Ended) -> tuple[list[Node], list[Node]]:
+        """The planner's side of an ended task; the caller holds the lock.  Returns the
+        tasks that became ready and those that now fail without running."""
+        sch = self.scheduler
+        node, future, error = ended.node, ended.future, ended.error
+        sch._ran_task.append(future.name)
+        sch._ran_queue.append(self.name)
+        sch._ran_slot.append(ended.slot)
+        sch._ran_start.append(ended.start - sch._t0)
+        sch._ran_end.append(ended.end - sch._t0)
+        self._counts["running"] -= 1
+        failed: list[Node] = []
+        if error is None:
+            self._counts["done"] += 1
+            woke = sch._planner.finish(node)
+        else:
+            self._counts["failed"] += 1
+            woke = []
+            failed = sch._planner.fail(node)
+        for f, _ in ended.items_failed:
+            if f._node is not None:
+                failed += [f._node, *sch._planner.fail(f._node)]
+        for n in failed:
+            owner = _job(n).queue
+            if not n.external and owner is not None:
+                owner._counts["pending"] -= 1
+                owner._counts["failed"] += 1
+                sch._unfinished -= 1
+        for h in _released_by(node):
+            sch._planner.release(h)
+        sch._unfinished -= 1
+        if sch._unfinished == 0:
+            sch._idle.notify_all()
+        return woke, failed
+
+    @staticmethod
+    def _notify_failed(ended: _Ended, failed: list[Node]) -> None:
+        """Fail the futures of what can no longer run (outside the lock)."""
+        for f, err in ended.items_failed:
             f.set_exception(err)
         for n in failed:
             f2 = _future_of(n)
             if f2 is not None and not f2.done():
-                f2.set_exception(_dependency(f2.name, future if error else _failed_req(n)))
-        return woke
+                cause = ended.future if ended.error else _failed_req(n)
+                f2.set_exception(_dependency(f2.name, cause))
 
     # -- other executors ------------------------------------------------------------------
     def _pump(self) -> None:
