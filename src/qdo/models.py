@@ -116,6 +116,10 @@ def _short(value: object, width: int = 60) -> str:
     return r if len(r) <= width else r[: width - 3] + "..."
 
 
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
 def timestamp(value: float | None) -> datetime | None:
     """A stored epoch time as an aware UTC datetime."""
     return None if value is None else datetime.fromtimestamp(value, timezone.utc)
@@ -184,9 +188,7 @@ class Task:
     @property
     def duration(self) -> float | None:
         """Seconds the last attempt ran (None until it finished)."""
-        if self.started is None or self.finished is None:
-            return None
-        return (self.finished - self.started).total_seconds()
+        return seconds_between(self.started, self.finished)
 
     @property
     def is_shell(self) -> bool:
@@ -244,6 +246,4 @@ class Attempt:
 
     @property
     def duration(self) -> float | None:
-        if self.started is None or self.finished is None:
-            return None
-        return (self.finished - self.started).total_seconds()
+        return seconds_between(self.started, self.finished)
