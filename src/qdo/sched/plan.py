@@ -89,7 +89,7 @@ def find(cell: Cell) -> Cell:
 class PlanQueue:
     """A queue's width, counted resources and the heap of its cells with ready tasks."""
 
-    __slots__ = ("id", "width", "busy", "capacity", "used", "cells", "held")
+    __slots__ = ("id", "width", "busy", "capacity", "used", "cells", "held", "solo")
 
     def __init__(self, qid: int, width: int, resources: Mapping[str, float] | None) -> None:
         self.id = qid
@@ -99,6 +99,9 @@ class PlanQueue:
         self.used = dict.fromkeys(self.capacity, 0.0)
         self.cells: list[tuple[int, Cell]] = []  # heap of (-rank, cell)
         self.held: dict[Node, int] = {}  # holder -> its slot, reserved for its session
+        # ready tasks that nothing depends on yet, oldest first: each is its own rank, so
+        # they need no cell (no objects per task) until something comes to depend on one
+        self.solo: list[Node] = []
 
     def fits(self, needs: Mapping[str, float] | None) -> bool:
         if not needs:
@@ -149,11 +152,9 @@ class Planner:
         node = Node(self.seq, queue, needs)
         node.hold = hold
         if not requires and not release and external_of is None and queue is not None:
-            # the common case, an independent task: a cell of its own, ready at once
-            cell = Cell(node.seq)
-            cell.size = 1
-            node.cell = cell
-            self._make_ready(node)
+            # the common case, an independent task: ready at once, ranked by itself
+            node.state = READY
+            queue.solo.append(node)
             return node
         node.external = external_of is not None
         requires = list(requires)
@@ -195,8 +196,11 @@ class Planner:
         work = list(ups)
         while work:
             y = work.pop()
-            if y.cell is None or y.state in (DONE, FAILED):
+            if y.state in (DONE, FAILED):
                 continue
+            if y.cell is None:  # a solo task: from now on it needs a cell of its own
+                self._own_cell(y)
+            assert y.cell is not None
             c = find(y.cell)
             if c is target:
                 continue
@@ -240,6 +244,15 @@ class Planner:
         else:
             cell.outside = [d]
         return beyond
+
+    @staticmethod
+    def _own_cell(node: Node) -> None:
+        cell = Cell(node.seq)
+        cell.size = 1
+        node.cell = cell  # its entry in queue.solo is stale from now on
+        if node.state == READY and node.queue is not None:
+            cell.ready[node.queue.id] = [node]
+            cell.nready[node.queue.id] = 1
 
     @staticmethod
     def _union(a: Cell, b: Cell) -> Cell:
@@ -291,6 +304,7 @@ class Planner:
             return None
         heap = queue.cells
         qid = queue.id
+        solo = self._solo(queue)
         parked: list[tuple[int, Cell]] = []  # cells with ready tasks that don't fit now
         chosen = None
         while heap:
@@ -298,6 +312,8 @@ class Planner:
             if cell.parent is not None or -negrank != cell.rank or not cell.nready.get(qid):
                 heapq.heappop(heap)  # stale: merged or re-ranked since, or nothing ready
                 continue
+            if solo is not None and -negrank < solo.seq:
+                break  # the solo task outranks every cell left
             chosen = self._pick(queue, cell)
             if chosen is not None:
                 break
@@ -305,9 +321,17 @@ class Planner:
         for entry in parked:
             heapq.heappush(heap, entry)
         if chosen is None:
-            return None
-        assert chosen.cell is not None
-        find(chosen.cell).nready[qid] -= 1
+            if solo is None:
+                return None
+            chosen = solo
+            stack = queue.solo
+            if stack[-1] is solo:
+                stack.pop()
+            else:
+                stack.remove(solo)  # a newer one did not fit: rare
+        else:
+            assert chosen.cell is not None
+            find(chosen.cell).nready[qid] -= 1
         chosen.state = RUNNING
         if chosen.held_by is None or chosen.held_by not in queue.held:
             queue.busy += 1
@@ -315,6 +339,17 @@ class Planner:
             for k, v in chosen.needs.items():
                 queue.used[k] += v
         return chosen
+
+    def _solo(self, queue: PlanQueue) -> Node | None:
+        """The newest solo task of ``queue`` that may start now (stale entries dropped)."""
+        stack = queue.solo
+        while stack and (stack[-1].state != READY or stack[-1].cell is not None):
+            stack.pop()
+        for i in range(len(stack) - 1, -1, -1):
+            node = stack[i]
+            if node.state == READY and node.cell is None and self._may_start(queue, node):
+                return node
+        return None
 
     def _pick(self, queue: PlanQueue, cell: Cell) -> Node | None:
         """A ready task of ``cell`` in ``queue`` that may start now, newest first."""
