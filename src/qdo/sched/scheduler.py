@@ -434,10 +434,14 @@ class Queue:
             if ended is not None:
                 self._notify_failed(ended, failed)
                 _kick_queues(woke, self)
-                ended = None
-                if self._waiting:  # what ended may let more than this worker start
+                if self._waiting and (
+                    ended.node.needs or _released_by(ended.node)
+                    or any(n.queue is self._pq for n in woke)
+                ):  # fmt: skip
+                    # what ended may let more than this worker start: wake a sibling
                     with self._cond:
                         self._cond.notify()
+                ended = None
             if node is not None:
                 ended = self._execute(node, slot)
             elif closing:
