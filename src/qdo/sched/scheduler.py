@@ -108,8 +108,8 @@ class Scheduler:
             for n in gone:
                 owner = _job(n).queue
                 if owner is not None and not n.external:
-                    owner._count("pending", -1)
-                    owner._count("cancelled", 1)
+                    owner._counts["pending"] -= 1
+                    owner._counts["cancelled"] += 1
             if self._unfinished == 0:
                 self._idle.notify_all()
         for n in gone:
@@ -219,6 +219,12 @@ class _Job:
         self.kwargs: dict[str, Any] = kwargs or _NO_KWARGS
         self.requires: list[TaskFuture] = requires or _NO_FUTURES
         self.releases: list[Node] = releases or _NO_NODES
+
+    def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's arguments, futures replaced by their results."""
+        if not self.requires:
+            return self.args, self.kwargs
+        return _resolve(self.args), _resolve(self.kwargs) if self.kwargs else self.kwargs
 
 
 def _job(node: Node) -> _Job:
@@ -377,9 +383,6 @@ class Queue:
         return future
 
     # -- running --------------------------------------------------------------------------
-    def _count(self, key: str, n: int) -> None:
-        self._counts[key] += n
-
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
@@ -458,10 +461,8 @@ class Queue:
             error = cf.CancelledError()
         else:
             try:
-                call_args = _resolve(job.args) if job.requires else job.args
-                kwargs = job.kwargs
-                call_kwargs = _resolve(kwargs) if job.requires and kwargs else kwargs
                 assert job.fn is not None
+                call_args, call_kwargs = job.arguments()
                 result = job.fn(*call_args, **call_kwargs)
                 if future._items is not None:
                     result = self._drain_generator(future, result)
@@ -584,13 +585,12 @@ class Queue:
                 self._counts["running"] += 1
             job = _job(node)
             future = job.future
-            if not future.set_running_or_notify_cancel():
-                continue
             start = time.perf_counter()
             try:
-                call_args = _resolve(job.args) if job.requires else job.args
-                call_kwargs = _resolve(job.kwargs) if job.requires and job.kwargs else job.kwargs
+                if not future.set_running_or_notify_cancel():
+                    raise cf.CancelledError()  # settled below, like a thread slot does
                 assert job.fn is not None
+                call_args, call_kwargs = job.arguments()
                 done = self._executor.submit(job.fn, *call_args, **call_kwargs)
             except BaseException as e:
                 woke = self._settle(node, future, 0, start, error=e)
