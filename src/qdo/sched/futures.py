@@ -7,7 +7,9 @@ soon as the generator yields it.
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures as cf
+from concurrent.futures._base import PENDING
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QdoError
@@ -28,17 +30,113 @@ class DependencyError(QdoError):
         super().__init__(f"{task} did not run: its requirement {requirement} {why}")
 
 
+class _Signal:
+    """What ``concurrent.futures.Future`` needs of its ``_condition`` (a lock, ``wait``
+    and ``notify_all``), in two objects where ``threading.Condition`` takes eight: a
+    million futures are a million of them for the garbage collector to walk.  Every
+    user of a future's condition takes it once at a time, so the lock need not be
+    reentrant."""
+
+    __slots__ = ("_lock", "_sleepers")
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._sleepers: list[_thread.LockType] | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock until ``notify_all`` or ``timeout``; hold it again after."""
+        sleeper = _thread.allocate_lock()
+        sleeper.acquire()
+        if self._sleepers is None:
+            self._sleepers = []
+        self._sleepers.append(sleeper)
+        self._lock.release()
+        woken = False
+        try:
+            if timeout is None:
+                woken = sleeper.acquire()
+            elif timeout > 0:
+                woken = sleeper.acquire(True, timeout)
+            else:
+                woken = sleeper.acquire(False)
+        finally:
+            self._lock.acquire()
+            if not woken and self._sleepers is not None and sleeper in self._sleepers:
+                self._sleepers.remove(sleeper)
+        return woken
+
+    def notify_all(self) -> None:
+        sleepers, self._sleepers = self._sleepers, None
+        for sleeper in sleepers or ():
+            sleeper.release()
+
+
+class _ListWhenUsed:
+    """A list attribute of ``cf.Future`` (``_waiters``, ``_done_callbacks``) that only
+    exists once something is put in it: most futures never get a waiter or a callback,
+    and two empty lists a future are two more objects for the garbage collector.
+
+    Read before any ``append``, it is an empty stand-in; the first ``append`` (made
+    under the future's lock, as ``concurrent.futures`` does) puts a real list in the
+    instance, which hides this descriptor from then on."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else _NoneYet(obj, self.name)
+
+
+class _NoneYet:
+    __slots__ = ("_obj", "_name")
+
+    def __init__(self, obj: object, name: str) -> None:
+        self._obj = obj
+        self._name = name
+
+    def append(self, item: Any) -> None:
+        self._obj.__dict__[self._name] = [item]
+
+    def remove(self, item: Any) -> None:
+        raise ValueError(f"{item!r} is not in the list")
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 class TaskFuture(cf.Future[Any]):
     """The result of a submitted task (or of one item of a generator task)."""
 
+    _produced: list[Any]  # a generator task's items so far (generator tasks only)
+    _waiters = _ListWhenUsed()
+    _done_callbacks = _ListWhenUsed()
+
     def __init__(self, scheduler: Scheduler, name: str) -> None:
-        super().__init__()
+        # what cf.Future.__init__ sets, with a lighter condition (see _Signal)
+        self._condition = _Signal()  # type: ignore[assignment]
+        self._state = PENDING
+        self._result = None
+        self._exception: BaseException | None = None
         self._scheduler = scheduler
         self.name = name
         self._node: Node | None = None
         self._items: dict[int, TaskFuture] | None = None  # generator tasks only
         self._announced: int | None = None
-        self._produced: list[Any] = []  # a generator task's items so far
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.name} {self._state.lower()}>"

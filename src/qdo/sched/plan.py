@@ -35,7 +35,7 @@ class Node:
     """One task (or one item of a generator task) in the plan."""
 
     __slots__ = ("seq", "queue", "state", "left", "dependents", "ups", "cell", "needs",
-                 "hold", "external", "payload", "held_by")  # fmt: skip
+                 "hold", "external", "held_by")  # fmt: skip
 
     def __init__(self, seq: int, queue: PlanQueue | None, needs: Mapping[str, float] | None):
         self.seq = seq
@@ -48,7 +48,6 @@ class Node:
         self.needs = needs  # counted resources it takes while it runs
         self.hold = False  # keeps its slot after it returns, until released
         self.external = False  # completed from outside (a generator's item): never started
-        self.payload: object = None  # whatever the scheduler wants to keep with it
         self.held_by: Node | None = None  # the holder whose reserved slot it may use
 
     def __repr__(self) -> str:
@@ -89,7 +88,8 @@ def find(cell: Cell) -> Cell:
 class PlanQueue:
     """A queue's width, counted resources and the heap of its cells with ready tasks."""
 
-    __slots__ = ("id", "width", "busy", "capacity", "used", "cells", "held", "solo")
+    __slots__ = ("id", "width", "busy", "capacity", "used", "cells", "compact_at", "held",
+                 "solo")  # fmt: skip
 
     def __init__(self, qid: int, width: int, resources: Mapping[str, float] | None) -> None:
         self.id = qid
@@ -98,6 +98,7 @@ class PlanQueue:
         self.capacity = dict(resources or {})
         self.used = dict.fromkeys(self.capacity, 0.0)
         self.cells: list[tuple[int, Cell]] = []  # heap of (-rank, cell)
+        self.compact_at = 64  # drop the heap's stale entries when it grows this long
         self.held: dict[Node, int] = {}  # holder -> its slot, reserved for its session
         # ready tasks that nothing depends on yet, oldest first: each is its own rank, so
         # they need no cell (no objects per task) until something comes to depend on one
@@ -134,13 +135,15 @@ class Planner:
         hold: bool = False,
         release: Iterable[Node] = (),
         external_of: Node | None = None,
+        make: type[Node] = Node,
     ) -> Node:
         """Add a task that runs in ``queue`` once every one of ``requires`` is done.
 
         ``external_of``: the node is an item of that generator task: it never runs, it
         is completed by ``finish`` when the generator yields it, and ranks like a
-        dependent of the generator.  Returns the node; its ``state`` is FAILED at once
-        if a requirement already failed.
+        dependent of the generator.  ``make``: the class of the node (a subclass can
+        carry what the caller keeps with the task).  Returns the node; its ``state`` is
+        FAILED at once if a requirement already failed.
         """
         if queue is not None and needs:
             unknown = set(needs) - set(queue.capacity)
@@ -149,7 +152,7 @@ class Planner:
             if any(v > queue.capacity[k] for k, v in needs.items()):
                 raise ValueError(f"needs {dict(needs)}, more than the queue has {queue.capacity}")
         self.seq += 1
-        node = Node(self.seq, queue, needs)
+        node = make(self.seq, queue, needs)
         node.hold = hold
         if not requires and not release and external_of is None and queue is not None:
             # the common case, an independent task: ready at once, ranked by itself
@@ -216,7 +219,26 @@ class Planner:
         target.size += 1
         for qid, n in target.nready.items():
             if n:
-                heapq.heappush(self.queues[qid].cells, (-target.rank, target))
+                self._push(self.queues[qid], target)
+
+    @staticmethod
+    def _push(queue: PlanQueue, cell: Cell) -> None:
+        """Enter ``cell`` at its rank into the queue's heap.  A re-ranked cell leaves a
+        stale entry behind (a deep chain, one per task), so the heap is rebuilt without
+        them (and without repeats of a cell) whenever it has doubled: amortised O(1), and
+        memory stays in proportion to the cells with ready tasks."""
+        heap = queue.cells
+        heapq.heappush(heap, (-cell.rank, cell))
+        if len(heap) >= queue.compact_at:
+            qid = queue.id
+            live: dict[int, tuple[int, Cell]] = {}  # one entry a cell
+            for e in heap:
+                c = e[1]
+                if c.parent is None and -e[0] == c.rank and c.nready.get(qid):
+                    live[id(c)] = e
+            heap[:] = live.values()
+            heapq.heapify(heap)
+            queue.compact_at = max(64, 2 * len(heap))
 
     def _split(self, d: Node, cell: Cell, target: Cell) -> list[Node]:
         """Move ``d`` and its ancestors inside ``cell`` to ``target``; return the
@@ -294,7 +316,7 @@ class Planner:
         count = cell.nready.get(q.id, 0)
         cell.nready[q.id] = count + 1
         if count == 0:
-            heapq.heappush(q.cells, (-cell.rank, cell))
+            self._push(q, cell)
 
     # -- running ----------------------------------------------------------------------------
     def next(self, queue: PlanQueue) -> Node | None:
@@ -379,6 +401,7 @@ class Planner:
         if node.state == RUNNING and q is not None:
             self._free(q, node)
         node.state = DONE
+        node.ups = ()  # a done task's ancestors are done too: let them go
         self._leave_cell(node)
         woke = []
         for d in node.dependents:

@@ -106,7 +106,7 @@ class Scheduler:
                 return False
             self._unfinished -= sum(1 for n in gone if not n.external)
             for n in gone:
-                owner = _job(n).queue
+                owner = _job(n).owner
                 if owner is not None and not n.external:
                     owner._counts["pending"] -= 1
                     owner._counts["cancelled"] += 1
@@ -142,8 +142,8 @@ class Scheduler:
             if gen_node.state == FAILED:
                 f.set_exception(_dependency(f.name, gen))
                 return f
-            node = self._planner.submit(None, external_of=gen_node)
-            node.payload = _Job(None, f)
+            node = _job(self._planner.submit(None, external_of=gen_node, make=_Job))
+            node.future = f
             f._node = node
         return f
 
@@ -174,7 +174,6 @@ def _dependency(name: str, failed: TaskFuture) -> DependencyError:
 
 
 _NO_KWARGS: dict[str, Any] = {}
-_NO_FUTURES: list[TaskFuture] = []
 _NO_NODES: list[Node] = []
 
 
@@ -196,45 +195,36 @@ class _Ended:
         self.items_failed = items_failed
 
 
-class _Job:
-    """What the scheduler keeps with a planner node."""
+class _Job(Node):
+    """A planner node with what the scheduler keeps of its task (one object a task)."""
 
-    __slots__ = ("queue", "future", "fn", "args", "kwargs", "requires", "releases")
+    __slots__ = ("owner", "future", "fn", "args", "kwargs", "resolve", "releases")
+    future: TaskFuture  # set by whoever submits the node, under the scheduler's lock
 
-    def __init__(
-        self,
-        queue: Queue | None,
-        future: TaskFuture,
-        fn: Callable[..., Any] | None = None,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        requires: list[TaskFuture] | None = None,
-        releases: list[Node] | None = None,
-    ) -> None:
-        self.queue = queue  # None for a generator's item
-        self.future = future
-        self.fn = fn
-        self.args = args
+    def __init__(self, seq: int, queue: PlanQueue | None, needs: Mapping[str, float] | None):
+        super().__init__(seq, queue, needs)
+        self.owner: Queue | None = None  # None for a generator's item
+        self.fn: Callable[..., Any] | None = None
+        self.args: tuple[Any, ...] = ()
         # empty ones are not kept: a million tasks would keep a million empty containers
-        self.kwargs: dict[str, Any] = kwargs or _NO_KWARGS
-        self.requires: list[TaskFuture] = requires or _NO_FUTURES
-        self.releases: list[Node] = releases or _NO_NODES
+        self.kwargs: dict[str, Any] = _NO_KWARGS
+        self.resolve = False  # futures among the arguments, to replace by their results
+        self.releases: list[Node] = _NO_NODES
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The call's arguments, futures replaced by their results."""
-        if not self.requires:
+        if not self.resolve:
             return self.args, self.kwargs
         return _resolve(self.args), _resolve(self.kwargs) if self.kwargs else self.kwargs
 
 
 def _job(node: Node) -> _Job:
-    job = node.payload
-    assert isinstance(job, _Job)
-    return job
+    assert isinstance(node, _Job)
+    return node
 
 
 def _future_of(node: Node) -> TaskFuture | None:
-    return node.payload.future if isinstance(node.payload, _Job) else None
+    return node.future if isinstance(node, _Job) else None
 
 
 class Timeline(list[tuple[str, str, int, float, float]]):
@@ -348,20 +338,26 @@ class Queue:
         future = TaskFuture(sch, _name(fn))
         if is_generator:
             future._items = {}
+            future._produced = []
             counter = getattr(fn, "number_of_results", None)
             if counter is not None and not requires:
                 future._announced = int(counter(*args, **kwargs))
         for f in (*requires, *released):
             if f._scheduler is not sch:
                 raise InvalidInput(f"{f!r} belongs to another scheduler")
-        with sch._lock:
+        _acquire(sch._lock)  # the workers may be taking it at every task
+        try:
             nodes = [f._node for f in requires if f._node is not None]
             node_releases = [f._node for f in released if f._node is not None]
-            node = sch._planner.submit(
-                self._pq, nodes, needs=resources, hold=hold, release=node_releases
-            )
-            node.payload = _Job(self, future, fn, args, kwargs or None, requires or None,
-                                node_releases or None)  # fmt: skip
+            node = _job(sch._planner.submit(
+                self._pq, nodes, needs=resources, hold=hold, release=node_releases, make=_Job
+            ))  # fmt: skip
+            node.owner, node.future, node.fn, node.args = self, future, fn, args
+            if kwargs:
+                node.kwargs = kwargs
+            node.resolve = bool(requires)
+            if node_releases:
+                node.releases = node_releases
             future._node = node
             if node.state == FAILED:
                 failed = next(f for f in requires if f._node and f._node.state == FAILED)
@@ -372,6 +368,8 @@ class Queue:
                 self._counts["pending"] += 1
                 if self._waiting and sch._running and self._executor is None:
                     self._cond.notify()  # an idle worker of this queue: here is work
+        finally:
+            sch._lock.release()
         if failed is not None:
             future.set_exception(_dependency(future.name, failed))
             return future
@@ -413,12 +411,14 @@ class Queue:
         """A thread queue's slot: one lock round per task, for what ended and what next."""
         sch = self.scheduler
         planner = sch._planner
+        lock = sch._lock
         ended: _Ended | None = None
         while True:
             node = None
             woke: list[Node] = []
             failed: list[Node] = []
-            with self._cond:
+            _acquire(lock)
+            try:
                 if ended is not None:
                     woke, failed = self._record(ended)
                 while not self._closed:
@@ -434,6 +434,8 @@ class Queue:
                     self._cond.wait()
                     self._waiting -= 1
                 closing = self._closed
+            finally:
+                lock.release()
             if ended is not None:
                 self._notify_failed(ended, failed)
                 _kick_queues(woke, self)
@@ -506,8 +508,12 @@ class Queue:
     ) -> _Ended:
         """Set the task's future (outside the lock: its callbacks run here)."""
         sch = self.scheduler
-        future = _job(node).future
+        job = _job(node)
+        future = job.future
         end = time.perf_counter()
+        # what the call needed is not needed any more: let its arguments (and the
+        # futures among them, and what those hold) go while the run goes on
+        job.fn, job.args, job.kwargs = None, (), _NO_KWARGS
         items_failed: list[tuple[TaskFuture, Exception]] = []
         if error is None:
             future.set_result(result)
@@ -546,7 +552,7 @@ class Queue:
             if f._node is not None:
                 failed += [f._node, *sch._planner.fail(f._node)]
         for n in failed:
-            owner = _job(n).queue
+            owner = _job(n).owner
             if not n.external and owner is not None:
                 owner._counts["pending"] -= 1
                 owner._counts["failed"] += 1
@@ -620,11 +626,25 @@ class Queue:
             self._executor.shutdown(wait=True)
 
 
+def _acquire(lock: threading.Lock) -> None:
+    """Take ``lock`` without a convoy: a blocking acquire would hand the lock over to a
+    thread that does not hold the GIL, and two busy workers would then switch threads
+    at every task.  Yield the GIL instead while the holder finishes (briefly), and
+    block only if it takes long."""
+    if lock.acquire(False):
+        return
+    for _ in range(100):
+        time.sleep(0)
+        if lock.acquire(False):
+            return
+    lock.acquire()
+
+
 def _kick_queues(woke: list[Node], current: Queue | None) -> None:
     """Wake the queues that got ready tasks (the current worker looks by itself)."""
     seen: set[int] = set()
     for n in woke:
-        owner = n.payload.queue if isinstance(n.payload, _Job) else None
+        owner = n.owner if isinstance(n, _Job) else None
         if owner is None or owner is current or id(owner) in seen:
             continue
         seen.add(id(owner))
@@ -634,7 +654,7 @@ def _kick_queues(woke: list[Node], current: Queue | None) -> None:
 
 
 def _released_by(node: Node) -> list[Node]:
-    return _job(node).releases if isinstance(node.payload, _Job) else []
+    return node.releases if isinstance(node, _Job) else []
 
 
 def _failed_req(node: Node) -> TaskFuture:
