@@ -147,6 +147,32 @@ def test_concurrent_futures_compatibility(sch: Scheduler) -> None:
     assert seen == [fs[0]] and fs[0].exception() is None
 
 
+def test_waiting_on_futures_times_out_and_wakes(sch: Scheduler) -> None:
+    """The futures' own lock and wake-ups (not threading.Condition): a timeout expires,
+    a blocked result() and cf.wait wake when the task ends, callbacks run once."""
+    Q = Queue(sch, max_workers=1)
+    gate = threading.Event()
+    slow = Q.submit(gate.wait, 10)
+    with pytest.raises(cf.TimeoutError):
+        slow.result(timeout=0.05)  # not started at all
+    sch.start()
+    with pytest.raises(cf.TimeoutError):
+        slow.exception(timeout=0.05)  # running
+    calls: list[object] = []
+    slow.add_done_callback(calls.append)
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(slow.result(timeout=10)))
+    waiter.start()
+    done, pending = cf.wait([slow], timeout=0.05, return_when=cf.FIRST_COMPLETED)
+    assert not done and pending == {slow}
+    gate.set()
+    done, pending = cf.wait([slow], timeout=10, return_when=cf.FIRST_COMPLETED)
+    waiter.join(10)
+    assert done == {slow} and got == [True] and calls == [slow]
+    slow.add_done_callback(calls.append)  # added when done: runs at once
+    assert calls == [slow, slow]
+
+
 def test_failure_names_its_cause_and_spares_the_rest(sch: Scheduler) -> None:
     Q = Queue(sch, max_workers=2)
 
