@@ -24,12 +24,19 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "db_port": ("5432", "PostgreSQL server port"),
     "db_user": ("", "PostgreSQL user (default: your login name)"),
     "db_pass": ("", "PostgreSQL password"),
+    "db_url": (
+        "",
+        "PostgreSQL: a connection URL postgresql://user:pass@host:port/db "
+        "(instead of the db_* settings above)",
+    ),
+    "db_schema": ("qdo", "PostgreSQL: the schema that holds qdo's tables"),
+    "user": ("", "whose queues you see and change (default: your login name)"),
     "batch_profile": ("", "batch system profile: slurm, pbs or local (default: guessed)"),
     "log_dir": ("{qdo_dir}/logs", "where task output goes"),
     "lease": ("600", "seconds a handed-out task stays reserved without a renewal"),
 }
 BACKENDS = ("sqlite", "postgres")
-SECRET = {"db_pass"}
+SECRET = {"db_pass", "db_url"}
 
 
 def env_name(setting: str) -> str:
@@ -68,7 +75,30 @@ class Settings:
 
     def shown(self, name: str) -> str:
         value = self.values[name]
+        if name == "db_url":
+            return mask_url(value)
         return "********" if name in SECRET and value else value
+
+    def postgres_conninfo(self) -> str:
+        """The libpq connection string of the PostgreSQL settings (with the password:
+        never print it; ``mask_url`` / ``shown`` hide it)."""
+        url = self.values["db_url"]
+        if url:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(
+                    f"db_url must start with postgresql:// (from {self.sources['db_url']}), "
+                    f"got {mask_url(url)!r}"
+                )
+            return url
+        parts = {
+            "host": self.values["db_host"],
+            "port": self.values["db_port"],
+            # the SQLite file name makes no sense as a PostgreSQL database
+            "dbname": "qdo" if self.sources["db_name"] == "default" else self.values["db_name"],
+            "user": self.values["db_user"],
+            "password": self.values["db_pass"],
+        }
+        return " ".join(f"{k}={_quote(v)}" for k, v in parts.items() if v)
 
 
 def rc_path(env: Mapping[str, str]) -> Path:
@@ -158,3 +188,18 @@ def _number(name: str, value: str) -> float:
     if number <= 0:
         raise ConfigError(f"setting {name} must be a positive number, got {value!r}")
     return number
+
+
+def mask_url(url: str) -> str:
+    """A connection URL or string with its password replaced by ********."""
+    import re
+
+    url = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1********@", url)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1********", url)
+
+
+def _quote(value: str) -> str:
+    """A value for a libpq key=value connection string."""
+    if value and not any(c in value for c in " '\\"):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import InvalidPayload, InvalidPriority, InvalidQueueName, InvalidState
+from .errors import InvalidInput, InvalidPayload, InvalidPriority, InvalidQueueName, InvalidState
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -23,6 +23,7 @@ MAX_PAYLOAD_BYTES = 1_000_000
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
 
 
 class State(str, Enum):
@@ -66,6 +67,14 @@ def check_queue_name(name: object) -> str:
     if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidQueueName(name)
     return name
+
+
+def check_user_name(user: object) -> str:
+    if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
+        raise InvalidInput(
+            f"invalid user name {user!r}: use 1 to 100 characters from A-Z a-z 0-9 . _ @ -"
+        )
+    return user
 
 
 def check_priority(priority: object) -> int:
@@ -228,6 +237,7 @@ class QueueInfo:
     created: datetime | None = None
     max_retries: int = 0  # a Failed task runs again up to this many times
     max_lost: int = 3  # a task whose worker vanished this many times is Killed
+    owner: str = ""  # the user whose queue it is
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .errors import (
-    ConfigError,
     InvalidInput,
     InvalidPayload,
     InvalidState,
@@ -30,6 +29,7 @@ from .models import (
     Task,
     check_priority,
     check_queue_name,
+    check_user_name,
     encode_payload,
 )
 from .store.base import NewTask, Outcome, Store
@@ -37,23 +37,31 @@ from .store.base import NewTask, Outcome, Store
 if TYPE_CHECKING:
     from .worker import RunSummary
 
-_stores: dict[tuple[str, str], Store] = {}
+_stores: dict[tuple[str, ...], Store] = {}
 
 
-def open_store(settings: config.Settings | None = None) -> Store:
-    """The store that the settings point at (opened once per process and location)."""
+def open_store(settings: config.Settings | None = None, user: str | None = None) -> Store:
+    """The store that the settings point at, acting for ``user`` (default: the ``user``
+    setting, else the login name); opened once per process, location and user."""
     settings = settings or config.load()
-    if settings["backend"] != "sqlite":
-        raise ConfigError(
-            f"the {settings['backend']} backend is not available in this version of qdo: "
-            "set QDO_BACKEND=sqlite"
-        )
+    user = user or settings["user"] or None
+    if user is not None:
+        check_user_name(user)
+    if settings["backend"] == "postgres":
+        conninfo, schema = settings.postgres_conninfo(), settings["db_schema"]
+        key: tuple[str, ...] = ("postgres", conninfo, schema, user or "")
+        store = _stores.get(key)
+        if store is None:
+            from .store.postgres import PostgresStore
+
+            store = _stores[key] = PostgresStore(conninfo, schema=schema, user=user)
+        return store
     from .store.sqlite import SQLiteStore
 
-    key = ("sqlite", str(settings.db_path.absolute()))
+    key = ("sqlite", str(settings.db_path.absolute()), user or "")
     store = _stores.get(key)
     if store is None:
-        store = _stores[key] = SQLiteStore(settings.db_path)
+        store = _stores[key] = SQLiteStore(settings.db_path, user=user)
     return store
 
 
@@ -62,17 +70,19 @@ def create(
     *,
     max_retries: int | None = None,
     max_lost: int | None = None,
+    user: str | None = None,
     store: Store | None = None,
 ) -> Queue:
     """Create a new, empty queue.  Raises QueueExists if it exists already.
 
     ``max_retries``: how often a Failed task runs again (default 0); ``max_lost``: after
-    how many lost workers a task is Killed (default 3).
+    how many lost workers a task is Killed (default 3).  ``user``: whose queue it is
+    (default: yours).
     """
     check_queue_name(name)
     _check_limits(max_retries, max_lost)
     settings = config.load()
-    store = store or open_store(settings)
+    store = store or open_store(settings, user)
     store.create_queue(name)
     q = Queue(name, store=store, settings=settings)
     if max_retries is not None or max_lost is not None:
@@ -80,14 +90,17 @@ def create(
     return q
 
 
-def connect(name: str, create_ok: bool = False, *, store: Store | None = None) -> Queue:
+def connect(
+    name: str, create_ok: bool = False, *, user: str | None = None, store: Store | None = None
+) -> Queue:
     """Open an existing queue (or create it, with ``create_ok=True``).
 
-    Raises UnknownQueue if it does not exist and ``create_ok`` is false.
+    ``user``: whose queue (default: yours; another user's queue is only reached by
+    naming them).  Raises UnknownQueue if it does not exist and ``create_ok`` is false.
     """
     check_queue_name(name)
     settings = config.load()
-    store = store or open_store(settings)
+    store = store or open_store(settings, user)
     try:
         store.get_queue(name)
     except UnknownQueue:
@@ -98,15 +111,19 @@ def connect(name: str, create_ok: bool = False, *, store: Store | None = None) -
     return Queue(name, store=store, settings=settings)
 
 
-def qlist(*, store: Store | None = None) -> list[dict[str, Any]]:
-    """Every queue with its status (as :meth:`Queue.status` gives it), by name."""
-    store = store or open_store()
-    states = {q.name: q.state for q in store.list_queues()}
-    return [
-        _status(name, states[name], counts.by_state, counts.blocked)
-        for name, counts in store.all_counts().items()
-        if name in states
-    ]
+def qlist(
+    *, user: str | None = None, all_users: bool = False, store: Store | None = None
+) -> list[dict[str, Any]]:
+    """Your queues (or ``user``'s, or with ``all_users`` everybody's) with their status
+    (as :meth:`Queue.status` gives it), by name; each also says whose it is."""
+    store = store or open_store(user=user)
+    counts = store.all_counts(all_users)
+    out = []
+    for q in store.list_queues(all_users):
+        c = counts.get(q.id)
+        if c is not None:
+            out.append({**_status(q.name, q.state, c.by_state, c.blocked), "user": q.owner})
+    return out
 
 
 def load(

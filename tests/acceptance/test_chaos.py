@@ -10,14 +10,17 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 import qdo
+
+pytestmark = pytest.mark.backends
 
 TASKS = 5000
 WORKERS = 4
@@ -72,14 +75,15 @@ def test_killing_workers_loses_nothing(tmp_path: Path, qdo_dir: Path) -> None:
     counts = q.status()["ntasks"]
     assert counts["Succeeded"] == TASKS and counts["Running"] == 0, counts
 
-    with sqlite3.connect(qdo_dir / "qdo.sqlite") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        successes = Counter(r[0] for r in db.execute(
-            "SELECT task_id FROM attempts WHERE state = 'Succeeded'"))  # fmt: skip
-        lost_on = {}
-        for task_id, worker in db.execute("SELECT task_id, worker FROM attempts "
-                                          "WHERE state = 'Lost'"):  # fmt: skip
-            lost_on.setdefault(task_id, set()).add(int(worker.rpartition(":")[2]))
+    assert q.store.check() == []
+    history = q.store.attempts(ids)
+    successes = Counter(i for i in ids for a in history.get(i, []) if a.state == "Succeeded")
+    lost_on: dict[int, set[int]] = {}
+    for task_id in ids:
+        for a in history.get(task_id, []):
+            if a.state == "Lost":
+                assert a.worker is not None
+                lost_on.setdefault(task_id, set()).add(int(a.worker.rpartition(":")[2]))
     # every success recorded exactly once
     assert sorted(successes) == ids and set(successes.values()) == {1}
 

@@ -24,6 +24,8 @@ import pytest
 import qdo
 from tests.conftest import run_qdo
 
+pytestmark = pytest.mark.backends
+
 TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 TASK_FIELDS = {
     "id", "queue", "task", "state", "priority", "requires", "exitcode", "message",
@@ -84,6 +86,18 @@ def queues() -> list[dict[str, Any]]:
 
 def snapshot(qdo_dir: Path, db: str = "qdo.sqlite") -> dict[str, list[tuple[Any, ...]]] | None:
     """Every row of every qdo table (None if there is no database yet)."""
+    if os.environ.get("QDO_BACKEND") == "postgres" and db == "qdo.sqlite":
+        import psycopg
+
+        schema = os.environ["QDO_DB_SCHEMA"]
+        with psycopg.connect(os.environ["QDO_DB_URL"]) as pg:
+            if not pg.execute("SELECT 1 FROM pg_tables WHERE schemaname = %s AND "
+                              "tablename = 'qdo_schema'", (schema,)).fetchone():  # fmt: skip
+                return None
+            return {
+                table: pg.execute(f'SELECT * FROM "{schema}".{table} ORDER BY 1, 2').fetchall()
+                for table in ("qdo_schema", "queues", "tasks", "requires")
+            }
     path = qdo_dir / db
     if not path.exists():
         return None
@@ -573,7 +587,7 @@ def _refuses_db(qdo_dir: Path, tmp_path: Path, db: str, *fragments: str) -> None
     assert f"database: {path}" in ok("config", env={"QDO_DB_NAME": db})
 
 
-def test_garbage_database_file(qdo_dir: Path, tmp_path: Path) -> None:
+def test_garbage_database_file(qdo_dir: Path, tmp_path: Path, sqlite_only: None) -> None:
     qdo_dir.mkdir()
     write(qdo_dir / "garbage.db", b"\x00\xffnot sqlite at all\n" * 300)
     _refuses_db(qdo_dir, tmp_path, "garbage.db", "is not a qdo database")
@@ -592,7 +606,9 @@ def _foreign_db(qdo_dir: Path) -> Path:
     return path
 
 
-def test_foreign_sqlite_database_is_refused(qdo_dir: Path, tmp_path: Path) -> None:
+def test_foreign_sqlite_database_is_refused(
+    qdo_dir: Path, tmp_path: Path, sqlite_only: None
+) -> None:
     path = _foreign_db(qdo_dir)
     file = write(tmp_path / "t.txt", "echo x\n")
     for args in [*DB_COMMANDS, ["load", "X", str(file)]]:
@@ -604,12 +620,14 @@ def test_foreign_sqlite_database_is_refused(qdo_dir: Path, tmp_path: Path) -> No
         assert conn.execute("SELECT owner FROM accounts").fetchall() == [("alice",), ("bob",)]
 
 
-def test_foreign_sqlite_database_is_left_unchanged(qdo_dir: Path, tmp_path: Path) -> None:
+def test_foreign_sqlite_database_is_left_unchanged(
+    qdo_dir: Path, tmp_path: Path, sqlite_only: None
+) -> None:
     _foreign_db(qdo_dir)
     _refuses_db(qdo_dir, tmp_path, "other.db", "is not a qdo database")
 
 
-def test_schema_too_new(qdo_dir: Path, tmp_path: Path) -> None:
+def test_schema_too_new(qdo_dir: Path, tmp_path: Path, sqlite_only: None) -> None:
     ok("create", "X")
     with closing(sqlite3.connect(qdo_dir / "qdo.sqlite")) as conn:
         conn.execute("UPDATE qdo_schema SET version = 99")
@@ -620,7 +638,7 @@ def test_schema_too_new(qdo_dir: Path, tmp_path: Path) -> None:
         assert conn.execute("SELECT name FROM queues").fetchall() == [("X",)]
 
 
-def test_database_path_is_a_directory(qdo_dir: Path) -> None:
+def test_database_path_is_a_directory(qdo_dir: Path, sqlite_only: None) -> None:
     (qdo_dir / "adir").mkdir(parents=True)
     assert "adir" in fails("list", env={"QDO_DB_NAME": "adir"})
     assert list((qdo_dir / "adir").iterdir()) == []

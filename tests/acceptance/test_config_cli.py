@@ -184,9 +184,33 @@ def test_bad_backend_and_numbers(qdo_dir: Path) -> None:
     assert not (qdo_dir / "qdo.sqlite").exists()
 
 
-def test_postgres_backend_not_available_yet(qdo_dir: Path) -> None:
-    env = {"QDO_BACKEND": "postgres", "QDO_DB_PASS": "pw-secret"}
-    rows = settings_table(ok("config", env=env))
+def test_postgres_settings_hide_the_password(qdo_dir: Path) -> None:
+    """`qdo config` shows where the PostgreSQL settings come from, never a password;
+    a server that is not there gets one clear line, without the password either."""
+    env = {"QDO_BACKEND": "postgres", "QDO_DB_PASS": "pw-secret", "QDO_DB_HOST": "127.0.0.1",
+           "QDO_DB_PORT": "1", "QDO_PG_RECONNECT_SECONDS": "0"}  # fmt: skip
+    out = ok("config", env=env)
+    rows = settings_table(out)
     assert rows["backend"] == ("postgres", "environment QDO_BACKEND")
+    assert "pw-secret" not in out and rows["db_pass"][0] == "********"
     line = fails("list", env=env)
-    assert "postgres" in line and "pw-secret" not in line
+    assert "PostgreSQL" in line and "pw-secret" not in line
+
+    url_env = {"QDO_BACKEND": "postgres", "QDO_DB_URL": "postgresql://me:pw-secret@127.0.0.1:1/x",
+               "QDO_PG_RECONNECT_SECONDS": "0"}  # fmt: skip
+    out = ok("config", env=url_env)
+    assert "pw-secret" not in out and "postgresql://me:********@127.0.0.1:1/x" in out
+    line = fails("status", env=url_env)
+    assert "pw-secret" not in line
+
+
+def test_postgres_url_in_qdorc(qdo_dir: Path) -> None:
+    qdo_dir.mkdir(parents=True, exist_ok=True)
+    (qdo_dir / "qdorc").write_text(
+        "backend = postgres\ndb_url = postgresql://me:pw-secret@127.0.0.1:1/x\n"
+    )
+    out = ok("config", env={"QDO_PG_RECONNECT_SECONDS": "0"})
+    assert "pw-secret" not in out
+    rows = settings_table(out)
+    assert rows["db_url"][0] == "postgresql://me:********@127.0.0.1:1/x"
+    assert rows["db_url"][1].startswith("file ")

@@ -30,6 +30,8 @@ from qdo.errors import (
     UnknownTask,
 )
 
+pytestmark = pytest.mark.backends
+
 
 def test_spec_example(qdo_dir: Path) -> None:
     q = qdo.create("EchoChamber")
@@ -261,7 +263,9 @@ def test_errors_are_qdo_errors_with_lookup() -> None:
     assert issubclass(UnknownTask, QdoError) and issubclass(InvalidInput, ValueError)
 
 
-def test_not_a_qdo_database(qdo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_a_qdo_database(
+    qdo_dir: Path, monkeypatch: pytest.MonkeyPatch, sqlite_only: None
+) -> None:
     garbage = qdo_dir / "garbage.db"
     garbage.parent.mkdir(parents=True, exist_ok=True)
     garbage.write_bytes(os.urandom(4096))
@@ -276,7 +280,7 @@ def test_not_a_qdo_database(qdo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> N
         qdo.qlist()
 
 
-def test_newer_schema_refused(qdo_dir: Path) -> None:
+def test_newer_schema_refused(qdo_dir: Path, sqlite_only: None) -> None:
     qdo.create("x")
     db = qdo_dir / "qdo.sqlite"
     with sqlite3.connect(db) as conn:
@@ -286,7 +290,7 @@ def test_newer_schema_refused(qdo_dir: Path) -> None:
         qdo.qlist()
 
 
-def test_database_is_wal_and_versioned(qdo_dir: Path) -> None:
+def test_database_is_wal_and_versioned(qdo_dir: Path, sqlite_only: None) -> None:
     qdo.create("x")
     with sqlite3.connect(qdo_dir / "qdo.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -59,6 +59,8 @@ def test_four_processes_never_get_the_same_task(qdo_dir: Path, finish: bool) -> 
 
 LOADER = """
 import os, sys, qdo
+
+pytestmark = pytest.mark.backends
 q = qdo.connect("L", create_ok=True)
 mode, n = sys.argv[1], int(sys.argv[2])
 def tasks():

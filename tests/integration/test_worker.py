@@ -272,6 +272,8 @@ def test_paused_queue_stops_the_worker() -> None:
 FUNCS = """
 import os, time
 
+pytestmark = pytest.mark.backends
+
 def work(x, out, fail=False):
     if fail:
         raise ValueError(f"bad input {x}")

@@ -21,6 +21,10 @@ works); a report whose token does not match the current one is refused, so a
 worker that lost its lease can never overwrite the result of the next holder.
 When a lease expires the task is handed out again (``requeue_expired``).
 
+Users.  A store object acts for one ``user`` (the owner of the queues it names):
+every verb that takes a queue name means that user's queue of that name.  Only
+``list_queues`` and ``all_counts`` can look at everybody's (``all_users=True``).
+
 Dependencies.  A task that requires others is Waiting until every one of them
 has Succeeded.  When a task Succeeds, every dependent whose requirements have
 now all Succeeded becomes Pending in the same transaction.  Requirements may
@@ -30,12 +34,29 @@ and never reused.
 
 from __future__ import annotations
 
+import getpass
+import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from ..models import Attempt, QueueInfo, QueueState, State, Task
+from ..models import Attempt, QueueInfo, QueueState, State, Task, decode_payload, timestamp
+
+#: The columns of a task in an archive, and in what ``export_queue`` yields, in order.
+TASK_COLUMNS = (
+    "id", "payload", "is_json", "state", "priority", "exitcode", "message", "attempts",
+    "created", "started", "finished", "worker", "jobid", "log", "lease_expires",
+    "lease_token", "timeout", "max_retries", "failures", "lost",
+)  # fmt: skip
+#: A requirement: the task, the task it requires, and whether that one is in the queue.
+REQUIRE_COLUMNS = ("task_id", "req_id", "internal")
+#: One finished attempt of a task.
+ATTEMPT_COLUMNS = (
+    "task_id", "attempt", "state", "worker", "jobid", "started", "finished", "exitcode",
+    "message",
+)  # fmt: skip
 
 
 class NewTask(NamedTuple):
@@ -82,6 +103,8 @@ class Store(ABC):
 
     #: Where the data lives, for messages (a path, or a URL without password).
     location: str
+    #: Whose queues this store object sees and changes.
+    user: str
 
     # -- queues --------------------------------------------------------------------------
     @abstractmethod
@@ -93,8 +116,8 @@ class Store(ABC):
         """Return the queue's record.  Raises UnknownQueue."""
 
     @abstractmethod
-    def list_queues(self) -> list[QueueInfo]:
-        """Every queue, by name."""
+    def list_queues(self, all_users: bool = False) -> list[QueueInfo]:
+        """The user's queues (or everybody's), by name."""
 
     @abstractmethod
     def set_queue_state(self, name: str, state: QueueState) -> None:
@@ -179,8 +202,8 @@ class Store(ABC):
         """Task counts by state (every state present, zeros included)."""
 
     @abstractmethod
-    def all_counts(self) -> dict[str, Counts]:
-        """Counts of every queue, by queue name."""
+    def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
+        """Counts of the user's queues (or everybody's), by queue id."""
 
     @abstractmethod
     def tasks(
@@ -215,6 +238,35 @@ class Store(ABC):
         Pending tasks of other queues that required them become Waiting again.  Returns
         how many."""
 
+    # -- waiting -------------------------------------------------------------------------
+    def wait_for_tasks(self, queue: str, timeout: float) -> bool:
+        """Block until tasks of ``queue`` may have become Pending, or ``timeout`` seconds
+        passed; True if woken early.  This one just sleeps: a store that can be told
+        (PostgreSQL's LISTEN) wakes at once."""
+        time.sleep(timeout)
+        return False
+
+    # -- archives ------------------------------------------------------------------------
+    @abstractmethod
+    def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """Everything of a queue, from one snapshot: ``("queue", QueueInfo fields)``
+        and ``("span", (lowest id, highest id, number of tasks))`` first, then
+        ``("task", row)`` in id order (``TASK_COLUMNS``), ``("requires", row)``
+        (``REQUIRE_COLUMNS``) and ``("attempt", row)`` (``ATTEMPT_COLUMNS``)."""
+
+    @abstractmethod
+    def import_queue(
+        self, name: str, info: QueueInfo, span: tuple[int, int], records: Iterable[Any]
+    ) -> int:
+        """Make queue ``name`` (of this user) from an export, in one transaction.
+
+        ``span``: the lowest and highest task id of the export.  The tasks keep their ids
+        when every id ever handed out here is below the lowest; otherwise all of them
+        move up by the same offset past the highest id used here (ids are never reused),
+        and so do the requirements between them.  ``records`` are the export's
+        ("task" | "requires" | "attempt", row) pairs in that order; if it raises,
+        nothing is written.  Returns the offset (0: ids kept).  Raises QueueExists."""
+
     # -- housekeeping --------------------------------------------------------------------
     @abstractmethod
     def check(self) -> list[str]:
@@ -223,3 +275,38 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections held by this process."""
+
+
+def queue_info(row: Sequence[Any]) -> QueueInfo:
+    """A QueueInfo from (id, name, state, created, max_retries, max_lost, owner)."""
+    return QueueInfo(id=row[0], name=row[1], state=QueueState(row[2]), created=timestamp(row[3]),
+                     max_retries=row[4], max_lost=row[5], owner=row[6])  # fmt: skip
+
+
+def task_from_row(row: Sequence[Any], queue: str, requires: Sequence[int]) -> Task:
+    """A Task from a row of (id, queue_id, *TASK_COLUMNS[1:])."""
+    (task_id, _queue_id, payload, is_json, state, priority, exitcode, message, attempts,
+     created, started, finished, worker, jobid, log, lease_expires, token, timeout,
+     max_retries, failures, lost) = row  # fmt: skip
+    return Task(
+        id=task_id, queue=queue, task=decode_payload(payload, bool(is_json)),
+        state=State(state), priority=priority, requires=tuple(requires), exitcode=exitcode,
+        message=message, attempts=attempts, created=timestamp(created),
+        started=timestamp(started), finished=timestamp(finished), worker=worker, jobid=jobid,
+        log=log, lease_expires=timestamp(lease_expires), timeout=timeout,
+        max_retries=max_retries, failures=failures, lost=lost, _token=token,
+    )  # fmt: skip
+
+
+def login_name() -> str:
+    """The user a store acts for unless told otherwise: the login name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        return f"uid{os.getuid()}"
+
+
+def id_offset(span: tuple[int, int], last_used: int) -> int:
+    """How far imported ids move: not at all when every id used so far is below them."""
+    low, _high = span
+    return 0 if last_used < low else last_used + 1 - low

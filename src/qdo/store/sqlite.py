@@ -30,11 +30,20 @@ from ..errors import (
     UnknownQueue,
     UnknownTask,
 )
-from ..models import Attempt, QueueInfo, QueueState, State, Task, decode_payload, timestamp
+from ..models import Attempt, QueueInfo, QueueState, State, Task, timestamp
 from . import sql
-from .base import Counts, NewTask, Outcome, Store
+from .base import (
+    Counts,
+    NewTask,
+    Outcome,
+    Store,
+    id_offset,
+    login_name,
+    queue_info,
+    task_from_row,
+)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Seconds a writer waits for SQLite's write lock before giving up.
 BUSY_TIMEOUT = 120.0
@@ -50,9 +59,10 @@ SCHEMA = sql.load("sqlite", "schema.sql")["create_schema"]
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], user: str | None = None) -> None:
         self.path = Path(path).expanduser().absolute()
         self.location = str(self.path)
+        self.user = user or login_name()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -126,17 +136,27 @@ class SQLiteStore(Store):
             # never waits behind a writer, and a foreign file is never written to.
             if self._schema_version(self._conn()) == SCHEMA_VERSION:
                 return
-            self._conn().execute("PRAGMA journal_mode = WAL")  # persistent, once per file
-            with self._write() as conn:
-                version = self._schema_version(conn)  # again, now that we hold the lock
-                if version is None:
-                    for statement in _statements(SCHEMA):
-                        conn.execute(statement)
-                    version = 1
-                for target, script in sorted(sql.migrations("sqlite").items()):
-                    if version < target <= SCHEMA_VERSION:
-                        for statement in _statements(script):
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode = WAL")  # persistent, once per file
+            # a migration may rebuild a table: dropping the old one must not cascade
+            # (the pragma is a no-op inside a transaction, so it goes around it)
+            conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                with self._write() as conn:
+                    version = self._schema_version(conn)  # again, now that we hold the lock
+                    if version is None:
+                        for statement in _statements(SCHEMA):
                             conn.execute(statement)
+                        version = 1
+                    for target, script in sorted(sql.migrations("sqlite").items()):
+                        if version < target <= SCHEMA_VERSION:
+                            for statement in _statements(script):
+                                conn.execute(statement, {"user": self.user})
+                    broken = conn.execute(Q["foreign_key_check"]).fetchall()
+                    if broken:
+                        raise DatabaseError(f"migration left broken references: {broken[:5]}")
+            finally:
+                conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as e:
             raise NotQdoDatabase(str(self.path), str(e)) from e
 
@@ -163,7 +183,7 @@ class SQLiteStore(Store):
 
     # -- queues ---------------------------------------------------------------------------
     def _queue_id(self, conn: sqlite3.Connection, name: str) -> int:
-        row = conn.execute(Q["queue_get"], {"name": name}).fetchone()
+        row = conn.execute(Q["queue_get"], {"name": name, "owner": self.user}).fetchone()
         if row is None:
             raise UnknownQueue(name)
         return int(row[0])
@@ -174,23 +194,26 @@ class SQLiteStore(Store):
 
     def _insert_queue(self, conn: sqlite3.Connection, name: str) -> QueueInfo:
         try:
-            row = conn.execute(Q["queue_insert"], {"name": name, "now": time.time()}).fetchone()
+            params = {"name": name, "now": time.time(), "owner": self.user}
+            row = conn.execute(Q["queue_insert"], params).fetchone()
         except sqlite3.IntegrityError as e:
             raise QueueExists(name) from e
-        return _queue_info(row)
+        return queue_info(row)
 
     def get_queue(self, name: str) -> QueueInfo:
-        row = self._conn().execute(Q["queue_get"], {"name": name}).fetchone()
+        row = self._conn().execute(Q["queue_get"], {"name": name, "owner": self.user}).fetchone()
         if row is None:
             raise UnknownQueue(name)
-        return _queue_info(row)
+        return queue_info(row)
 
-    def list_queues(self) -> list[QueueInfo]:
-        return [_queue_info(row) for row in self._conn().execute(Q["queue_list"])]
+    def list_queues(self, all_users: bool = False) -> list[QueueInfo]:
+        params = {"owner": None if all_users else self.user}
+        return [queue_info(row) for row in self._conn().execute(Q["queue_list"], params)]
 
     def set_queue_state(self, name: str, state: QueueState) -> None:
+        params = {"name": name, "state": state.value, "owner": self.user}
         with self._write() as conn:
-            if conn.execute(Q["queue_set_state"], {"name": name, "state": state.value}).rowcount:
+            if conn.execute(Q["queue_set_state"], params).rowcount:
                 return
         raise UnknownQueue(name)
 
@@ -198,10 +221,11 @@ class SQLiteStore(Store):
         self, name: str, *, max_retries: int | None = None, max_lost: int | None = None
     ) -> QueueInfo:
         with self._write() as conn:
-            params = {"name": name, "max_retries": max_retries, "max_lost": max_lost}
+            params = {"name": name, "max_retries": max_retries, "max_lost": max_lost,
+                      "owner": self.user}  # fmt: skip
             if not conn.execute(Q["queue_set_options"], params).rowcount:
                 raise UnknownQueue(name)
-            return _queue_info(conn.execute(Q["queue_get"], {"name": name}).fetchone())
+            return queue_info(conn.execute(Q["queue_get"], params).fetchone())
 
     def delete_queue(self, name: str) -> int:
         with self._write() as conn:
@@ -215,7 +239,7 @@ class SQLiteStore(Store):
         self, queue: str, tasks: Iterable[NewTask], *, create_queue: bool = False
     ) -> range:
         with self._write() as conn:
-            row = conn.execute(Q["queue_get"], {"name": queue}).fetchone()
+            row = conn.execute(Q["queue_get"], {"name": queue, "owner": self.user}).fetchone()
             if row is not None:
                 queue_id = int(row[0])
             elif create_queue:
@@ -256,7 +280,8 @@ class SQLiteStore(Store):
 
     def add_requires(self, queue: str, task_id: int, requires: Sequence[int]) -> None:
         with self._write() as conn:
-            row = conn.execute(Q["task_state"], {"task_id": task_id, "queue": queue}).fetchone()
+            params = {"task_id": task_id, "queue": queue, "owner": self.user}
+            row = conn.execute(Q["task_state"], params).fetchone()
             if row is None:
                 raise UnknownTask([task_id], f"task of queue {queue!r}")
             if row[0] not in (State.WAITING.value, State.PENDING.value):
@@ -276,7 +301,8 @@ class SQLiteStore(Store):
         self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None
     ) -> list[Task]:
         params = {
-            "queue": queue, "worker": worker, "jobid": jobid, "n": n, "lease": lease,
+            "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
+            "lease": lease,
             "now": time.time(), "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
         with self._write() as conn:
@@ -285,7 +311,7 @@ class SQLiteStore(Store):
                 return []
             requires = self._requires_of(conn, [r[0] for r in rows])
         rows.sort(key=lambda r: (-r[5], r[0]))  # RETURNING order is not defined
-        return [_task(r, queue, requires.get(r[0], ())) for r in rows]
+        return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
     def _requires_of(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
@@ -362,18 +388,20 @@ class SQLiteStore(Store):
                 blocked = conn.execute(Q["blocked"], {"queue_id": queue_id}).fetchone()[0]
         return Counts(by_state, blocked)
 
-    def all_counts(self) -> dict[str, Counts]:
+    def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
+        owner = {"owner": None if all_users else self.user}
         with self._read() as conn:
-            queues = [_queue_info(row) for row in conn.execute(Q["queue_list"])]
+            queues = [queue_info(row) for row in conn.execute(Q["queue_list"], owner)]
             by_id = {q.id: dict.fromkeys(State, 0) for q in queues}
-            for queue_id, state, n in conn.execute(Q["all_counts"]):
-                by_id[queue_id][State(state)] = n
+            for queue_id, state, n in conn.execute(Q["all_counts"], owner):
+                if queue_id in by_id:
+                    by_id[queue_id][State(state)] = n
             out = {}
             for q in queues:
                 blocked = 0
                 if by_id[q.id][State.WAITING]:
                     blocked = conn.execute(Q["blocked"], {"queue_id": q.id}).fetchone()[0]
-                out[q.name] = Counts(by_id[q.id], blocked)
+                out[q.id] = Counts(by_id[q.id], blocked)
         return out
 
     def tasks(
@@ -400,7 +428,7 @@ class SQLiteStore(Store):
             else:
                 rows = conn.execute(Q["tasks_all"], params).fetchall()
             requires = self._requires_of(conn, [r[0] for r in rows]) if rows else {}
-        return [_task(r, queue, requires.get(r[0], ())) for r in rows]
+        return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
     def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
         out: dict[int, list[Attempt]] = {}
@@ -430,31 +458,81 @@ class SQLiteStore(Store):
             conn.execute(Q["rerun_block"], params)
             return n
 
+    # -- archives -------------------------------------------------------------------------
+    def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        with self._read() as conn:
+            row = conn.execute(Q["queue_get"], {"name": queue, "owner": self.user}).fetchone()
+            if row is None:
+                raise UnknownQueue(queue)
+            info = queue_info(row)
+            params = {"queue_id": info.id}
+            low, high, n = conn.execute(Q["export_span"], params).fetchone()
+            yield "queue", (info.name, info.state.value, row[3], info.max_retries,
+                            info.max_lost, info.owner)  # fmt: skip
+            yield "span", (low or 0, high or 0, n)
+            for r in conn.execute(Q["export_tasks"], params):
+                yield "task", (*r[:2], bool(r[2]), *r[3:])
+            for r in conn.execute(Q["export_requires"], params):
+                yield "requires", (r[0], r[1], bool(r[2]))
+            for r in conn.execute(Q["export_attempts"], params):
+                yield "attempt", tuple(r)
+
+    def import_queue(
+        self, name: str, info: QueueInfo, span: tuple[int, int], records: Iterable[Any]
+    ) -> int:
+        with self._write() as conn:
+            created = info.created.timestamp() if info.created else time.time()
+            try:
+                conn.execute(Q["import_queue"], {
+                    "owner": self.user, "name": name, "state": info.state.value,
+                    "created": created, "max_retries": info.max_retries,
+                    "max_lost": info.max_lost,
+                })  # fmt: skip
+            except sqlite3.IntegrityError as e:
+                raise QueueExists(name) from e
+            queue_id = self._queue_id(conn, name)
+            offset = id_offset(span, int(conn.execute(Q["last_task_id"]).fetchone()[0]))
+            high = 0
+            tasks: list[tuple[Any, ...]] = []
+            rest: list[tuple[str, tuple[Any, ...]]] = []
+
+            def flush() -> None:
+                conn.executemany(Q["import_task"], tasks)
+                tasks.clear()
+
+            for kind, row in records:
+                if kind == "task":
+                    high = max(high, row[0] + offset)
+                    tasks.append((row[0] + offset, queue_id, *row[1:]))
+                    if len(tasks) >= 10_000:
+                        flush()
+                else:
+                    rest.append((kind, row))
+                    if len(rest) >= 10_000:
+                        flush()
+                        self._import_rest(conn, rest, offset)
+            flush()
+            self._import_rest(conn, rest, offset)
+            conn.execute(Q["set_last_task_id"], {"last": high})
+        return offset
+
+    @staticmethod
+    def _import_rest(
+        conn: sqlite3.Connection, rows: list[tuple[str, tuple[Any, ...]]], offset: int
+    ) -> None:
+        requires = [(row[0] + offset, row[1] + offset if row[2] else row[1])
+                    for kind, row in rows if kind == "requires"]  # fmt: skip
+        attempts = [(row[0] + offset, *row[1:]) for kind, row in rows if kind == "attempt"]
+        conn.executemany(Q["requires_insert"], requires)
+        conn.executemany(Q["attempt_insert"], attempts)
+        rows.clear()
+
     # -- housekeeping ---------------------------------------------------------------------
     def check(self) -> list[str]:
         conn = self._conn()
         problems = [r[0] for r in conn.execute(Q["integrity_check"]) if r[0] != "ok"]
         problems += [f"foreign key: {tuple(r)}" for r in conn.execute(Q["foreign_key_check"])]
         return problems
-
-
-def _queue_info(row: Sequence[Any]) -> QueueInfo:
-    return QueueInfo(id=row[0], name=row[1], state=QueueState(row[2]), created=timestamp(row[3]),
-                     max_retries=row[4], max_lost=row[5])  # fmt: skip
-
-
-def _task(row: Sequence[Any], queue: str, requires: Sequence[int]) -> Task:
-    (task_id, _queue_id, payload, is_json, state, priority, exitcode, message, attempts,
-     created, started, finished, worker, jobid, log, lease_expires, token, timeout,
-     max_retries, failures, lost) = row  # fmt: skip
-    return Task(
-        id=task_id, queue=queue, task=decode_payload(payload, is_json), state=State(state),
-        priority=priority, requires=tuple(requires), exitcode=exitcode, message=message,
-        attempts=attempts, created=timestamp(created), started=timestamp(started),
-        finished=timestamp(finished), worker=worker, jobid=jobid, log=log,
-        lease_expires=timestamp(lease_expires), timeout=timeout, max_retries=max_retries,
-        failures=failures, lost=lost, _token=token,
-    )  # fmt: skip
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -23,6 +23,8 @@ def migrations(dialect: str) -> dict[int, str]:
     """Return {version: sql} of ``<dialect>/migrations/NNNN_*.sql`` (NNNN = version reached)."""
     folder = resources.files(__package__).joinpath(dialect).joinpath("migrations")
     out: dict[int, str] = {}
+    if not folder.is_dir():
+        return out
     for entry in folder.iterdir():
         m = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)
         if m:

@@ -8,22 +8,25 @@ SELECT application, version FROM qdo_schema WHERE one = 1;
 SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%';
 
 -- name: queue_insert
-INSERT INTO queues (name, state, created) VALUES (:name, 'Active', :now)
-RETURNING id, name, state, created, max_retries, max_lost;
+INSERT INTO queues (owner, name, state, created) VALUES (:owner, :name, 'Active', :now)
+RETURNING id, name, state, created, max_retries, max_lost, owner;
 
 -- name: queue_get
-SELECT id, name, state, created, max_retries, max_lost FROM queues WHERE name = :name;
+SELECT id, name, state, created, max_retries, max_lost, owner FROM queues
+WHERE owner = :owner AND name = :name;
 
 -- name: queue_list
-SELECT id, name, state, created, max_retries, max_lost FROM queues ORDER BY name;
+-- :owner NULL: every user's
+SELECT id, name, state, created, max_retries, max_lost, owner FROM queues
+WHERE :owner IS NULL OR owner = :owner ORDER BY name, owner;
 
 -- name: queue_set_state
-UPDATE queues SET state = :state WHERE name = :name;
+UPDATE queues SET state = :state WHERE owner = :owner AND name = :name;
 
 -- name: queue_set_options
 UPDATE queues SET max_retries = coalesce(:max_retries, max_retries),
                   max_lost = coalesce(:max_lost, max_lost)
-WHERE name = :name;
+WHERE owner = :owner AND name = :name;
 
 -- name: queue_delete
 DELETE FROM queues WHERE id = :queue_id;
@@ -57,7 +60,7 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'Pending'
 
 -- name: task_state
 SELECT t.state FROM tasks t JOIN queues q ON q.id = t.queue_id
-WHERE t.id = :task_id AND q.name = :queue;
+WHERE t.id = :task_id AND q.owner = :owner AND q.name = :queue;
 
 -- name: reaches
 -- Is :task_id among :ids or among their requirements, transitively?
@@ -74,7 +77,8 @@ SET state = 'Running', attempts = attempts + 1, worker = :worker, jobid = :jobid
     started = :now, finished = NULL, exitcode = NULL, message = NULL,
     lease_expires = :now + :lease, lease_token = :token
 WHERE id IN (SELECT id FROM tasks
-             WHERE queue_id = (SELECT id FROM queues WHERE name = :queue AND state = 'Active')
+             WHERE queue_id = (SELECT id FROM queues
+                               WHERE owner = :owner AND name = :queue AND state = 'Active')
                AND state = 'Pending'
              ORDER BY priority DESC, id LIMIT :n)
 RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
@@ -160,7 +164,9 @@ SELECT DISTINCT worker FROM tasks WHERE queue_id = :queue_id AND state = 'Runnin
 SELECT state, count(*) FROM tasks WHERE queue_id = :queue_id GROUP BY state;
 
 -- name: all_counts
-SELECT queue_id, state, count(*) FROM tasks GROUP BY queue_id, state;
+SELECT queue_id, state, count(*) FROM tasks
+WHERE :owner IS NULL OR queue_id IN (SELECT id FROM queues WHERE owner = :owner)
+GROUP BY queue_id, state;
 
 -- name: blocked
 SELECT count(*) FROM tasks t
@@ -219,3 +225,34 @@ PRAGMA integrity_check;
 
 -- name: foreign_key_check
 PRAGMA foreign_key_check;
+
+-- name: export_tasks
+SELECT id, payload, is_json, state, priority, exitcode, message, attempts, created, started,
+       finished, worker, jobid, log, lease_expires, lease_token, timeout, max_retries,
+       failures, lost
+FROM tasks WHERE queue_id = :queue_id ORDER BY id;
+
+-- name: export_requires
+-- (task, requirement, whether the requirement is a task of the same queue)
+SELECT r.task_id, r.req_id, coalesce(p.queue_id = :queue_id, 0)
+FROM requires r JOIN tasks t ON t.id = r.task_id LEFT JOIN tasks p ON p.id = r.req_id
+WHERE t.queue_id = :queue_id ORDER BY r.task_id, r.req_id;
+
+-- name: export_attempts
+SELECT a.task_id, a.attempt, a.state, a.worker, a.jobid, a.started, a.finished, a.exitcode,
+       a.message
+FROM attempts a JOIN tasks t ON t.id = a.task_id
+WHERE t.queue_id = :queue_id ORDER BY a.task_id, a.attempt;
+
+-- name: import_task
+INSERT INTO tasks (id, queue_id, payload, is_json, state, priority, exitcode, message,
+                   attempts, created, started, finished, worker, jobid, log, lease_expires,
+                   lease_token, timeout, max_retries, failures, lost)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: import_queue
+INSERT INTO queues (owner, name, state, created, max_retries, max_lost)
+VALUES (:owner, :name, :state, :created, :max_retries, :max_lost);
+
+-- name: export_span
+SELECT min(id), max(id), count(*) FROM tasks WHERE queue_id = :queue_id;

@@ -1,0 +1,728 @@
+"""The PostgreSQL store: one server shared by workers on many nodes (psycopg 3).
+
+Install with ``pip install 'qdo-queue[postgres]'``.  The tables live in their own
+schema (``db_schema``, default ``qdo``), created on first use.  Every verb is one
+transaction at READ COMMITTED; claims are one ``UPDATE … WHERE id IN (SELECT … FOR
+UPDATE SKIP LOCKED)``, so claimers never wait for each other.  Leases are measured by
+the server's clock.  Connections are per thread and per process; a connection that
+drops (server restart, ``pg_terminate_backend``) is replaced and the verb runs again
+when that cannot apply it twice.  Waiting workers LISTEN for new Pending tasks
+instead of polling.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+from ..errors import (
+    ConfigError,
+    DatabaseError,
+    DependencyCycle,
+    NotQdoDatabase,
+    QueueExists,
+    SchemaTooNew,
+    TaskNotEditable,
+    UnknownQueue,
+    UnknownTask,
+)
+from ..models import Attempt, QueueInfo, QueueState, State, Task, timestamp
+from . import sql
+from .base import (
+    Counts,
+    NewTask,
+    Outcome,
+    Store,
+    id_offset,
+    login_name,
+    queue_info,
+    task_from_row,
+)
+
+try:
+    import psycopg
+    from psycopg import sql as pgsql
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ConfigError(
+        "the PostgreSQL backend needs psycopg 3: pip install 'qdo-queue[postgres]'"
+    ) from e
+
+SCHEMA_VERSION = 3
+
+Q = sql.load("postgres", "queries.sql")
+SCHEMA = sql.load("postgres", "schema.sql")["create_schema"]
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+#: How often a verb is tried when its connection keeps dropping.
+ATTEMPTS = 3
+#: How long a lost connection is tried again (a server restart) before an error.
+RECONNECT_SECONDS = float(os.environ.get("QDO_PG_RECONNECT_SECONDS", "60"))
+
+T = TypeVar("T")
+
+
+class _Unsure(Exception):
+    """The connection dropped while a COMMIT was under way: it may have happened."""
+
+
+class PostgresStore(Store):
+    def __init__(self, conninfo: str, *, schema: str = "qdo", user: str | None = None) -> None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigError(
+                f"db_schema {schema!r}: use 1 to 40 characters from a-z 0-9 _, not starting "
+                "with a digit"
+            )
+        self.conninfo = conninfo
+        self.schema = schema
+        self.user = user or login_name()
+        self.location = _describe(conninfo, schema)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[psycopg.Connection[Any]] = []
+        self._pid = os.getpid()
+        self._initialize()
+
+    # -- connections and transactions ---------------------------------------------------
+    def _connect(self, autocommit: bool = False) -> psycopg.Connection[Any]:
+        """A new connection; while the server is away (a restart), keep trying for
+        ``RECONNECT_SECONDS`` before giving up."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                conn = psycopg.connect(self.conninfo, autocommit=autocommit, connect_timeout=30,
+                                       application_name="qdo")  # fmt: skip
+                break
+            except psycopg.OperationalError as e:
+                if time.monotonic() + delay > deadline or not _transient(e):
+                    raise DatabaseError(
+                        f"cannot connect to PostgreSQL at {self.location}: {_text(e)}"
+                    ) from e
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        with conn.transaction() if not autocommit else _nothing():
+            conn.execute(
+                pgsql.SQL("SET search_path TO {}, pg_catalog").format(pgsql.Identifier(self.schema))
+            )
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        if os.getpid() != self._pid:
+            # after fork: the parent's connections belong to the parent
+            self._local = threading.local()
+            self._connections = []
+            self._pid = os.getpid()
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _drop(self) -> None:
+        """Forget this thread's connection (it broke)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            _close(conn)
+
+    def _run(self, verb: Callable[[psycopg.Cursor[Any]], T], *, unsure_ok: bool = True) -> T:
+        """Run ``verb`` in one transaction, on a new connection if the old one dropped.
+
+        A verb that failed before its COMMIT did nothing and runs again.  One whose
+        COMMIT was cut off runs again only if ``unsure_ok`` (a second run then finds
+        its work done and does nothing more), else the error says the outcome is unknown.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            conn = self._conn()
+            try:
+                with conn.cursor() as cur:
+                    try:
+                        out = verb(cur)
+                    except BaseException:
+                        if not conn.closed and not conn.broken:
+                            conn.rollback()
+                        raise
+                    try:
+                        conn.commit()
+                    except psycopg.OperationalError as e:
+                        raise _Unsure() from e
+                return out
+            except _Unsure as e:
+                self._drop()
+                if not unsure_ok or attempt == ATTEMPTS:
+                    raise DatabaseError(
+                        f"the connection to {self.location} dropped during a commit: "
+                        "whether it took effect is unknown (look before doing it again)"
+                    ) from e
+            except psycopg.OperationalError as e:
+                broken = conn.closed or conn.broken
+                self._drop()
+                if not broken or attempt == ATTEMPTS:
+                    raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
+        raise AssertionError("unreachable")
+
+    def _initialize(self) -> None:
+        def init(cur: psycopg.Cursor[Any]) -> None:
+            # one initializer at a time (a lock for this database, held to the commit)
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x71646F,))
+            has_schema, has_table, ntables = _one(cur, Q["schema_exists"], {"schema": self.schema})
+            if has_schema and ntables and not has_table:
+                raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
+            if not has_schema:
+                cur.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
+            if not has_table:
+                cur.execute(SCHEMA)
+            _application, version = _one(cur, Q["schema_version"])
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(self.location, version, SCHEMA_VERSION)
+            for _target, script in _pending_migrations(version):
+                cur.execute(script)
+
+        try:
+            conn = self._conn()
+            # the usual case, a current schema, is answered without the lock
+            row = _one(conn, Q["schema_exists"], {"schema": self.schema})
+            if row[1]:
+                version = _one(conn, Q["schema_version"])[1]
+                conn.commit()
+                if version == SCHEMA_VERSION:
+                    return
+            else:
+                conn.commit()
+            self._run(init)
+        except psycopg.Error as e:
+            raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        if os.getpid() == self._pid:
+            for conn in connections:
+                _close(conn)
+        self._local = threading.local()
+
+    def _notify(self, cur: psycopg.Cursor[Any], queue_ids: Iterable[int]) -> None:
+        """Wake the workers waiting for these queues (delivered at COMMIT)."""
+        for queue_id in sorted(set(queue_ids)):
+            cur.execute("SELECT pg_notify(%s, '')", (self._channel(queue_id),))
+
+    def _channel(self, queue_id: int) -> str:
+        return f"qdo_{self.schema}_{queue_id}"
+
+    # -- queues ---------------------------------------------------------------------------
+    def _queue_row(self, cur: psycopg.Cursor[Any], name: str) -> tuple[Any, ...]:
+        row = cur.execute(Q["queue_get"], {"name": name, "owner": self.user}).fetchone()
+        if row is None:
+            raise UnknownQueue(name)
+        return tuple(row)
+
+    def _queue_id(self, cur: psycopg.Cursor[Any], name: str) -> int:
+        return int(self._queue_row(cur, name)[0])
+
+    def create_queue(self, name: str) -> QueueInfo:
+        return self._run(lambda cur: self._insert_queue(cur, name))
+
+    def _insert_queue(self, cur: psycopg.Cursor[Any], name: str) -> QueueInfo:
+        row = cur.execute(Q["queue_insert"], {"name": name, "owner": self.user}).fetchone()
+        if row is None:
+            raise QueueExists(name)
+        return queue_info(row)
+
+    def get_queue(self, name: str) -> QueueInfo:
+        return self._run(lambda cur: queue_info(self._queue_row(cur, name)))
+
+    def list_queues(self, all_users: bool = False) -> list[QueueInfo]:
+        params = {"owner": None if all_users else self.user}
+        return self._run(lambda cur: [queue_info(r) for r in cur.execute(Q["queue_list"], params)])
+
+    def set_queue_state(self, name: str, state: QueueState) -> None:
+        def verb(cur: psycopg.Cursor[Any]) -> None:
+            params = {"name": name, "state": state.value, "owner": self.user}
+            row = cur.execute(Q["queue_set_state"], params).fetchone()
+            if row is None:
+                raise UnknownQueue(name)
+            if state is QueueState.ACTIVE:
+                self._notify(cur, [row[0]])
+
+        self._run(verb)
+
+    def set_queue_options(
+        self, name: str, *, max_retries: int | None = None, max_lost: int | None = None
+    ) -> QueueInfo:
+        def verb(cur: psycopg.Cursor[Any]) -> QueueInfo:
+            params = {"name": name, "owner": self.user, "max_retries": max_retries,
+                      "max_lost": max_lost}  # fmt: skip
+            row = cur.execute(Q["queue_set_options"], params).fetchone()
+            if row is None:
+                raise UnknownQueue(name)
+            return queue_info(row)
+
+        return self._run(verb)
+
+    def delete_queue(self, name: str) -> int:
+        def verb(cur: psycopg.Cursor[Any]) -> int:
+            queue_id, n = _one(cur, Q["queue_delete"], {"name": name, "owner": self.user})
+            if queue_id is None:
+                raise UnknownQueue(name)
+            return int(n)
+
+        return self._run(verb, unsure_ok=False)
+
+    # -- adding ---------------------------------------------------------------------------
+    def add_many(
+        self, queue: str, tasks: Iterable[NewTask], *, create_queue: bool = False
+    ) -> range:
+        # a list can be sent again if the connection drops before the commit; a stream
+        # can't (it is half read): then the error says so and nothing was written
+        replayable = isinstance(tasks, Sequence)
+
+        def verb(cur: psycopg.Cursor[Any]) -> range:
+            row = cur.execute(Q["queue_get"], {"name": queue, "owner": self.user}).fetchone()
+            if row is not None:
+                queue_id = int(row[0])
+            elif create_queue:
+                queue_id = self._insert_queue(cur, queue).id
+            else:
+                raise UnknownQueue(queue)
+            # the row lock orders concurrent adds: the ids from here on are ours
+            first = int(_one(cur, Q["lock_last_task_id"])[0]) + 1
+            now = _one(cur, Q["now"])[0]
+            next_id = first
+            requires: list[tuple[int, int]] = []
+            with cur.copy(Q["copy_tasks"]) as copy:
+                for t in tasks:
+                    for r in t.requires:
+                        requires.append((next_id, r))
+                    copy.write_row((next_id, queue_id, t.payload, t.is_json, "Pending",
+                                    t.priority, now, t.timeout, t.max_retries))  # fmt: skip
+                    next_id += 1
+            cur.execute(Q["set_last_task_id"], {"last": next_id - 1})
+            if requires:
+                self._check_exist(cur, {r for _, r in requires}, before=first)
+                with cur.copy(Q["copy_requires"]) as copy:
+                    for pair in sorted(set(requires)):
+                        copy.write_row(pair)
+                dependents = sorted({t for t, _ in requires})
+                cur.execute(Q["block_unmet"], {"ids": dependents})
+            if next_id > first:
+                self._notify(cur, [queue_id])
+            return range(first, next_id)
+
+        return self._run(verb, unsure_ok=False) if replayable else self._once(verb)
+
+    def _once(self, verb: Callable[[psycopg.Cursor[Any]], T]) -> T:
+        """Run a verb that can't be repeated: a dropped connection is an error."""
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                try:
+                    out = verb(cur)
+                except BaseException:
+                    if not conn.closed and not conn.broken:
+                        conn.rollback()
+                    raise
+                conn.commit()
+                return out
+        except psycopg.OperationalError as e:
+            self._drop()
+            raise DatabaseError(
+                f"the connection to {self.location} dropped while adding tasks: {_text(e)} "
+                "(nothing was added unless the error came at the very end: look with "
+                "`qdo status` before loading again)"
+            ) from e
+
+    def _check_exist(self, cur: psycopg.Cursor[Any], ids: set[int], before: int) -> None:
+        unknown = {i for i in ids if i >= before}
+        older = sorted(ids - unknown)
+        if older:
+            # the required tasks stay as they are until this transaction ends
+            cur.execute(Q["lock_required"], {"ids": older})
+            unknown.update(r[0] for r in cur.execute(Q["ids_missing"], {"ids": older}))
+        if unknown:
+            raise UnknownTask(unknown, "required task")
+
+    def add_requires(self, queue: str, task_id: int, requires: Sequence[int]) -> None:
+        def verb(cur: psycopg.Cursor[Any]) -> None:
+            params = {"task_id": task_id, "queue": queue, "owner": self.user}
+            row = cur.execute(Q["task_state"], params).fetchone()
+            if row is None:
+                raise UnknownTask([task_id], f"task of queue {queue!r}")
+            if row[0] not in (State.WAITING.value, State.PENDING.value):
+                raise TaskNotEditable(
+                    f"task {task_id} is {row[0]}: only Waiting or Pending tasks can get new "
+                    "requirements (rerun it first)"
+                )
+            wanted = sorted(set(requires))
+            self._check_exist(cur, set(wanted), before=2**63)
+            if cur.execute(Q["reaches"], {"ids": wanted, "task_id": task_id}).fetchone():
+                raise DependencyCycle(task_id, requires)
+            cur.execute(Q["requires_insert"], {"tasks": [task_id] * len(wanted), "reqs": wanted})
+            cur.execute(Q["block_unmet"], {"ids": [task_id]})
+
+        self._run(verb)
+
+    # -- working --------------------------------------------------------------------------
+    def claim(
+        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None
+    ) -> list[Task]:
+        params = {
+            "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
+            "lease": lease, "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
+        }  # fmt: skip
+
+        def verb(cur: psycopg.Cursor[Any]) -> tuple[list[Any], dict[int, list[int]]]:
+            rows = cur.execute(Q["claim"], params).fetchall()
+            return rows, (self._requires_of(cur, [r[0] for r in rows]) if rows else {})
+
+        # a claim cut off at its commit may have happened: the tasks it took then run
+        # again when their lease expires, as for a worker that died
+        rows, requires = self._run(verb)
+        rows.sort(key=lambda r: (-r[5], r[0]))
+        return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
+
+    def _requires_of(self, cur: psycopg.Cursor[Any], ids: list[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for task_id, req_id in cur.execute(Q["requires_of"], {"ids": ids}):
+            out.setdefault(task_id, []).append(req_id)
+        return out
+
+    def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
+        if not tokens:
+            return []
+        params = {"worker": worker, "lease": lease, "ids": [t for t, _ in tokens],
+                  "tokens": [k for _, k in tokens]}  # fmt: skip
+        kept = self._run(lambda cur: {r[0] for r in cur.execute(Q["renew"], params)})
+        return [t for t, _ in tokens if t not in kept]
+
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[int]:
+        if not outcomes:
+            return []
+        params = {
+            "worker": worker,
+            "ids": [o.task_id for o in outcomes],
+            "tokens": [o.token for o in outcomes],
+            "states": [o.state.value for o in outcomes],
+            "exitcodes": [o.exitcode for o in outcomes],
+            "messages": [o.message for o in outcomes],
+            "logs": [o.log for o in outcomes],
+            "started": [o.started for o in outcomes],
+        }
+
+        def verb(cur: psycopg.Cursor[Any]) -> set[int]:
+            rows = cur.execute(Q["finish"], params).fetchall()
+            self._history(cur, [r[:9] for r in rows])
+            succeeded = [r[0] for r in rows if r[2] == State.SUCCEEDED.value]
+            woke = [r[9] for r in rows if r[10] == State.PENDING.value]
+            if succeeded:
+                woke += self._release(cur, succeeded)
+            self._notify(cur, woke)
+            return {r[0] for r in rows}
+
+        # cut off at its commit and run again, an accepted report is refused the second
+        # time (the task is no longer Running): the result stands either way
+        accepted = self._run(verb)
+        return [o.task_id for o in outcomes if o.task_id not in accepted]
+
+    def _history(self, cur: psycopg.Cursor[Any], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            names = ("task_id", "attempt", "state", "worker", "jobid", "started", "finished",
+                     "exitcode", "message")  # fmt: skip
+            cur.execute(Q["attempt_insert"], {n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+    def _release(self, cur: psycopg.Cursor[Any], succeeded: list[int]) -> list[int]:
+        """Make Pending the dependents of ``succeeded`` that wait for nothing else;
+        return their queue ids."""
+        waiting = [r[0] for r in cur.execute(Q["lock_dependents"], {"ids": succeeded})]
+        if not waiting:
+            return []
+        return [r[0] for r in cur.execute(Q["release_dependents"], {"ids": waiting})]
+
+    def requeue_expired(self, queue: str | None = None) -> list[int]:
+        def look(cur: psycopg.Cursor[Any]) -> tuple[int | None, bool]:
+            queue_id = None if queue is None else self._queue_id(cur, queue)
+            found = cur.execute(Q["any_expired"], {"queue_id": queue_id}).fetchone()
+            return queue_id, found is not None
+
+        queue_id, expired = self._run(look)
+        if not expired:
+            return []
+        return self._requeue(queue_id, None, "lease expired")
+
+    def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
+        queue_id = self._run(lambda cur: self._queue_id(cur, queue))
+        return self._requeue(queue_id, list(workers), "process gone")
+
+    def _requeue(self, queue_id: int | None, workers: list[str] | None, why: str) -> list[int]:
+        params = {"queue_id": queue_id, "workers": workers, "why": why}
+
+        def verb(cur: psycopg.Cursor[Any]) -> list[int]:
+            rows = cur.execute(Q["requeue_expired"], params).fetchall()
+            self._history(cur, [r[:9] for r in rows])
+            self._notify(cur, [r[9] for r in rows if r[10] == State.PENDING.value])
+            return [r[0] for r in rows]
+
+        return self._run(verb)
+
+    def wait_for_tasks(self, queue: str, timeout: float) -> bool:
+        """Sleep on LISTEN until a task of ``queue`` may have become Pending."""
+        listener: psycopg.Connection[Any] | None = getattr(self._local, "listener", None)
+        channels: set[str] = getattr(self._local, "channels", set())
+        try:
+            if listener is None or listener.closed or os.getpid() != self._pid:
+                listener = self._local.listener = self._connect(autocommit=True)
+                channels = self._local.channels = set()
+            queue_id = self._run(lambda cur: self._queue_id(cur, queue))
+            channel = self._channel(queue_id)
+            if channel not in channels:
+                listener.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+                channels.add(channel)
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                return True
+            return False
+        except psycopg.OperationalError:
+            self._local.listener = None  # a new one next time; sleep this time out
+            select.select([], [], [], timeout)
+            return False
+
+    # -- reading --------------------------------------------------------------------------
+    def counts(self, queue: str) -> Counts:
+        def verb(cur: psycopg.Cursor[Any]) -> Counts:
+            queue_id = self._queue_id(cur, queue)
+            by_state = dict.fromkeys(State, 0)
+            for state, n in cur.execute(Q["counts"], {"queue_id": queue_id}):
+                by_state[State(state)] = n
+            blocked = 0
+            if by_state[State.WAITING]:
+                blocked = _one(cur, Q["blocked"], {"queue_id": queue_id})[0]
+            return Counts(by_state, blocked)
+
+        return self._run(verb)
+
+    def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
+        owner = {"owner": None if all_users else self.user}
+
+        def verb(cur: psycopg.Cursor[Any]) -> dict[int, Counts]:
+            ids = [r[0] for r in cur.execute(Q["queue_list"], owner)]
+            by_id = {i: dict.fromkeys(State, 0) for i in ids}
+            for queue_id, state, n in cur.execute(Q["all_counts"], owner):
+                if queue_id in by_id:
+                    by_id[queue_id][State(state)] = n
+            out = {}
+            for i in ids:
+                blocked = 0
+                if by_id[i][State.WAITING]:
+                    blocked = _one(cur, Q["blocked"], {"queue_id": i})[0]
+                out[i] = Counts(by_id[i], blocked)
+            return out
+
+        return self._run(verb)
+
+    def tasks(
+        self,
+        queue: str,
+        state: State | None = None,
+        task_id: int | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[Task]:
+        def verb(cur: psycopg.Cursor[Any]) -> tuple[list[Any], dict[int, list[int]]]:
+            params: dict[str, Any] = {"queue_id": self._queue_id(cur, queue), "after": after,
+                                      "limit": limit}  # fmt: skip
+            if task_id is not None:
+                rows = cur.execute(Q["task_by_id"], {**params, "task_id": task_id}).fetchall()
+                if state is not None:
+                    rows = [r for r in rows if r[4] == state.value]
+            elif state is not None:
+                rows = cur.execute(Q["tasks_in_state"], {**params, "state": state.value}).fetchall()
+            else:
+                rows = cur.execute(Q["tasks_all"], params).fetchall()
+            return rows, (self._requires_of(cur, [r[0] for r in rows]) if rows else {})
+
+        rows, requires = self._run(verb)
+        return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
+
+    def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
+        def verb(cur: psycopg.Cursor[Any]) -> dict[int, list[Attempt]]:
+            out: dict[int, list[Attempt]] = {}
+            for task_id, n, st, worker, jobid, started, finished, exitcode, message in cur.execute(
+                Q["attempts_of"], {"ids": list(task_ids)}
+            ):
+                out.setdefault(task_id, []).append(Attempt(
+                    n, st, worker, jobid, timestamp(started), timestamp(finished), exitcode,
+                    message,
+                ))  # fmt: skip
+            return out
+
+        return self._run(verb)
+
+    def running_workers(self, queue: str) -> list[str]:
+        def verb(cur: psycopg.Cursor[Any]) -> list[str]:
+            params = {"queue_id": self._queue_id(cur, queue)}
+            return [r[0] for r in cur.execute(Q["running_workers"], params)]
+
+        return self._run(verb)
+
+    # -- resetting ------------------------------------------------------------------------
+    def retry(self, queue: str) -> int:
+        def verb(cur: psycopg.Cursor[Any]) -> int:
+            queue_id = self._queue_id(cur, queue)
+            n = cur.execute(Q["retry"], {"queue_id": queue_id}).rowcount
+            self._notify(cur, [queue_id])
+            return n
+
+        return self._run(verb)
+
+    def rerun(self, queue: str) -> int:
+        def verb(cur: psycopg.Cursor[Any]) -> int:
+            params = {"queue_id": self._queue_id(cur, queue)}
+            cur.execute(Q["rerun_forget"], params)
+            n = cur.execute(Q["rerun_reset"], params).rowcount
+            cur.execute(Q["rerun_block"], params)
+            self._notify(cur, [params["queue_id"]])
+            return n
+
+        return self._run(verb)
+
+    # -- archives -------------------------------------------------------------------------
+    def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        # one snapshot for the whole export, read through a server-side cursor
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                row = conn.execute(Q["queue_get"], {"name": queue, "owner": self.user}).fetchone()
+                if row is None:
+                    raise UnknownQueue(queue)
+                info = queue_info(row)
+                params = {"queue_id": info.id}
+                low, high, n = _one(conn, Q["export_span"], params)
+                yield "queue", (info.name, info.state.value, row[3], info.max_retries,
+                                info.max_lost, info.owner)  # fmt: skip
+                yield "span", (low or 0, high or 0, n)
+                for kind, name in (("task", "export_tasks"), ("requires", "export_requires"),
+                                   ("attempt", "export_attempts")):  # fmt: skip
+                    with conn.cursor(name=f"qdo_{kind}") as cur:
+                        cur.itersize = 5000
+                        for r in cur.execute(Q[name], params):
+                            yield kind, tuple(r)
+        finally:
+            self._forget(conn)
+
+    def _forget(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        _close(conn)
+
+    def import_queue(
+        self, name: str, info: QueueInfo, span: tuple[int, int], records: Iterable[Any]
+    ) -> int:
+        def verb(cur: psycopg.Cursor[Any]) -> int:
+            created = info.created.timestamp() if info.created else None
+            row = cur.execute(Q["import_queue"], {
+                "owner": self.user, "name": name, "state": info.state.value,
+                "created": created if created is not None else _one(cur, Q["now"])[0],
+                "max_retries": info.max_retries, "max_lost": info.max_lost,
+            }).fetchone()  # fmt: skip
+            if row is None:
+                raise QueueExists(name)
+            queue_id = row[0]
+            offset = id_offset(span, int(_one(cur, Q["lock_last_task_id"])[0]))
+            high = 0
+            requires: list[tuple[int, int]] = []
+            attempts: list[tuple[Any, ...]] = []
+            with cur.copy(Q["copy_import_tasks"]) as copy:
+                for kind, r in records:
+                    if kind == "task":
+                        high = max(high, r[0] + offset)
+                        copy.write_row((r[0] + offset, queue_id, *r[1:]))
+                    elif kind == "requires":
+                        requires.append((r[0] + offset, r[1] + offset if r[2] else r[1]))
+                    elif kind == "attempt":
+                        attempts.append((r[0] + offset, *r[1:]))
+            if requires:
+                with cur.copy(Q["copy_requires"]) as copy:
+                    for pair in requires:
+                        copy.write_row(pair)
+            if attempts:
+                with cur.copy(Q["copy_import_attempts"]) as copy:
+                    for a in attempts:
+                        copy.write_row(a)
+            cur.execute(Q["set_last_task_id"], {"last": high})
+            self._notify(cur, [queue_id])
+            return offset
+
+        return self._once(verb)
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def check(self) -> list[str]:
+        return self._run(lambda cur: [r[0] for r in cur.execute(Q["check"])])
+
+    def drop_schema(self) -> None:
+        """Delete the schema and everything in it (tests use one schema each)."""
+        self._run(
+            lambda cur: cur.execute(
+                pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pgsql.Identifier(self.schema))
+            )
+        )
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _pending_migrations(version: int) -> list[tuple[int, str]]:
+    return [(v, s) for v, s in sorted(sql.migrations("postgres").items())
+            if version < v <= SCHEMA_VERSION]  # fmt: skip
+
+
+def _describe(conninfo: str, schema: str) -> str:
+    """Where the data lives, without the password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as e:
+        raise ConfigError(f"bad PostgreSQL connection settings: {_text(e)}") from None
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    user = f"{info['user']}@" if info.get("user") else ""
+    return f"postgresql://{user}{host}:{port}/{info.get('dbname') or ''} (schema {schema})"
+
+
+def _transient(error: psycopg.OperationalError) -> bool:
+    """Is this a server that is (re)starting or unreachable for now, rather than wrong
+    settings (bad password, unknown database), which waiting won't fix?"""
+    text = str(error).lower()
+    fatal = ("password authentication failed", "does not exist", "no password supplied",
+             "role", "pg_hba.conf", "invalid", "sslmode")  # fmt: skip
+    return not any(word in text for word in fatal)
+
+
+def _one(
+    on: psycopg.Cursor[Any] | psycopg.Connection[Any], query: str, params: Any = None
+) -> tuple[Any, ...]:
+    """The row a query always returns."""
+    row = on.execute(query, params).fetchone()
+    if row is None:
+        raise DatabaseError(f"no row from: {query.splitlines()[0]}")
+    return tuple(row)
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    with suppress(psycopg.Error):  # it was broken already: nothing to release
+        conn.close()
+
+
+def _text(error: BaseException) -> str:
+    """An error of libpq on one line (its hints come on lines of their own)."""
+    return " ".join(str(error).split())
