@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from .errors import QdoError
 from .models import State, Task
-from .queue import Queue, connect, create, load, qlist
+from .queue import Queue, connect, create, load, qlist, restore
 
 __version__ = "0.1.0"
-__all__ = ["QdoError", "Queue", "State", "Task", "connect", "create", "load", "qlist"]
+__all__ = [
+    "QdoError", "Queue", "State", "Task", "connect", "create", "load", "qlist", "restore",
+]  # fmt: skip

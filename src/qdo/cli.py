@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from . import __version__, config, display
 from .errors import InvalidInput, QdoError
 from .models import State, check_priority
-from .queue import Queue, connect, create, load, qlist
+from .queue import Queue, connect, create, load, qlist, restore
 
 STATE_NAMES = [s.value for s in State]
 
@@ -75,7 +75,7 @@ def cmd_require(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    queues = qlist()
+    queues = qlist(all_users=getattr(args, "all_users", False))
     if args.json:
         print(json.dumps(queues, indent=2))
         return 0
@@ -84,7 +84,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     rows = [[q["name"], q["state"], *(q["ntasks"][s] for s in STATE_NAMES)] for q in queues]
     headers = ["QUEUE", "STATE", *(s.upper() for s in STATE_NAMES)]
-    for line in display.table(headers, rows, right=range(2, 8)):
+    right = range(2, 8)
+    if getattr(args, "all_users", False):
+        rows = [[q["user"], *row] for q, row in zip(queues, rows, strict=True)]
+        headers, right = ["USER", *headers], range(3, 9)
+    for line in display.table(headers, rows, right=right):
         print(line)
     return 0
 
@@ -322,6 +326,22 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dump(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    counts = q.dump(args.file)
+    print(f"wrote {args.queue} to {args.file}: {counts['tasks']:,} tasks, "
+          f"{counts['requires']:,} requirements, {counts['attempts']:,} attempts")  # fmt: skip
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    q, n, offset = restore(args.file, as_name=args.as_name)
+    moved = f" (ids moved up by {offset:,}: the archive's were taken)" if offset else ""
+    print(f"restored queue {q.name} with {n:,} tasks from {args.file} into "
+          f"{q.store.location}{moved}")  # fmt: skip
+    return 0
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     from .worker import log_path
 
@@ -496,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qdo {__version__}")
     parser.add_argument("-v", "--debug", action="store_true", dest="debug",
                         help="on errors, show the whole cause chain")  # fmt: skip
+    parser.add_argument("--user", metavar="NAME",
+                        help="act on NAME's queues (default: yours; QDO_USER)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
@@ -529,8 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue_command("require", cmd_require, "make a task also require other tasks")
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--on", type=_ids, required=True, metavar="ID,...")
-    p = command("list", cmd_list, "all queues and their task counts")
+    p = command("list", cmd_list, "your queues and their task counts")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--all-users", action="store_true", help="everybody's queues")
     p = command("status", cmd_status, "a queue's state and task counts (all queues if none)")
     p.add_argument("queue", metavar="QUEUE", nargs="?")
     p.add_argument("--json", action="store_true")
@@ -606,12 +629,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue_command("log", cmd_log, "print a task's output")
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
+    p = queue_command("dump", cmd_dump, "write a queue (every task and field) to an archive")
+    p.add_argument("file", metavar="FILE")
+    p = command("restore", cmd_restore, "rebuild a queue from an archive (any backend)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--as", dest="as_name", metavar="NAME", help="under another name")
     command("config", cmd_config, "the settings in effect and where each came from")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.user:
+        os.environ["QDO_USER"] = args.user  # read with the other settings
     try:
         result: int = args.func(args)
         return result

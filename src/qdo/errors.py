@@ -129,3 +129,11 @@ class NotQdoDatabase(DatabaseError):
         super().__init__(
             f"{where} is not a qdo database ({why}): point QDO_DB_NAME elsewhere (see `qdo config`)"
         )
+
+
+class BadArchive(InvalidInput):
+    """A queue archive is corrupt, truncated or not an archive at all: nothing restored."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is not a usable qdo archive ({why}): nothing was restored")

@@ -145,6 +145,27 @@ def load(
     return store.add_many(name, rows, create_queue=True)
 
 
+def restore(
+    path: str | os.PathLike[str],
+    as_name: str | None = None,
+    *,
+    user: str | None = None,
+    store: Store | None = None,
+) -> tuple[Queue, int, int]:
+    """Rebuild a queue from an archive written by :meth:`Queue.dump` (on any backend),
+    named ``as_name`` if given; all or nothing.  Returns (queue, tasks, id offset):
+    the tasks keep their ids where none of them was ever used here, else all move up
+    by the offset.  Raises BadArchive, QueueExists."""
+    from . import archive
+
+    if as_name is not None:
+        check_queue_name(as_name)
+    settings = config.load()
+    store = store or open_store(settings, user)
+    name, n, offset = archive.restore(store, path, as_name)
+    return Queue(name, store=store, settings=settings), n, offset
+
+
 def worker_id() -> str:
     """How this process names itself as a worker: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -253,8 +274,11 @@ class Queue:
                 if remaining <= 0:
                     return None
                 delay = min(delay, remaining)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            if self.store.notifies:  # woken by the server when tasks come
+                self.store.wait_for_tasks(self.name, 5.0 if deadline is None else remaining)
+            else:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def _report(
         self,
@@ -371,6 +395,13 @@ class Queue:
         if dead:
             ids += self.store.requeue_workers(self.name, dead)
         return len(ids)
+
+    def dump(self, path: str | os.PathLike[str]) -> dict[str, int]:
+        """Write the queue (every task and field, requirements and attempts) to an
+        archive file that ``qdo.restore`` rebuilds on any backend; return the counts."""
+        from . import archive
+
+        return archive.dump(self.store, self.name, path)
 
     def delete(self) -> int:
         """Delete the queue and its tasks; return how many tasks were deleted."""

@@ -145,6 +145,15 @@ class Agent:
                     if empty:
                         self._report()
                         idle_until = now + self.opts.poll
+                        if self.store.notifies and self.opts.wait:
+                            # asleep on the server's word, not polling; but still
+                            # collect expired leases now and then
+                            self.store.wait_for_tasks(
+                                self.queue.name, max(0.0, next_collect - now),
+                                stop=lambda: self.stop_signal is not None,
+                            )  # fmt: skip
+                            idle_until = 0.0
+                            continue
                 self._collect(timeout=self._sleep(now, idle_until, next_renew))
                 if self.outbox and (
                     len(self.outbox) >= self.summary.batch

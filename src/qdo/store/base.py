@@ -38,7 +38,7 @@ import getpass
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -239,11 +239,19 @@ class Store(ABC):
         how many."""
 
     # -- waiting -------------------------------------------------------------------------
-    def wait_for_tasks(self, queue: str, timeout: float) -> bool:
-        """Block until tasks of ``queue`` may have become Pending, or ``timeout`` seconds
-        passed; True if woken early.  This one just sleeps: a store that can be told
-        (PostgreSQL's LISTEN) wakes at once."""
-        time.sleep(timeout)
+    #: Whether ``wait_for_tasks`` wakes when tasks arrive (else it just sleeps).
+    notifies = False
+
+    def wait_for_tasks(
+        self, queue: str, timeout: float, stop: Callable[[], bool] | None = None
+    ) -> bool:
+        """Block until tasks of ``queue`` may have become Pending, ``timeout`` seconds
+        passed, or ``stop()`` (asked every second or so) says so; True if woken by new
+        tasks.  This one just sleeps: a store that can be told (PostgreSQL's LISTEN)
+        wakes at once, without asking the server anything while it waits."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0 and not (stop and stop()):
+            time.sleep(min(left, 1.0))
         return False
 
     # -- archives ------------------------------------------------------------------------

@@ -473,25 +473,33 @@ class PostgresStore(Store):
 
         return self._run(verb)
 
-    def wait_for_tasks(self, queue: str, timeout: float) -> bool:
-        """Sleep on LISTEN until a task of ``queue`` may have become Pending."""
-        listener: psycopg.Connection[Any] | None = getattr(self._local, "listener", None)
-        channels: set[str] = getattr(self._local, "channels", set())
+    notifies = True
+
+    def wait_for_tasks(
+        self, queue: str, timeout: float, stop: Callable[[], bool] | None = None
+    ) -> bool:
+        """Sleep on LISTEN until a task of ``queue`` may have become Pending: no query
+        reaches the server while it waits."""
+        local = self._local
+        listener: psycopg.Connection[Any] | None = getattr(local, "listener", None)
         try:
             if listener is None or listener.closed or os.getpid() != self._pid:
-                listener = self._local.listener = self._connect(autocommit=True)
-                channels = self._local.channels = set()
-            queue_id = self._run(lambda cur: self._queue_id(cur, queue))
-            channel = self._channel(queue_id)
-            if channel not in channels:
+                listener = local.listener = self._connect(autocommit=True)
+                local.channels = {}
+            channels: dict[str, str] = local.channels
+            channel = channels.get(queue)
+            if channel is None:
+                channel = self._channel(self._run(lambda cur: self._queue_id(cur, queue)))
                 listener.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
-                channels.add(channel)
-            for _ in listener.notifies(timeout=timeout, stop_after=1):
-                return True
+                channels[queue] = channel
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0 and not (stop and stop()):
+                for _ in listener.notifies(timeout=min(left, 1.0), stop_after=1):
+                    return True
             return False
         except psycopg.OperationalError:
-            self._local.listener = None  # a new one next time; sleep this time out
-            select.select([], [], [], timeout)
+            local.listener = None  # a new one next time; sleep this time out
+            select.select([], [], [], min(timeout, 1.0))
             return False
 
     # -- reading --------------------------------------------------------------------------

@@ -1,0 +1,187 @@
+"""Queue archives: ``qdo dump`` and ``qdo restore`` (also how a queue moves between
+backends, SQLite to PostgreSQL and back).
+
+An archive is gzip-compressed JSON lines, version 1:
+
+- a header ``{"format": "qdo-archive", "version": 1, "queue": {...}, "span": [lowest id,
+  highest id, tasks], "columns": {...}}``;
+- one line per record: ``["t", task]``, ``["r", requirement]``, ``["a", attempt]``, each
+  a list of the values named in ``columns`` (every field of every task, its
+  requirements and its history of attempts);
+- a trailer ``{"end": {"tasks": n, "requires": n, "attempts": n, "sha256": ...}}``, the
+  digest of every line before it.
+
+A restore reads the archive twice: once to check it (a damaged, truncated or foreign
+file is refused before anything is written), then to load it in one transaction,
+which a mismatch found on that second read also undoes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BadArchive, InvalidInput
+from .models import QueueInfo, QueueState
+from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store
+
+FORMAT = "qdo-archive"
+VERSION = 1
+COLUMNS = {"task": list(TASK_COLUMNS), "requires": list(REQUIRE_COLUMNS),
+           "attempt": list(ATTEMPT_COLUMNS)}  # fmt: skip
+_TAGS = {"task": "t", "requires": "r", "attempt": "a"}
+_KINDS = {tag: kind for kind, tag in _TAGS.items()}
+
+
+def dump(store: Store, queue: str, path: str | os.PathLike[str]) -> dict[str, int]:
+    """Write every task of ``queue`` (every field, requirements, attempts) to ``path``
+    (replaced only once the archive is complete); return the counts written."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a directory: give the archive's file name")
+    tmp = path.with_name(f".{path.name}.part{os.getpid()}")
+    digest = hashlib.sha256()
+    counts = {"tasks": 0, "requires": 0, "attempts": 0}
+    names = {"task": "tasks", "requires": "requires", "attempt": "attempts"}
+    try:
+        with gzip.open(tmp, "wb", compresslevel=6) as out:
+
+            def line(obj: Any) -> None:
+                data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+                digest.update(data)
+                out.write(data)
+
+            records = store.export_queue(queue)
+            header: dict[str, Any] = {
+                "format": FORMAT, "version": VERSION, "qdo": __version__,
+                "written": datetime.now(timezone.utc).isoformat(),
+            }  # fmt: skip
+            for kind, row in records:
+                if kind == "queue":
+                    name, state, created, max_retries, max_lost, owner = row
+                    header["queue"] = {"name": name, "state": state, "created": created,
+                                       "max_retries": max_retries, "max_lost": max_lost,
+                                       "owner": owner}  # fmt: skip
+                elif kind == "span":
+                    header["span"] = list(row)
+                    header["columns"] = COLUMNS
+                    line(header)
+                else:
+                    line([_TAGS[kind], list(row)])
+                    counts[names[kind]] += 1
+            out.write(
+                json.dumps({"end": {**counts, "sha256": digest.hexdigest()}}).encode() + b"\n"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a whole archive; return its header.  Raises BadArchive."""
+    header: dict[str, Any] = {}
+    for kind, row in _records(Path(path)):
+        if kind == "header":
+            header = row
+    return header
+
+
+def restore(
+    store: Store, path: str | os.PathLike[str], as_name: str | None = None
+) -> tuple[str, int, int]:
+    """Rebuild the queue of an archive (named ``as_name`` if given) for the store's user,
+    in one transaction; return (queue name, tasks, id offset).  Nothing is written if
+    the archive is damaged (BadArchive) or the queue exists (QueueExists)."""
+    from .models import check_queue_name
+
+    header = read_header(path)
+    q = header["queue"]
+    name = check_queue_name(as_name or q["name"])
+    info = QueueInfo(
+        id=0, name=name, state=QueueState(q["state"]),
+        created=datetime.fromtimestamp(q["created"], timezone.utc) if q["created"] else None,
+        max_retries=q["max_retries"], max_lost=q["max_lost"], owner=store.user,
+    )  # fmt: skip
+    low, high, n = header["span"]
+    records = ((kind, row) for kind, row in _records(Path(path)) if kind != "header")
+    offset = store.import_queue(name, info, (low, high), records)
+    return name, n, offset
+
+
+def _records(path: Path) -> Iterator[tuple[str, Any]]:
+    """("header", dict), then (kind, row) of every record; raises BadArchive on any
+    damage, at the latest when the trailer is reached (so a consumer inside a
+    transaction can still undo what it did)."""
+    digest = hashlib.sha256()
+    counts = {"task": 0, "requires": 0, "attempt": 0}
+    widths = {kind: len(cols) for kind, cols in COLUMNS.items()}
+    ended = False
+    try:
+        with gzip.open(path, "rb") as f:
+            first = f.readline()
+            if not first:
+                raise BadArchive(str(path), "it is empty")
+            digest.update(first)
+            header = _header(path, first)
+            yield "header", header
+            for lineno, data in enumerate(f, 2):
+                if ended:
+                    raise BadArchive(str(path), f"line {lineno} comes after the end")
+                obj = json.loads(data)
+                if isinstance(obj, dict):
+                    _check_end(path, obj, counts, digest.hexdigest(), header)
+                    ended = True
+                    continue
+                digest.update(data)
+                tag, row = obj
+                kind = _KINDS[tag]
+                if not isinstance(row, list) or len(row) != widths[kind]:
+                    raise BadArchive(str(path), f"line {lineno} is not a {kind} record")
+                counts[kind] += 1
+                yield kind, row
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise BadArchive(str(path), f"{type(e).__name__}: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise BadArchive(str(path), f"{type(e).__name__}: {e}") from e
+    if not ended:
+        raise BadArchive(str(path), "it is truncated: no end record")
+
+
+def _header(path: Path, first: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(first)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadArchive(str(path), "its first line is not a qdo archive header") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise BadArchive(str(path), "its first line is not a qdo archive header")
+    if header.get("version") != VERSION:
+        raise BadArchive(
+            str(path), f"archive version {header.get('version')}; this qdo reads version {VERSION}"
+        )
+    if header.get("columns") != COLUMNS or "queue" not in header or "span" not in header:
+        raise BadArchive(str(path), "its header does not describe the records this qdo writes")
+    return header
+
+
+def _check_end(
+    path: Path, obj: dict[str, Any], counts: dict[str, int], sha: str, header: dict[str, Any]
+) -> None:
+    end = obj.get("end")
+    if not isinstance(end, dict):
+        raise BadArchive(str(path), "a line is neither a record nor the end")
+    found = {"tasks": counts["task"], "requires": counts["requires"],
+             "attempts": counts["attempt"]}  # fmt: skip
+    want = {k: end.get(k) for k in found}
+    if found != want or header["span"][2] != counts["task"]:
+        raise BadArchive(str(path), f"it holds {found}, its end says {want}")
+    if end.get("sha256") != sha:
+        raise BadArchive(str(path), "its checksum does not match its contents")
