@@ -201,9 +201,16 @@ class Planner:
             y = work.pop()
             if y.state in (DONE, FAILED):
                 continue
-            if y.cell is None:  # a solo task: from now on it needs a cell of its own
-                self._own_cell(y)
-            assert y.cell is not None
+            if y.cell is None:
+                # a solo task: its own rank was its seq, it has no ancestors to pull,
+                # so it joins the new cell directly (no cell of its own to make)
+                y.cell = target
+                target.size += 1
+                if y.state == READY and y.queue is not None:
+                    qid = y.queue.id
+                    target.ready.setdefault(qid, []).append(y)
+                    target.nready[qid] = target.nready.get(qid, 0) + 1
+                continue
             c = find(y.cell)
             if c is target:
                 continue
@@ -266,15 +273,6 @@ class Planner:
         else:
             cell.outside = [d]
         return beyond
-
-    @staticmethod
-    def _own_cell(node: Node) -> None:
-        cell = Cell(node.seq)
-        cell.size = 1
-        node.cell = cell  # its entry in queue.solo is stale from now on
-        if node.state == READY and node.queue is not None:
-            cell.ready[node.queue.id] = [node]
-            cell.nready[node.queue.id] = 1
 
     @staticmethod
     def _union(a: Cell, b: Cell) -> Cell:
