@@ -29,6 +29,7 @@ from qdo.errors import (
     UnknownQueue,
     UnknownTask,
 )
+from qdo.store.sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.backends
 
@@ -294,4 +295,4 @@ def test_database_is_wal_and_versioned(qdo_dir: Path, sqlite_only: None) -> None
     qdo.create("x")
     with sqlite3.connect(qdo_dir / "qdo.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM qdo_schema").fetchone()[0] == 2
+        assert conn.execute("SELECT version FROM qdo_schema").fetchone()[0] == SCHEMA_VERSION == 3

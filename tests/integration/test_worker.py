@@ -17,6 +17,8 @@ from qdo.errors import InvalidInput
 from qdo.runners import direct_argv
 from tests.conftest import run_qdo
 
+pytestmark = pytest.mark.backends
+
 
 def states(q: qdo.Queue) -> dict[str, int]:
     return {k: v for k, v in q.status()["ntasks"].items() if v}
@@ -271,8 +273,6 @@ def test_paused_queue_stops_the_worker() -> None:
 
 FUNCS = """
 import os, time
-
-pytestmark = pytest.mark.backends
 
 def work(x, out, fail=False):
     if fail:

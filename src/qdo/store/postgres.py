@@ -164,6 +164,11 @@ class PostgresStore(Store):
                         f"the connection to {self.location} dropped during a commit: "
                         "whether it took effect is unknown (look before doing it again)"
                     ) from e
+            except psycopg.errors.TransactionRollback as e:
+                # chosen as a deadlock's victim: rolled back whole, so it runs again
+                if attempt == ATTEMPTS:
+                    raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
+                time.sleep(0.01 * attempt)
             except psycopg.OperationalError as e:
                 broken = conn.closed or conn.broken
                 self._drop()
