@@ -207,6 +207,7 @@ def cmd_do(args: argparse.Namespace) -> int:
     options = WorkerOptions(
         workers=args.workers, script=args.script, func=args.function, timeout=args.timeout,
         runtime=args.runtime, wait=args.wait, grace=args.grace, lease=args.lease,
+        mpiproc=args.mpiproc,
     )  # fmt: skip
     progress = _Progress(q, sys.stderr)
     summary = do(q, options, progress)
@@ -323,6 +324,59 @@ def cmd_delete(args: argparse.Namespace) -> int:
         )
     n = q.delete()
     print(f"deleted queue {args.queue} and its {n:,} tasks")
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from . import launch
+
+    q = connect(args.queue)
+    opts = launch.LaunchOptions(
+        workers=args.nworkers, jobs=args.jobs, cores_per_worker=args.cores_per_worker,
+        walltime=args.walltime, batchqueue=args.batchqueue, batchopts=args.batchopts,
+        script=args.script, keep_env=args.keep_env, mpiproc=args.mpiproc,
+        profile=args.profile, cores_per_node=args.cores_per_node,
+    ).check()  # fmt: skip
+    if args.auto is not None:
+        if args.dry_run:
+            raise InvalidInput("--auto and --dry-run do not go together")
+        ids = launch.auto(q, opts, args.auto, say=lambda line: print(line, flush=True))
+        print(f"launched {len(ids)} jobs: {' '.join(ids)}" if ids else "launched no job")
+        return 0
+    ids = launch.launch(q, opts, dry_run=args.dry_run)
+    if ids:
+        print(" ".join(ids))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from . import launch
+
+    q = connect(args.queue)
+    jobs = q.store.jobs(q.name)
+    by_profile: dict[str, list[str]] = {}
+    for j in jobs:
+        by_profile.setdefault(j.profile, []).append(j.jobid)
+    states: dict[str, str] = {}
+    for profile, ids in by_profile.items():
+        try:
+            kind = launch.find_profile(profile, q.settings).kind
+        except QdoError:
+            kind = profile if profile in launch.KINDS else "slurm"
+        states.update(launch.job_states(kind, ids))
+    rows = [{"jobid": j.jobid, "profile": j.profile, "workers": j.workers,
+             "submitted": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.submitted)),
+             "state": states.get(j.jobid, "UNKNOWN")} for j in jobs]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no jobs launched for {q.name} (qdo launch {q.name} NWORKERS)")
+        return 0
+    headers = ["JOBID", "PROFILE", "WORKERS", "SUBMITTED", "STATE"]
+    table = [[r["jobid"], r["profile"], r["workers"], r["submitted"], r["state"]] for r in rows]
+    for line in display.table(headers, table, right=[2]):
+        print(line)
     return 0
 
 
@@ -575,6 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks to run at once (default 1)",
     )
     p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
+    p.add_argument("--mpiproc", type=_positive_int, metavar="K",
+                   help="run each task as a K-rank srun job step (inside a Slurm job)")  # fmt: skip
     p.add_argument(
         "--func",
         dest="function",
@@ -629,6 +685,55 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue_command("log", cmd_log, "print a task's output")
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
+    p = queue_command("launch", cmd_launch, "submit batch jobs that run the queue's workers")
+    p.add_argument("nworkers", type=_positive_int, metavar="NWORKERS", help="workers per job")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="J", help="jobs (default 1)")
+    p.add_argument(
+        "--cores-per-worker",
+        "--taskcores",
+        dest="cores_per_worker",
+        type=_positive_int,
+        metavar="C",
+        help="cores of each worker (default 1)",
+    )
+    p.add_argument("--walltime", metavar="HH:MM:SS", help="each job's time limit")
+    p.add_argument("--batchqueue", metavar="P", help="the partition (queue) to submit to")
+    p.add_argument(
+        "--batchopts",
+        default="",
+        metavar='"..."',
+        help="more options for sbatch/qsub, passed as given",
+    )
+    p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
+    p.add_argument(
+        "--keep-env",
+        action="store_true",
+        help="jobs get this whole environment (default: qdo's settings and PATH)",
+    )
+    p.add_argument(
+        "--mpiproc",
+        type=_positive_int,
+        metavar="K",
+        help="each task runs as a K-rank job step through srun",
+    )
+    p.add_argument(
+        "--profile", metavar="NAME", help="slurm, pbs, local or a site profile (QDO_BATCH_PROFILE)"
+    )
+    p.add_argument(
+        "--cores-per-node",
+        type=_positive_int,
+        metavar="N",
+        help="pack workers into nodes of N cores (default: asked of Slurm)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the batch script, submit nothing")
+    p.add_argument(
+        "--auto",
+        type=_positive_int,
+        metavar="MAXJOBS",
+        help="keep up to MAXJOBS jobs running while tasks are pending, then stop",
+    )
+    p = queue_command("jobs", cmd_jobs, "the batch jobs launched for a queue, and their state")
+    p.add_argument("--json", action="store_true")
     p = queue_command("dump", cmd_dump, "write a queue (every task and field) to an archive")
     p.add_argument("file", metavar="FILE")
     p = command("restore", cmd_restore, "rebuild a queue from an archive (any backend)")

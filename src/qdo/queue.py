@@ -173,7 +173,8 @@ def worker_id() -> str:
 
 def batch_job_id() -> str | None:
     """The id of the batch job this process runs in, if any."""
-    return os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID") or None
+    env = os.environ
+    return env.get("QDO_JOB_ID") or env.get("SLURM_JOB_ID") or env.get("PBS_JOBID") or None
 
 
 class Queue:
@@ -395,6 +396,16 @@ class Queue:
         if dead:
             ids += self.store.requeue_workers(self.name, dead)
         return len(ids)
+
+    def launch(self, nworkers: int, jobs: int = 1, *, dry_run: bool = False,
+               **options: Any) -> list[str]:  # fmt: skip
+        """Submit ``jobs`` batch jobs, each running ``nworkers`` workers on this queue;
+        return their ids.  Options as ``qdo launch``: cores_per_worker, walltime,
+        batchqueue, batchopts, script, keep_env, mpiproc, profile, cores_per_node."""
+        from . import launch
+
+        opts = launch.LaunchOptions(workers=nworkers, jobs=jobs, **options)
+        return launch.launch(self, opts, dry_run=dry_run)
 
     def dump(self, path: str | os.PathLike[str]) -> dict[str, int]:
         """Write the queue (every task and field, requirements and attempts) to an

@@ -23,7 +23,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
@@ -147,9 +147,13 @@ class ShellRunner(Runner):
     to ``chunk`` tasks per slot), so short tasks follow each other without waiting for
     the agent's thread, which wakes up only every few milliseconds to collect."""
 
-    def __init__(self, slots: int, script: str | None, timeout: float | None, log_dir: Path):
+    def __init__(
+        self, slots: int, script: str | None, timeout: float | None, log_dir: Path,
+        prefix: Sequence[str] = (),
+    ) -> None:  # fmt: skip
         self.slots = slots
         self.script = script
+        self.prefix = list(prefix)  # runs each task through this (srun for --mpiproc)
         self.timeout = timeout
         self.log_dir = log_dir
         self.shell = default_shell()
@@ -244,7 +248,7 @@ class ShellRunner(Runner):
 
     def _run(self, task: Task, spool: _Spool) -> Result:
         try:
-            argv = command_for(task, self.script, self.shell)
+            argv = [*self.prefix, *command_for(task, self.script, self.shell)]
         except InvalidInput as e:
             return Result(task, State.FAILED, None, str(e))
         env = {**self.env, "QDO_QUEUE": task.queue, "QDO_TASK_ID": str(task.id),

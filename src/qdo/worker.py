@@ -11,7 +11,10 @@ and hands them back too, and exits leaving nothing Running.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections import deque
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from .errors import InvalidInput
 from .models import Task
 from .queue import Queue, batch_job_id, worker_id
 from .runners import Result, Runner, ShellRunner, log_path
@@ -47,6 +51,7 @@ class WorkerOptions:
     grace: float = 10.0
     lease: float = 60.0
     poll: float = 1.0  # seconds between claims when idle with wait=True
+    mpiproc: int | None = None  # each task runs as an srun job step of this many ranks
 
 
 @dataclass
@@ -98,6 +103,9 @@ class Agent:
         self.mean_seconds: float | None = None  # running mean of task durations
         self.stop_signal: str | None = None
         self.stop_at = 0.0
+        self.job_end: float | None = None  # when the batch job's time limit hits (epoch)
+        self.job_end_checked = -math.inf
+        self.out_of_time = False  # the job has too little time left for the next task
         self.stop_deadline: float | None = None
         self.runner: Runner = self._make_runner()
 
@@ -107,7 +115,17 @@ class Agent:
             from .runners import FuncRunner
 
             return FuncRunner(self.opts.func, self.opts.workers, self.opts.timeout, log_dir)
-        return ShellRunner(self.opts.workers, self.opts.script, self.opts.timeout, log_dir)
+        prefix: list[str] = []
+        if self.opts.mpiproc:
+            if not os.environ.get("SLURM_JOB_ID"):
+                raise InvalidInput(
+                    "--mpiproc runs each task as an srun job step: it works inside a Slurm "
+                    "job (start the workers with qdo launch)"
+                )
+            prefix = ["srun", f"--ntasks={self.opts.mpiproc}", "--exact", "--quiet",
+                      "--kill-on-bad-exit=1"]  # fmt: skip
+        return ShellRunner(self.opts.workers, self.opts.script, self.opts.timeout, log_dir,
+                           prefix=prefix)  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -124,7 +142,8 @@ class Agent:
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self.runner.kill_all()  # grace is over; their results come back "stopped"
                     self.stop_deadline = math.inf
-                taking = self.stop_signal is None and not self._runtime_over(now)
+                taking = (self.stop_signal is None and not self._runtime_over(now)
+                          and not self.out_of_time)  # fmt: skip
                 if not taking:
                     self.runner.stopping = True  # queued tasks come back unstarted
                     if self.todo:
@@ -209,8 +228,26 @@ class Agent:
     def _dispatch(self) -> None:
         while self.todo and self.runner.free() > 0:
             task = self.todo.popleft()
+            if not self._time_for(task):
+                # the batch job ends before this task would: leave it (and what else
+                # was claimed) to a worker with more time, and take nothing more
+                self.todo.appendleft(task)
+                self.out_of_time = True
+                self._give_back_todo()
+                return
             self.running[task.id] = task
             self.runner.start(task)
+
+    def _time_for(self, task: Task) -> bool:
+        """Can a task that declares its run time (its ``timeout``) end before the batch
+        job's time limit?  Tasks that declare nothing are always started."""
+        if task.timeout is None:
+            return True
+        now = time.time()
+        if now >= self.job_end_checked + 60:  # the limit can change (scontrol update)
+            self.job_end = job_end_time()
+            self.job_end_checked = now
+        return self.job_end is None or now + task.timeout <= self.job_end
 
     def _collect(self, timeout: float, drain: bool = False) -> None:
         for result in self.runner.results(timeout, drain=drain):
@@ -261,7 +298,9 @@ class Agent:
             self.todo = deque(t for t in self.todo if t.id not in lost)
 
     def _give_back_todo(self) -> None:
-        why = f"handed back unstarted ({self.stop_signal or 'runtime over'})"
+        why = "batch job time limit too close" if self.out_of_time else (
+            self.stop_signal or "runtime over")  # fmt: skip
+        why = f"handed back unstarted ({why})"
         self.outbox.extend(Result.given_back(t, why) for t in self.todo)
         self.todo.clear()
         self._report()
@@ -295,3 +334,24 @@ class Agent:
         self.runner.stopping = True
         self.stop_deadline = self.stop_at + self.opts.grace
         self._give_back_todo()
+
+
+def job_end_time() -> float | None:
+    """When this process's batch job reaches its time limit (epoch seconds), or None
+    (no job, no limit, or the batch system can't say).  ``QDO_JOB_END`` (epoch) wins;
+    else Slurm is asked (the PBS wrappers of Slurm run Slurm jobs too)."""
+    given = os.environ.get("QDO_JOB_END")
+    if given:
+        try:
+            return float(given)
+        except ValueError:
+            return None
+    jobid = os.environ.get("SLURM_JOB_ID")
+    if not jobid or shutil.which("squeue") is None:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", jobid, "-o", "%e"], capture_output=True,
+                             text=True, timeout=30).stdout.strip()  # fmt: skip
+        return time.mktime(time.strptime(out, "%Y-%m-%dT%H:%M:%S"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None  # "N/A", "NONE" (no limit) or no answer

@@ -88,6 +88,16 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Job:
+    """A batch job launched for a queue."""
+
+    jobid: str
+    profile: str
+    workers: int
+    submitted: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     """Number of tasks per state in one queue, and how many Waiting ones are stuck."""
 
@@ -237,6 +247,15 @@ class Store(ABC):
         has not Succeeded; results, attempts (and their history) and leases are cleared.
         Pending tasks of other queues that required them become Waiting again.  Returns
         how many."""
+
+    # -- batch jobs ----------------------------------------------------------------------
+    @abstractmethod
+    def add_job(self, queue: str, jobid: str, profile: str, workers: int) -> None:
+        """Remember a batch job launched to work on ``queue``."""
+
+    @abstractmethod
+    def jobs(self, queue: str) -> list[Job]:
+        """The batch jobs launched for ``queue``, oldest first."""
 
     # -- waiting -------------------------------------------------------------------------
     #: Whether ``wait_for_tasks`` wakes when tasks arrive (else it just sleeps).

@@ -36,6 +36,7 @@ from ..models import Attempt, QueueInfo, QueueState, State, Task, timestamp
 from . import sql
 from .base import (
     Counts,
+    Job,
     NewTask,
     Outcome,
     Store,
@@ -53,7 +54,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
         "the PostgreSQL backend needs psycopg 3: pip install 'qdo-queue[postgres]'"
     ) from e
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Q = sql.load("postgres", "queries.sql")
 SCHEMA = sql.load("postgres", "schema.sql")["create_schema"]
@@ -603,6 +604,22 @@ class PostgresStore(Store):
             cur.execute(Q["rerun_block"], params)
             self._notify(cur, [params["queue_id"]])
             return n
+
+        return self._run(verb)
+
+    # -- batch jobs -----------------------------------------------------------------------
+    def add_job(self, queue: str, jobid: str, profile: str, workers: int) -> None:
+        def verb(cur: psycopg.Cursor[Any]) -> None:
+            cur.execute(Q["job_insert"], {"queue_id": self._queue_id(cur, queue),
+                                          "jobid": jobid, "profile": profile,
+                                          "workers": workers})  # fmt: skip
+
+        self._run(verb)
+
+    def jobs(self, queue: str) -> list[Job]:
+        def verb(cur: psycopg.Cursor[Any]) -> list[Job]:
+            rows = cur.execute(Q["jobs_of"], {"queue_id": self._queue_id(cur, queue)})
+            return [Job(*row) for row in rows]
 
         return self._run(verb)
 

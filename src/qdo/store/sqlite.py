@@ -34,6 +34,7 @@ from ..models import Attempt, QueueInfo, QueueState, State, Task, timestamp
 from . import sql
 from .base import (
     Counts,
+    Job,
     NewTask,
     Outcome,
     Store,
@@ -43,7 +44,7 @@ from .base import (
     task_from_row,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Seconds a writer waits for SQLite's write lock before giving up.
 BUSY_TIMEOUT = 120.0
@@ -457,6 +458,18 @@ class SQLiteStore(Store):
             n = conn.execute(Q["rerun_reset"], params).rowcount
             conn.execute(Q["rerun_block"], params)
             return n
+
+    # -- batch jobs -----------------------------------------------------------------------
+    def add_job(self, queue: str, jobid: str, profile: str, workers: int) -> None:
+        with self._write() as conn:
+            conn.execute(Q["job_insert"], {"queue_id": self._queue_id(conn, queue),
+                                           "jobid": jobid, "profile": profile,
+                                           "workers": workers, "now": time.time()})  # fmt: skip
+
+    def jobs(self, queue: str) -> list[Job]:
+        with self._read() as conn:
+            rows = conn.execute(Q["jobs_of"], {"queue_id": self._queue_id(conn, queue)})
+            return [Job(*row) for row in rows]
 
     # -- archives -------------------------------------------------------------------------
     def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:

@@ -292,3 +292,12 @@ FROM STDIN;
 -- name: copy_import_attempts
 COPY attempts (task_id, attempt, state, worker, jobid, started, finished, exitcode, message)
 FROM STDIN;
+
+-- name: job_insert
+INSERT INTO jobs (queue_id, jobid, profile, workers, submitted)
+VALUES (%(queue_id)s, %(jobid)s, %(profile)s, %(workers)s, qdo_now())
+ON CONFLICT (queue_id, jobid) DO NOTHING;
+
+-- name: jobs_of
+SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = %(queue_id)s
+ORDER BY submitted, jobid;

@@ -256,3 +256,11 @@ VALUES (:owner, :name, :state, :created, :max_retries, :max_lost);
 
 -- name: export_span
 SELECT min(id), max(id), count(*) FROM tasks WHERE queue_id = :queue_id;
+
+-- name: job_insert
+INSERT OR REPLACE INTO jobs (queue_id, jobid, profile, workers, submitted)
+VALUES (:queue_id, :jobid, :profile, :workers, :now);
+
+-- name: jobs_of
+SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = :queue_id
+ORDER BY submitted, jobid;

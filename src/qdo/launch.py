@@ -1,0 +1,350 @@
+"""Batch launching: ``qdo launch`` submits jobs that each run a queue's workers.
+
+A *profile* is a plain batch-script template (``profiles/<name>.sh`` in the package, or
+``$QDO_DIR/profiles/<name>.sh`` for a site's own) whose ``#qdo kind=`` line says which
+batch system takes it: ``slurm`` (sbatch), ``pbs`` (qsub) or ``local`` (detached
+processes on this machine, no batch system).  ``qdo launch`` fills in the template's
+``${...}`` fields (``string.Template``), writes the script next to the job logs and
+submits it once per job; every job runs one qdo agent per node (``qdo do``), which
+exits when the queue is empty and hands its tasks back when the time limit comes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING
+
+from . import config
+from .errors import ConfigError, InvalidInput, QdoError
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+KINDS = ("slurm", "pbs", "local")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_WALLTIME = re.compile(r"(?:(\d+)-)?(\d{1,4}):([0-5]\d):([0-5]\d)")
+#: Variables a job needs when it does not take the whole environment (--keep-env).
+PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH",
+              "VIRTUAL_ENV", "QDORC_LOCATION")  # fmt: skip
+#: Job states that still count as working on the queue.
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "HELD"}
+
+
+class BatchError(QdoError):
+    """The batch system refused a job, or could not be asked."""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What ``qdo launch`` takes (see ``qdo launch --help``)."""
+
+    workers: int
+    jobs: int = 1
+    cores_per_worker: int | None = None
+    walltime: str | None = None
+    batchqueue: str | None = None
+    batchopts: str = ""
+    script: str | None = None
+    keep_env: bool = False
+    mpiproc: int | None = None
+    profile: str | None = None
+    cores_per_node: int | None = None  # default: what the batch system says
+
+    def check(self) -> LaunchOptions:
+        for name in ("workers", "jobs", "cores_per_worker", "mpiproc", "cores_per_node"):
+            value = getattr(self, name)
+            if value is None and name != "workers" and name != "jobs":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = name.replace("_", "-")
+                raise InvalidInput(f"--{flag} must be a positive integer, got {value!r}")
+        if self.walltime is not None and not _WALLTIME.fullmatch(self.walltime):
+            raise InvalidInput(
+                f"--walltime must be HH:MM:SS (or D-HH:MM:SS), got {self.walltime!r}"
+            )
+        try:
+            shlex.split(self.batchopts)
+        except ValueError as e:
+            raise InvalidInput(f"--batchopts {self.batchopts!r}: {e}") from e
+        return self
+
+    @property
+    def cores(self) -> int:
+        """Cores per worker: as asked, else as many as an MPI task's ranks, else 1."""
+        return self.cores_per_worker or self.mpiproc or 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    kind: str
+    template: str
+    origin: str  # where it was read from
+
+
+def find_profile(name: str | None = None, settings: config.Settings | None = None) -> Profile:
+    """The profile ``name`` (a site's under $QDO_DIR/profiles first, then qdo's own),
+    or the batch profile setting, or else the batch system found on PATH."""
+    settings = settings or config.load()
+    name = name or settings["batch_profile"] or default_kind()
+    if not _PROFILE_NAME.fullmatch(name):
+        raise InvalidInput(f"invalid profile name {name!r}")
+    site = settings.qdo_dir / "profiles" / f"{name}.sh"
+    if site.is_file():
+        text, origin = site.read_text("utf-8"), str(site)
+    else:
+        builtin = resources.files(__package__).joinpath("profiles").joinpath(f"{name}.sh")
+        if not builtin.is_file():
+            raise ConfigError(
+                f"no batch profile {name!r}: qdo has {', '.join(KINDS)}; a site profile goes "
+                f"in {settings.qdo_dir / 'profiles' / (name + '.sh')}"
+            )
+        text, origin = builtin.read_text("utf-8"), f"qdo's {name} profile"
+    m = re.search(r"^#qdo kind=(\w+)\s*$", text, re.MULTILINE)
+    if m is None or m.group(1) not in KINDS:
+        raise ConfigError(f"{origin}: needs a line '#qdo kind=slurm' (or pbs, local)")
+    return Profile(name, m.group(1), text, origin)
+
+
+def default_kind() -> str:
+    if shutil.which("sbatch"):
+        return "slurm"
+    if shutil.which("qsub"):
+        return "pbs"
+    return "local"
+
+
+# -- the script ----------------------------------------------------------------------------
+def render(queue: Queue, opts: LaunchOptions, profile: Profile) -> str:
+    """The batch script of one job."""
+    opts.check()
+    total = opts.workers * opts.cores
+    per_node = opts.cores_per_node or (cores_per_node(opts.batchqueue) if profile.kind == "slurm"
+                                       else None)  # fmt: skip
+    nodes = max(1, math.ceil(total / per_node)) if per_node else 1
+    workers_per_node = math.ceil(opts.workers / nodes)
+    agent = [sys.executable, "-m", "qdo", "--user", queue.store.user, "do", queue.name,
+             "--workers", str(workers_per_node)]  # fmt: skip
+    if opts.script:
+        agent += ["--script", opts.script]
+    if opts.mpiproc:
+        agent += ["--mpiproc", str(opts.mpiproc)]
+    command = shlex.join(agent)
+    if nodes > 1 and profile.kind == "slurm":
+        # one agent per node; --overlap leaves the allocation to the tasks' own steps
+        command = f"srun --overlap --nodes={nodes} --ntasks-per-node=1 {command}"
+    else:
+        command = f"exec {command}"
+    slurm = profile.kind == "slurm"
+    fields = {
+        "queue": queue.name,
+        "job_name": f"qdo-{queue.name}"[:64],
+        "nodes": str(nodes),
+        "workers": str(opts.workers),
+        "workers_per_node": str(workers_per_node),
+        "cores_per_worker": str(opts.cores),
+        "cores_per_node": str(workers_per_node * opts.cores),
+        "job_log": str(jobs_dir(queue) / "%j.out"),
+        "export": "ALL" if opts.keep_env else ",".join(exported_names()),
+        "time_line": (
+            ""
+            if opts.walltime is None
+            else f"#SBATCH --time={opts.walltime}"
+            if slurm
+            else f"#PBS -l walltime={opts.walltime}"
+        ),  # fmt: skip
+        "partition_line": (
+            ""
+            if opts.batchqueue is None
+            else f"#SBATCH --partition={opts.batchqueue}"
+            if slurm
+            else f"#PBS -q {opts.batchqueue}"
+        ),  # fmt: skip
+        "agent": command,
+        "python": sys.executable,
+    }
+    try:
+        return Template(profile.template).substitute(fields)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"{profile.origin}: bad template field {e}") from e
+
+
+def exported_names() -> list[str]:
+    """The variables a job gets (besides the batch system's own): qdo's settings and
+    what running Python needs.  Names only: their values stay out of the script."""
+    names = [n for n in os.environ if n.startswith("QDO_") or n in PASSED_ENV]
+    return sorted(names) or ["NONE"]
+
+
+def jobs_dir(queue: Queue) -> Path:
+    path = queue.settings.log_dir / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cores_per_node(partition: str | None) -> int | None:
+    """The most CPUs a node of the (default) partition has, from sinfo."""
+    cmd = ["sinfo", "-h", "-o", "%c"] + (["-p", partition] if partition else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+        return max(int(re.sub(r"\D", "", w)) for w in out.split() if re.search(r"\d", w))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+# -- submitting ----------------------------------------------------------------------------
+def launch(queue: Queue, opts: LaunchOptions, dry_run: bool = False,
+           say: Callable[[str], None] | None = None) -> list[str]:  # fmt: skip
+    """Submit ``opts.jobs`` jobs for the queue; return their ids (and record them).
+    With ``dry_run`` nothing is submitted: the script goes to ``say`` (or stdout)."""
+    opts.check()
+    queue.store.get_queue(queue.name)  # a clear error for an unknown queue
+    profile = find_profile(opts.profile, queue.settings)
+    script = render(queue, opts, profile)
+    if dry_run:
+        (say or print)(script)
+        return []
+    folder = jobs_dir(queue)
+    path = folder / f"launch-{queue.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.sh"
+    path.write_text(script)
+    path.chmod(0o755)
+    ids = []
+    for _ in range(opts.jobs):
+        jobid = submit(profile.kind, path, opts, folder)
+        queue.store.add_job(queue.name, jobid, profile.name, opts.workers)
+        ids.append(jobid)
+    return ids
+
+
+def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> str:
+    extra = shlex.split(opts.batchopts)
+    if kind == "local":
+        log = open(folder / f"local-{time.time_ns()}.out", "ab")  # noqa: SIM115 (the child keeps it)
+        with log:
+            child = subprocess.Popen(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return f"local-{child.pid}"
+    if kind == "slurm":
+        cmd = ["sbatch", "--parsable", *extra, str(script)]
+    else:
+        if opts.keep_env or _secret_in_env():
+            env_opts = ["-V"]  # a password's value must not go on a command line
+        else:
+            names = [n for n in exported_names() if n != "NONE"]
+            env_opts = ["-v", ",".join(f"{n}={os.environ[n]}" for n in names)]
+        cmd = ["qsub", *env_opts, *extra, str(script)]
+    try:
+        # qsub writes <name>.o<id> where it is called: into the job log folder
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=folder)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BatchError(f"cannot run {cmd[0]}: {e}") from e
+    if proc.returncode != 0:
+        why = " ".join(proc.stderr.split()) or f"exit code {proc.returncode}"
+        raise BatchError(f"{cmd[0]} refused the job: {why}")
+    words = proc.stdout.strip().split(";")[0].split()
+    if not words:
+        raise BatchError(f"{cmd[0]} printed no job id")
+    return str(words[0])
+
+
+def _secret_in_env() -> bool:
+    return bool(os.environ.get("QDO_DB_PASS")) or "@" in os.environ.get("QDO_DB_URL", "")
+
+
+# -- watching ------------------------------------------------------------------------------
+def job_states(kind: str, jobids: Sequence[str]) -> dict[str, str]:
+    """The batch system's state of each job: PENDING, RUNNING, COMPLETED, TIMEOUT, ...;
+    ENDED when it is gone from the batch system's memory."""
+    if not jobids:
+        return {}
+    if kind == "local":
+        return {j: ("RUNNING" if _local_alive(j) else "ENDED") for j in jobids}
+    if kind == "pbs" and not shutil.which("scontrol"):
+        return {j: _pbs_state(j) for j in jobids}
+    states = {}
+    for jobid in jobids:  # the PBS wrappers of Slurm run Slurm jobs: scontrol knows them
+        states[jobid] = _slurm_state(jobid.split(".")[0])
+    return states
+
+
+def _slurm_state(jobid: str) -> str:
+    try:
+        out = subprocess.run(["scontrol", "show", "job", jobid, "-o"], capture_output=True,
+                             text=True, timeout=60).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "UNKNOWN"
+    m = re.search(r"\bJobState=(\w+)", out)
+    return m.group(1) if m else "ENDED"
+
+
+def _pbs_state(jobid: str) -> str:
+    try:
+        proc = subprocess.run(["qstat", jobid], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "UNKNOWN"
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if fields and fields[0].split(".")[0] == jobid.split(".")[0] and len(fields) >= 5:
+            return {"Q": "PENDING", "H": "HELD", "R": "RUNNING", "E": "COMPLETING",
+                    "C": "ENDED"}.get(fields[4], fields[4])  # fmt: skip
+    return "ENDED"
+
+
+def _local_alive(jobid: str) -> bool:
+    try:
+        pid = int(jobid.removeprefix("local-"))
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def auto(queue: Queue, opts: LaunchOptions, maxjobs: int, poll: float = 5.0,
+         say: Callable[[str], None] = print) -> list[str]:  # fmt: skip
+    """Keep up to ``maxjobs`` jobs working while the queue has Pending tasks (one job
+    per ``opts.workers`` of them); return when no task is left to run."""
+    if isinstance(maxjobs, bool) or not isinstance(maxjobs, int) or maxjobs < 1:
+        raise InvalidInput(f"--auto takes a positive number of jobs, got {maxjobs!r}")
+    kind = find_profile(opts.profile, queue.settings).kind
+    launched: list[str] = []
+    stop = {"now": False}
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.update(now=True)) if main else None
+    try:
+        while not stop["now"]:
+            status = queue.status()
+            n = status["ntasks"]
+            left = n["Pending"] + n["Running"] + n["Waiting"] - status["blocked"]
+            if left <= 0:
+                say(f"queue {queue.name}: nothing left to run; launched {len(launched)} jobs")
+                break
+            known = [j.jobid for j in queue.store.jobs(queue.name)]
+            active = [j for j, s in job_states(kind, known).items() if s in ACTIVE]
+            wanted = min(maxjobs, math.ceil(n["Pending"] / opts.workers)) if n["Pending"] else 0
+            if status["state"] == "Active" and len(active) < wanted:
+                new = launch(queue, replace(opts, jobs=wanted - len(active)))
+                launched += new
+                say(f"queue {queue.name}: {n['Pending']:,} pending, {len(active)} jobs "
+                    f"working: submitted {', '.join(new)}")  # fmt: skip
+            time.sleep(poll)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    return launched
