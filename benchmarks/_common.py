@@ -294,3 +294,59 @@ def print_report(report: Report, cfg: Config) -> None:
 def progress(text: str) -> None:
     """A line on stderr saying what runs now (the tables go to stdout)."""
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# -- PostgreSQL (the pg-* benchmarks) --------------------------------------------------------
+@cache
+def pg_url() -> str:
+    """The URL of the PostgreSQL server the pg-* benchmarks use.
+
+    ``$QDO_BENCH_PG_URL`` if set, else the private server of ``scripts/postgres start``
+    (started if it is not running; it installs PostgreSQL when run as root).
+    """
+    url = os.environ.get("QDO_BENCH_PG_URL")
+    if url:
+        return url
+    got = subprocess.run(
+        [str(REPO / "scripts" / "postgres"), "start"], capture_output=True, text=True, check=False
+    )
+    if got.returncode != 0 or not got.stdout.strip():
+        raise RuntimeError(f"scripts/postgres start failed: {got.stderr.strip()}")
+    return got.stdout.strip().splitlines()[-1]
+
+
+def pg_env(qdo_dir: str | os.PathLike[str], url: str, schema: str) -> dict[str, str]:
+    """:func:`clean_env` pointing qdo at schema ``schema`` of the PostgreSQL at ``url``."""
+    env = clean_env(qdo_dir)
+    env.update(QDO_BACKEND="postgres", QDO_DB_URL=url, QDO_DB_SCHEMA=schema)
+    return env
+
+
+def use_pg(qdo_dir: str | os.PathLike[str], url: str, schema: str) -> None:
+    """Like :func:`use_qdo_dir`, with qdo's backend the PostgreSQL schema ``schema``."""
+    env = pg_env(qdo_dir, url, schema)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def pg_drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it, if it exists (psycopg, autocommit)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def pg_server_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        settings = conn.execute(
+            "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings "
+            "WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', "
+            "'shared_buffers', 'max_parallel_workers_per_gather')"
+        ).fetchone()
+    version = row[0] if row else "?"
+    return f"PostgreSQL {version} ({settings[0] if settings else '?'})"

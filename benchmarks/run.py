@@ -6,6 +6,8 @@ Usually started by ``benchmarks/run.sh`` (which sets up .venv and installs the p
     benchmarks/run.sh --quick         # small sizes, 1 run: a smoke test
     benchmarks/run.sh --runs 5 claim  # only some: add, load, claim, status, do, func,
                                       # sched-noop, sched-grid, sched-shapes (or: sched)
+    benchmarks/run.sh pg              # pg-claim, pg-load, pg-status: PostgreSQL (issue 5),
+                                      # not run by default; pg-where: where their time goes
 
 Each run of each benchmark works in its own fresh scratch directory (``QDO_DIR``),
 under ``--scratch`` (default: ``.bench/`` in the repository, on the disk being
@@ -39,8 +41,18 @@ BENCHMARKS = {
     "sched-noop": "bench_sched_noop",
     "sched-grid": "bench_sched_grid",
     "sched-shapes": "bench_sched_shapes",
+    "pg-claim": "bench_pg_claim",
+    "pg-load": "bench_pg_load",
+    "pg-status": "bench_pg_status",
+    "pg-where": "bench_pg_where",
 }
-GROUPS = {"sched": ["sched-noop", "sched-grid", "sched-shapes"]}  # issue 4
+GROUPS = {
+    "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4
+    "pg": ["pg-claim", "pg-load", "pg-status"],  # issue 5
+}
+#: Not run by default: they need a PostgreSQL server (scripts/postgres start, or
+#: $QDO_BENCH_PG_URL); name them, or the group "pg".
+NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,8 +61,10 @@ def parse_args() -> argparse.Namespace:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)}; "
-        f"sched: the three sched-* ones)",
+        help=f"benchmarks to run (default: all of "
+        f"{', '.join(n for n in BENCHMARKS if n not in NOT_BY_DEFAULT)}; "
+        f"sched: the three sched-* ones; pg: the three pg-* ones, on PostgreSQL, "
+        f"which need a server: scripts/postgres start, or $QDO_BENCH_PG_URL)",
     )
     parser.add_argument(
         "--runs",
@@ -121,7 +135,7 @@ def main() -> int:
     cfg = Config(runs=runs, quick=args.quick, scratch=args.scratch.absolute())
     # nothing in this process may reach a real qdo database either
     use_qdo_dir(cfg.scratch / "driver-unused")
-    names = args.names or list(BENCHMARKS)
+    names = args.names or [n for n in BENCHMARKS if n not in NOT_BY_DEFAULT]
 
     print(f"qdo benchmarks  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"  command: {' '.join(sys.argv)}")
@@ -132,6 +146,11 @@ def main() -> int:
         f"dask {package_version('dask')}, distributed {package_version('distributed')}, "
         f"numpy {package_version('numpy')}"
     )
+    if any(n in NOT_BY_DEFAULT for n in names):
+        print(
+            f"  psycopg {package_version('psycopg')}, "
+            f"procrastinate {package_version('procrastinate')}"
+        )
     print(f"  source: {source_version()}")
     print(f"  scratch: {cfg.scratch} ({filesystem_of(cfg.scratch.parent)})")
     print(f"  runs: {cfg.runs}{'  QUICK: small sizes, targets not judged' * cfg.quick}")

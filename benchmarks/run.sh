@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run qdo's benchmarks: benchmarks/run.sh [--quick] [--runs N] [--json FILE] [NAME...]
 # scripts/venv.sh makes sure .venv exists and holds qdo with the "bench" extra (huey, dask,
-# distributed and numpy: the peers, from PyPI); run.py does the rest (see its --help).
+# distributed, numpy and procrastinate: the peers, from PyPI; psycopg for the pg-* ones); run.py does the rest (see its --help).
 set -euo pipefail
 QDO_EXTRAS=bench
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/venv.sh"
