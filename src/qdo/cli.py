@@ -743,8 +743,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _glue_batchopts(argv: Sequence[str]) -> list[str]:
+    """``--batchopts "--comment=x"`` as ``--batchopts=--comment=x``: argparse takes a
+    value that starts with '-' for an option, and every sbatch/qsub option does."""
+    out = list(argv)
+    i = 0
+    while i < len(out) - 1 and out[i] != "--":
+        if out[i] == "--batchopts":
+            out[i : i + 2] = [f"--batchopts={out[i + 1]}"]
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_batchopts(sys.argv[1:] if argv is None else argv))
     if args.user:
         os.environ["QDO_USER"] = args.user  # read with the other settings
     try:

@@ -19,12 +19,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
 from .errors import InvalidInput
-from .models import Task
+from .models import State, Task
 from .queue import Queue, batch_job_id, worker_id
 from .runners import Result, Runner, ShellRunner, log_path
 
@@ -122,8 +122,10 @@ class Agent:
                     "--mpiproc runs each task as an srun job step: it works inside a Slurm "
                     "job (start the workers with qdo launch)"
                 )
+            # --export=ALL: the ranks get the task's environment (QDO_TASK_ID, ...), not
+            # just the job's --export list, which sbatch leaves to srun in SLURM_EXPORT_ENV
             prefix = ["srun", f"--ntasks={self.opts.mpiproc}", "--exact", "--quiet",
-                      "--kill-on-bad-exit=1"]  # fmt: skip
+                      "--kill-on-bad-exit=1", "--export=ALL"]  # fmt: skip
         return ShellRunner(self.opts.workers, self.opts.script, self.opts.timeout, log_dir,
                            prefix=prefix)  # fmt: skip
 
@@ -256,6 +258,12 @@ class Agent:
                 continue
             if not self.outbox:
                 self.outbox_since = time.monotonic()
+            if self.stop_signal and result.state is State.FAILED and (result.exitcode or 0) < 0:
+                # killed by a signal while we stop: the batch system's time limit signals
+                # every process of the job, tasks too; they did not fail, hand them back
+                result = replace(result, state=State.PENDING, stopped=True,
+                                 message=f"stopped by {self.stop_signal} (killed by signal "
+                                         f"{-(result.exitcode or 0)})")  # fmt: skip
             self.outbox.append(result)
             if result.stopped:
                 continue
