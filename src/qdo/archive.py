@@ -21,16 +21,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .errors import BadArchive, InvalidInput
-from .models import QueueInfo, QueueState
+from .models import PRIORITY_MAX, PRIORITY_MIN, QueueInfo, QueueState, State, check_queue_name
 from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store
 
 FORMAT = "qdo-archive"
@@ -101,8 +102,6 @@ def restore(
     """Rebuild the queue of an archive (named ``as_name`` if given) for the store's user,
     in one transaction; return (queue name, tasks, id offset).  Nothing is written if
     the archive is damaged (BadArchive) or the queue exists (QueueExists)."""
-    from .models import check_queue_name
-
     header = read_header(path)
     q = header["queue"]
     name = check_queue_name(as_name or q["name"])
@@ -146,8 +145,13 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
                 kind = _KINDS[tag]
                 if not isinstance(row, list) or len(row) != widths[kind]:
                     raise BadArchive(str(path), f"line {lineno} is not a {kind} record")
+                why = _CHECKS[kind](row)
+                if why:
+                    raise BadArchive(str(path), f"line {lineno}: {why}")
                 counts[kind] += 1
                 yield kind, row
+    except BadArchive:
+        raise
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise BadArchive(str(path), f"{type(e).__name__}: {e}") from e
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
@@ -169,7 +173,118 @@ def _header(path: Path, first: bytes) -> dict[str, Any]:
         )
     if header.get("columns") != COLUMNS or "queue" not in header or "span" not in header:
         raise BadArchive(str(path), "its header does not describe the records this qdo writes")
+    why = _check_header(header)
+    if why:
+        raise BadArchive(str(path), f"its header: {why}")
     return header
+
+
+# -- what a record may hold: what qdo itself writes, nothing else ---------------------------
+def _int(v: Any, low: int | None = None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _opt(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or test(v)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and "\0" not in v
+
+
+_TASK_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "id": lambda v: _int(v, 1),
+    "payload": lambda v: _text(v) and v != "",
+    "is_json": lambda v: isinstance(v, bool),
+    "state": lambda v: v in {s.value for s in State},
+    "priority": lambda v: _int(v) and PRIORITY_MIN <= v <= PRIORITY_MAX,
+    "exitcode": _opt(_int),
+    "message": _opt(_text),
+    "attempts": lambda v: _int(v, 0),
+    "created": _num,
+    "started": _opt(_num),
+    "finished": _opt(_num),
+    "worker": _opt(_text),
+    "jobid": _opt(_text),
+    "log": _opt(_text),
+    "lease_expires": _opt(_num),
+    "lease_token": _opt(_int),
+    "timeout": _opt(lambda v: _num(v) and v > 0),
+    "max_retries": _opt(lambda v: _int(v, 0)),
+    "failures": lambda v: _int(v, 0),
+    "lost": lambda v: _int(v, 0),
+}
+_ATTEMPT_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "task_id": lambda v: _int(v, 1),
+    "attempt": lambda v: _int(v, 0),
+    "state": lambda v: v in {"Succeeded", "Failed", "Killed", "Lost", "Returned"},
+    "worker": _opt(_text),
+    "jobid": _opt(_text),
+    "started": _opt(_num),
+    "finished": _opt(_num),
+    "exitcode": _opt(_int),
+    "message": _opt(_text),
+}
+
+
+def _bad_fields(row: list[Any], fields: dict[str, Callable[[Any], bool]], what: str) -> str:
+    for (name, test), value in zip(fields.items(), row, strict=True):
+        if not test(value):
+            return f"{what} has an impossible {name} {value!r}"
+    return ""
+
+
+def _check_task(row: list[Any]) -> str:
+    why = _bad_fields(row, _TASK_FIELDS, f"task {row[0]!r}")
+    if why:
+        return why
+    if row[2]:
+        try:
+            json.loads(row[1])
+        except ValueError:
+            return f"task {row[0]} says its payload is JSON, and it is not"
+    held = row[14] is not None and row[15] is not None and row[11] is not None
+    if (row[3] == State.RUNNING.value) != held:
+        return f"task {row[0]} is {row[3]} {'with' if held else 'without'} a lease"
+    return ""
+
+
+def _check_requires(row: list[Any]) -> str:
+    ok = _int(row[0], 1) and _int(row[1], 1) and isinstance(row[2], bool)
+    return "" if ok else f"an impossible requirement {row!r}"
+
+
+def _check_attempt(row: list[Any]) -> str:
+    return _bad_fields(row, _ATTEMPT_FIELDS, f"an attempt of task {row[0]!r}")
+
+
+_CHECKS: dict[str, Callable[[list[Any]], str]] = {
+    "task": _check_task, "requires": _check_requires, "attempt": _check_attempt,
+}  # fmt: skip
+
+
+def _check_header(header: dict[str, Any]) -> str:
+    q, span = header["queue"], header["span"]
+    if not isinstance(q, dict) or not isinstance(span, list) or len(span) != 3:
+        return "no queue record or span"
+    try:
+        check_queue_name(q.get("name"))
+    except InvalidInput as e:
+        return str(e)
+    checks = {
+        "state": q.get("state") in ("Active", "Paused"),
+        "created": q.get("created") is None or _num(q.get("created")),
+        "max_retries": _int(q.get("max_retries"), 0),
+        "max_lost": _int(q.get("max_lost"), 1),
+        "owner": isinstance(q.get("owner"), str),
+        "span": all(_int(v, 0) for v in span),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    return f"impossible {', '.join(bad)}" if bad else ""
 
 
 def _check_end(

@@ -262,6 +262,8 @@ class Queue:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         checked = False
+        if self.store.notifies and timeout != 0:
+            self.store.listen(self.name)  # before the first look: no task slips by
         while True:
             got = self.store.claim(self.name, worker_id(), 1, lease, batch_job_id())
             if got:

@@ -133,6 +133,8 @@ class Agent:
     def run(self) -> RunSummary:
         start = time.monotonic()
         restore = self._install_signals()
+        if self.store.notifies and self.opts.wait:
+            self.store.listen(self.queue.name)  # before the first claim: no task slips by
         next_renew = next_collect = next_progress = start
         idle_until = 0.0
         try:

@@ -460,13 +460,6 @@ def test_damaged_archives_are_refused_and_change_nothing(
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="archive._records raises BadArchive inside its own try block, whose "
-    "`except (..., ValueError, ...)` catches it (BadArchive is an InvalidInput, so a "
-    "ValueError) and wraps it again: 'P is not a usable qdo archive (BadArchive: P is not "
-    "a usable qdo archive (why): nothing was restored): nothing was restored'",
-)
 @pytest.mark.parametrize(
     "label",
     ["empty file", "gzip of random text", "a record rewritten", "a record removed",
@@ -520,14 +513,6 @@ def _max_lost(header: dict[str, Any], recs: list[Any]) -> None:
     header["queue"]["max_lost"] = 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a well-formed archive (right checksum) with values no qdo writes is not "
-    "checked: a bad task state raises sqlite3.IntegrityError / psycopg CheckViolation "
-    "(not a QdoError: `qdo restore` prints a traceback), SQLite reports max_lost 0 as "
-    "QueueExists (import_queue maps every IntegrityError to it), and a shell payload "
-    "flagged is_json is restored, after which reading the queue raises JSONDecodeError",
-)
 @pytest.mark.backends
 @pytest.mark.parametrize("change", [_task_state, _bad_json, _max_lost], ids=lambda f: f.__name__)
 def test_archive_with_impossible_values_is_refused(

@@ -168,12 +168,13 @@ def test_client_keeps_its_task_when_its_session_is_killed(url: str) -> None:
 
 
 # -- wake-ups ----------------------------------------------------------------------------------
-def listeners(url: str, store: Store, queue: str) -> int:
-    """How many sessions listen for tasks of ``queue`` (their last statement a LISTEN)."""
+def listeners(url: str, store: Store, queue: str) -> set[int]:
+    """The sessions (pids) that listen for tasks of ``queue`` (their last statement a
+    LISTEN)."""
     channel = f"qdo_{os.environ['QDO_DB_SCHEMA']}_{store.get_queue(queue).id}"
-    rows = sql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    rows = sql(url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                "AND state = 'idle' AND query = %s", (f'LISTEN "{channel}"',))  # fmt: skip
-    return int(rows[0][0])
+    return {int(r[0]) for r in rows}
 
 
 def in_thread(func: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -210,7 +211,8 @@ def test_wait_for_tasks_wakes_on_every_way_a_task_becomes_pending(url: str, stor
         # each thread waits on a LISTEN session of its own: act once it listens
         before = listeners(url, store, "W")
         thread, box = in_thread(lambda: store.wait_for_tasks("W", 30))
-        wait_until(lambda: listeners(url, store, "W") > before, "wait_for_tasks to LISTEN")
+        # (a new session: the one of the thread before is closed when this one opens)
+        wait_until(lambda: listeners(url, store, "W") - before, "wait_for_tasks to LISTEN")
         adder, done = in_thread(action)  # from another thread: its own session
         adder.join(30)
         assert "error" not in done, done
@@ -240,12 +242,6 @@ def test_wait_for_tasks_wakes_on_every_way_a_task_becomes_pending(url: str, stor
     assert not thread.is_alive() and box == {"result": False}, box
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lost wake-up: Queue.get() claims, finds nothing, and only then "
-    "wait_for_tasks() LISTENs; a task added (and NOTIFYed) between that claim and the "
-    "LISTEN wakes nobody, and get(timeout=T) sleeps the whole T with a Pending task there",
-)
 def test_get_wakes_for_a_task_added_while_it_begins_to_listen(store: Store) -> None:
     go = threading.Semaphore(0)
     results: list[Any] = []
@@ -283,12 +279,6 @@ def test_get_wakes_for_a_task_added_while_it_begins_to_listen(store: Store) -> N
         thread.join(60)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgresStore keeps every thread's session, and the LISTEN session of every "
-    "thread that waited, open after the thread ended (self._connections holds them until "
-    "store.close()): short-lived threads calling q.get() pile up server connections",
-)
 def test_threads_that_ended_leave_no_sessions_behind(url: str) -> None:
     q = qdo.create("T")
     q.status()
@@ -471,12 +461,6 @@ def test_newer_schema_version_is_refused(url: str, store: Store) -> None:
     assert sql(url, f'SELECT name FROM "{schema}".queues') == [("Q",)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgresStore.__init__ opens a session (self._conn() in _initialize) and does "
-    "not close it when it raises NotQdoDatabase / SchemaTooNew / DatabaseError: the "
-    "session stays open until the store is garbage-collected (with a ResourceWarning)",
-)
 def test_refused_store_leaves_no_session_open(url: str) -> None:
     from qdo.store.postgres import PostgresStore
 

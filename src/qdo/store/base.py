@@ -261,6 +261,11 @@ class Store(ABC):
     #: Whether ``wait_for_tasks`` wakes when tasks arrive (else it just sleeps).
     notifies = False
 
+    def listen(self, queue: str) -> None:
+        """Start noticing new tasks of ``queue`` now, before looking for some, so that
+        one added in between still wakes the next ``wait_for_tasks``."""
+        del queue  # this one only sleeps: there is nothing to start
+
     def wait_for_tasks(
         self, queue: str, timeout: float, stop: Callable[[], bool] | None = None
     ) -> bool:

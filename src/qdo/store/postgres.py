@@ -85,9 +85,14 @@ class PostgresStore(Store):
         self.location = _describe(conninfo, schema)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[psycopg.Connection[Any]] = []
+        # every connection this process opened, and the thread it belongs to
+        self._connections: dict[psycopg.Connection[Any], threading.Thread] = {}
         self._pid = os.getpid()
-        self._initialize()
+        try:
+            self._initialize()
+        except BaseException:
+            self.close()  # a refused database keeps no session open
+            raise
 
     # -- connections and transactions ---------------------------------------------------
     def _connect(self, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -111,15 +116,22 @@ class PostgresStore(Store):
             conn.execute(
                 pgsql.SQL("SET search_path TO {}, pg_catalog").format(pgsql.Identifier(self.schema))
             )
+        me = threading.current_thread()
         with self._lock:
-            self._connections.append(conn)
+            # a thread that ended leaves its connections behind: close them now
+            gone = [c for c, t in self._connections.items() if not t.is_alive()]
+            for c in gone:
+                del self._connections[c]
+            self._connections[conn] = me
+        for c in gone:
+            _close(c)
         return conn
 
     def _conn(self) -> psycopg.Connection[Any]:
         if os.getpid() != self._pid:
             # after fork: the parent's connections belong to the parent
             self._local = threading.local()
-            self._connections = []
+            self._connections = {}
             self._pid = os.getpid()
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
@@ -132,8 +144,7 @@ class PostgresStore(Store):
         self._local.conn = None
         if conn is not None:
             with self._lock:
-                if conn in self._connections:
-                    self._connections.remove(conn)
+                self._connections.pop(conn, None)
             _close(conn)
 
     def _run(self, verb: Callable[[psycopg.Cursor[Any]], T], *, unsure_ok: bool = True) -> T:
@@ -211,7 +222,7 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections = list(self._connections), {}
         if os.getpid() == self._pid:
             for conn in connections:
                 _close(conn)
@@ -481,30 +492,37 @@ class PostgresStore(Store):
 
     notifies = True
 
+    def listen(self, queue: str) -> None:
+        self._listener(queue)
+
+    def _listener(self, queue: str) -> psycopg.Connection[Any]:
+        """This thread's LISTEN connection, listening to ``queue``'s channel."""
+        local = self._local
+        listener: psycopg.Connection[Any] | None = getattr(local, "listener", None)
+        if listener is None or listener.closed or listener.broken:
+            listener = local.listener = self._connect(autocommit=True)
+            local.channels = {}
+        channels: dict[str, str] = local.channels
+        if queue not in channels:
+            channel = self._channel(self._run(lambda cur: self._queue_id(cur, queue)))
+            listener.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+            channels[queue] = channel
+        return listener
+
     def wait_for_tasks(
         self, queue: str, timeout: float, stop: Callable[[], bool] | None = None
     ) -> bool:
         """Sleep on LISTEN until a task of ``queue`` may have become Pending: no query
         reaches the server while it waits."""
-        local = self._local
-        listener: psycopg.Connection[Any] | None = getattr(local, "listener", None)
         try:
-            if listener is None or listener.closed or os.getpid() != self._pid:
-                listener = local.listener = self._connect(autocommit=True)
-                local.channels = {}
-            channels: dict[str, str] = local.channels
-            channel = channels.get(queue)
-            if channel is None:
-                channel = self._channel(self._run(lambda cur: self._queue_id(cur, queue)))
-                listener.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
-                channels[queue] = channel
+            listener = self._listener(queue)
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0 and not (stop and stop()):
                 for _ in listener.notifies(timeout=min(left, 1.0), stop_after=1):
                     return True
             return False
         except psycopg.OperationalError:
-            local.listener = None  # a new one next time; sleep this time out
+            self._local.listener = None  # a new one next time; sleep this time out
             select.select([], [], [], min(timeout, 1.0))
             return False
 
@@ -650,8 +668,7 @@ class PostgresStore(Store):
 
     def _forget(self, conn: psycopg.Connection[Any]) -> None:
         with self._lock:
-            if conn in self._connections:
-                self._connections.remove(conn)
+            self._connections.pop(conn, None)
         _close(conn)
 
     def import_queue(

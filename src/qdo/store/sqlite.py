@@ -495,14 +495,12 @@ class SQLiteStore(Store):
     ) -> int:
         with self._write() as conn:
             created = info.created.timestamp() if info.created else time.time()
-            try:
-                conn.execute(Q["import_queue"], {
-                    "owner": self.user, "name": name, "state": info.state.value,
-                    "created": created, "max_retries": info.max_retries,
-                    "max_lost": info.max_lost,
-                })  # fmt: skip
-            except sqlite3.IntegrityError as e:
-                raise QueueExists(name) from e
+            if conn.execute(Q["queue_get"], {"name": name, "owner": self.user}).fetchone():
+                raise QueueExists(name)
+            conn.execute(Q["import_queue"], {
+                "owner": self.user, "name": name, "state": info.state.value,
+                "created": created, "max_retries": info.max_retries, "max_lost": info.max_lost,
+            })  # fmt: skip
             queue_id = self._queue_id(conn, name)
             offset = id_offset(span, int(conn.execute(Q["last_task_id"]).fetchone()[0]))
             high = 0
