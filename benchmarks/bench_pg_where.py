@@ -17,6 +17,11 @@ the ``any_expired`` statement; ``get_queue``; ``counts``), right after the fill 
 again after ``VACUUM ANALYZE``; the notes give the plans of ``any_expired``.  Plus
 what ``qdo status`` pays before it asks anything: importing qdo's CLI and psycopg,
 and opening a store (connect, SCRAM authentication, schema check).
+
+Finish: why pg-claim's claim(500) is slower than claim(100).  A fresh queue of 50,000
+(and 1,000,000) tasks; one worker claims B tasks, then the ``finish`` statement of
+``store.finish`` for them runs under ``EXPLAIN ANALYZE`` (rolled back): its execution
+time for B = 100, 500 and 2,000, and (in the notes) the join it was planned with.
 """
 
 from __future__ import annotations
@@ -201,6 +206,41 @@ def open_store(url: str) -> float:
     return statistics.median(times)
 
 
+# -- finish -------------------------------------------------------------------------------
+FINISH_TABLES = (50_000, 1_000_000)
+FINISH_BATCHES = (100, 500, 2000)
+
+
+def explain_finish(url: str, n: int) -> dict[int, tuple[float, str]]:
+    """For each batch size: the finish statement's execution time (s) and its plan."""
+    import psycopg
+
+    from qdo.store.base import NewTask
+    from qdo.store.postgres import PostgresStore, Q
+
+    store = PostgresStore(url, schema=SCHEMA)
+    store.add_many("bench", [NewTask("true")] * n, create_queue=True)
+    out = {}
+    with psycopg.connect(url) as conn:
+        for batch in FINISH_BATCHES:
+            tasks = store.claim("bench", "w", batch, 600)
+            k = len(tasks)
+            params = {"worker": "w", "ids": [t.id for t in tasks],
+                      "tokens": [t._token for t in tasks], "states": ["Succeeded"] * k,
+                      "exitcodes": [0] * k, "messages": [None] * k, "logs": [None] * k,
+                      "started": [None] * k}  # fmt: skip
+            conn.execute(f"SET search_path TO {SCHEMA}, pg_catalog")
+            lines = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, TIMING OFF) " + Q["finish"],
+                                                params)]  # fmt: skip
+            conn.rollback()
+            ms = next(float(x.split()[2]) for x in lines if x.startswith("Execution Time"))
+            keep = ("Nested Loop", "Hash Join", "Scan on", "Scan using", "Rows Removed by Join")
+            plan = " / ".join(x.strip().split("  (")[0] for x in lines if any(w in x for w in keep))
+            out[batch] = (ms / 1000, plan)
+    store.close()
+    return out
+
+
 def run(cfg: Config) -> Report:
     n = cfg.size(1_000_000, 100_000)
     url = pg_url()
@@ -244,6 +284,18 @@ def run(cfg: Config) -> Report:
             row("status open a store + get_queue", "s").values.append(in_child(open_store, url))
         finally:
             pg_drop_schema(url, bench_pg_status.SCHEMA)
+        progress(f"pg-where: run {i + 1}/{cfg.runs}, finish plans")
+        for size in FINISH_TABLES:
+            size = cfg.size(size, size // 10)
+            pg_drop_schema(url, SCHEMA)
+            try:
+                got = in_child(explain_finish, url, size)
+            finally:
+                pg_drop_schema(url, SCHEMA)
+            for batch, (seconds, plan) in got.items():
+                row(f"finish of {batch:,} tasks, queue of {size:,}", "s").values.append(seconds)
+                if i == 0:
+                    plans.append(f"finish of {batch:,}, queue of {size:,}: {plan}")
         with scratch_dir(cfg, "pg-where") as d:
             env = clean_env(d)
             for label, code in (
@@ -257,7 +309,7 @@ def run(cfg: Config) -> Report:
                 wall = statistics.median(run_child(argv, env).seconds for _ in range(COMMANDS))
                 row(f"cli  {label}", "s").values.append(wall)
     return Report(
-        f"pg-where: where the time of pg-load and pg-status goes ({n:,} rows / tasks)",
+        f"pg-where: where the time of pg-load, pg-status and pg-claim goes ({n:,} rows / tasks)",
         rows,
         [],
         [server, *plans],
