@@ -54,7 +54,7 @@ except ImportError as e:  # pragma: no cover - depends on the install
         "the PostgreSQL backend needs psycopg 3: pip install 'qdo-queue[postgres]'"
     ) from e
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 Q = sql.load("postgres", "queries.sql")
 SCHEMA = sql.load("postgres", "schema.sql")["create_schema"]
@@ -467,7 +467,10 @@ class PostgresStore(Store):
     def requeue_expired(self, queue: str | None = None) -> list[int]:
         def look(cur: psycopg.Cursor[Any]) -> tuple[int | None, bool]:
             queue_id = None if queue is None else self._queue_id(cur, queue)
-            found = cur.execute(Q["any_expired"], {"queue_id": queue_id}).fetchone()
+            if queue_id is None:
+                found = cur.execute(Q["any_expired_anywhere"]).fetchone()
+            else:
+                found = cur.execute(Q["any_expired"], {"queue_id": queue_id}).fetchone()
             return queue_id, found is not None
 
         queue_id, expired = self._run(look)

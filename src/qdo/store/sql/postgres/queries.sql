@@ -167,10 +167,13 @@ WHERE state = 'Waiting' AND id = ANY(%(ids)s)
 RETURNING queue_id;
 
 -- name: any_expired
+-- (the clock read once, so that the index of Running leases answers, not a table scan)
 SELECT 1 FROM tasks
-WHERE state = 'Running' AND lease_expires < qdo_now()
-  AND (%(queue_id)s::bigint IS NULL OR queue_id = %(queue_id)s)
+WHERE state = 'Running' AND queue_id = %(queue_id)s AND lease_expires < (SELECT qdo_now())
 LIMIT 1;
+
+-- name: any_expired_anywhere
+SELECT 1 FROM tasks WHERE state = 'Running' AND lease_expires < (SELECT qdo_now()) LIMIT 1;
 
 -- name: requeue_expired
 UPDATE tasks t
@@ -184,7 +187,7 @@ SET lost = t.lost + 1,
     exitcode = NULL, lease_expires = NULL, lease_token = NULL
 FROM queues q
 WHERE q.id = t.queue_id AND t.state = 'Running'
-  AND ((%(workers)s::text[] IS NULL AND t.lease_expires < qdo_now())
+  AND ((%(workers)s::text[] IS NULL AND t.lease_expires < (SELECT qdo_now()))
        OR t.worker = ANY(%(workers)s::text[]))
   AND (%(queue_id)s::bigint IS NULL OR t.queue_id = %(queue_id)s)
 RETURNING t.id, t.attempts, 'Lost', t.worker, t.jobid, t.started, qdo_now(), NULL::int,
