@@ -110,6 +110,7 @@ UPDATE tasks t SET lease_expires = qdo_now() + %(lease)s
 FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS o (id, token)
 WHERE t.id = o.id AND t.lease_token = o.token AND t.worker = %(worker)s
   AND t.state = 'Running'
+  AND t.id = ANY(%(ids)s::bigint[])  -- (so the batch is found by key, never by a scan)
 RETURNING t.id;
 
 -- name: finish
@@ -131,6 +132,7 @@ FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(states)s::text[],
             %(started)s::float8[]) AS o (id, token, state, exitcode, message, log, started)
 WHERE t.id = o.id AND t.lease_token = o.token AND t.worker = %(worker)s
   AND t.state = 'Running'
+  AND t.id = ANY(%(ids)s::bigint[])  -- (so the batch is found by key, never by a scan)
 -- (returns the attempt's history row, then the queue and the task's new state)
 RETURNING t.id, t.attempts, CASE WHEN o.state = 'Pending' THEN 'Returned' ELSE o.state END,
           t.worker, t.jobid, t.started,
