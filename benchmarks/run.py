@@ -8,6 +8,8 @@ Usually started by ``benchmarks/run.sh`` (which sets up .venv and installs the p
                                       # sched-noop, sched-grid, sched-shapes (or: sched)
     benchmarks/run.sh pg              # pg-claim, pg-load, pg-status: PostgreSQL (issue 5),
                                       # not run by default; pg-where: where their time goes
+    benchmarks/run.sh launch          # qdo launch vs a Slurm job array on the test cluster
+                                      # (issue 6), not run by default
 
 Each run of each benchmark works in its own fresh scratch directory (``QDO_DIR``),
 under ``--scratch`` (default: ``.bench/`` in the repository, on the disk being
@@ -45,14 +47,16 @@ BENCHMARKS = {
     "pg-load": "bench_pg_load",
     "pg-status": "bench_pg_status",
     "pg-where": "bench_pg_where",
+    "launch": "bench_launch",
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4
     "pg": ["pg-claim", "pg-load", "pg-status"],  # issue 5
 }
 #: Not run by default: they need a PostgreSQL server (scripts/postgres start, or
-#: $QDO_BENCH_PG_URL); name them, or the group "pg".
-NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where"}
+#: $QDO_BENCH_PG_URL); name them, or the group "pg".  launch needs the Slurm cluster
+#: of scripts/slurm (started if it is down) and takes about 15 minutes.
+NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where", "launch"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,7 +68,8 @@ def parse_args() -> argparse.Namespace:
         help=f"benchmarks to run (default: all of "
         f"{', '.join(n for n in BENCHMARKS if n not in NOT_BY_DEFAULT)}; "
         f"sched: the three sched-* ones; pg: the three pg-* ones, on PostgreSQL, "
-        f"which need a server: scripts/postgres start, or $QDO_BENCH_PG_URL)",
+        f"which need a server: scripts/postgres start, or $QDO_BENCH_PG_URL; "
+        f"launch: qdo launch vs a job array, on the Slurm cluster of scripts/slurm)",
     )
     parser.add_argument(
         "--runs",
