@@ -159,7 +159,9 @@ def render(queue: Queue, opts: LaunchOptions, profile: Profile) -> str:
         "cores_per_worker": str(opts.cores),
         "cores_per_node": str(workers_per_node * opts.cores),
         "job_log": str(jobs_dir(queue) / "%j.out"),
-        "export": "ALL" if opts.keep_env else ",".join(exported_names()),
+        # NIL: without it a list makes Slurm load the user's login environment too,
+        # which holds up every job start by a second or more
+        "export": "ALL" if opts.keep_env else ",".join(["NIL", *exported_names()]),
         "time_line": (
             ""
             if opts.walltime is None
@@ -186,8 +188,7 @@ def render(queue: Queue, opts: LaunchOptions, profile: Profile) -> str:
 def exported_names() -> list[str]:
     """The variables a job gets (besides the batch system's own): qdo's settings and
     what running Python needs.  Names only: their values stay out of the script."""
-    names = [n for n in os.environ if n.startswith("QDO_") or n in PASSED_ENV]
-    return sorted(names) or ["NONE"]
+    return sorted(n for n in os.environ if n.startswith("QDO_") or n in PASSED_ENV)
 
 
 def jobs_dir(queue: Queue) -> Path:
@@ -244,8 +245,8 @@ def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> str:
         if opts.keep_env or _secret_in_env():
             env_opts = ["-V"]  # a password's value must not go on a command line
         else:
-            names = [n for n in exported_names() if n != "NONE"]
-            env_opts = ["-v", ",".join(f"{n}={os.environ[n]}" for n in names)]
+            names = exported_names()
+            env_opts = ["-v", ",".join(f"{n}={os.environ[n]}" for n in names)] if names else []
         cmd = ["qsub", *env_opts, *extra, str(script)]
     try:
         # qsub writes <name>.o<id> where it is called: into the job log folder
