@@ -119,6 +119,9 @@ class _NoneYet:
         return 0
 
 
+_MAKING = _thread.allocate_lock()
+
+
 class TaskFuture(cf.Future[Any]):
     """The result of a submitted task (or of one item of a generator task)."""
 
@@ -127,8 +130,9 @@ class TaskFuture(cf.Future[Any]):
     _done_callbacks = _ListWhenUsed()
 
     def __init__(self, scheduler: Scheduler, name: str) -> None:
-        # what cf.Future.__init__ sets, with a lighter condition (see _Signal)
-        self._condition = _Signal()  # type: ignore[assignment]
+        # what cf.Future.__init__ sets, with a lighter condition (see _Signal), made
+        # only when first used: a task waiting for its turn costs no lock
+        self._signal: _Signal | None = None
         self._state = PENDING
         self._result = None
         self._exception: BaseException | None = None
@@ -137,6 +141,16 @@ class TaskFuture(cf.Future[Any]):
         self._node: Node | None = None
         self._items: dict[int, TaskFuture] | None = None  # generator tasks only
         self._announced: int | None = None
+
+    @property
+    def _condition(self) -> _Signal:  # type: ignore[override]
+        signal = self._signal
+        if signal is None:
+            with _MAKING:  # two threads must not each make one
+                signal = self._signal
+                if signal is None:
+                    signal = self._signal = _Signal()
+        return signal
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.name} {self._state.lower()}>"
