@@ -119,9 +119,6 @@ class _NoneYet:
         return 0
 
 
-_MAKING = _thread.allocate_lock()
-
-
 class TaskFuture(cf.Future[Any]):
     """The result of a submitted task (or of one item of a generator task)."""
 
@@ -131,8 +128,7 @@ class TaskFuture(cf.Future[Any]):
 
     def __init__(self, scheduler: Scheduler, name: str) -> None:
         # what cf.Future.__init__ sets, with a lighter condition (see _Signal), made
-        # only when first used: a task waiting for its turn costs no lock
-        self._signal: _Signal | None = None
+        # only when first used (``_condition``): a task waiting for its turn costs no lock
         self._state = PENDING
         self._result = None
         self._exception: BaseException | None = None
@@ -144,12 +140,13 @@ class TaskFuture(cf.Future[Any]):
 
     @property
     def _condition(self) -> _Signal:  # type: ignore[override]
-        signal = self._signal
+        attrs = self.__dict__
+        signal: _Signal | None = attrs.get("_signal")
         if signal is None:
-            with _MAKING:  # two threads must not each make one
-                signal = self._signal
-                if signal is None:
-                    signal = self._signal = _Signal()
+            # two threads may each make one; setdefault (atomic) keeps the first.  (A
+            # lock here would be taken by every task: two workers would then queue on
+            # it and hand the GIL back and forth at every task.)
+            signal = attrs.setdefault("_signal", _Signal())
         return signal
 
     def __repr__(self) -> str:
