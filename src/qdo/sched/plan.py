@@ -42,7 +42,9 @@ class Node:
         self.queue = queue
         self.state = WAITING
         self.left = 0  # requirements not yet done
-        self.dependents: list[Node] = _NO_NODES  # type: ignore[assignment]  # a list once used
+        # None, the one dependent, or a list of them once there are more: most tasks of a
+        # chain or a tree have one, and a list each is one more object for the GC
+        self.dependents: Node | list[Node] | None = None
         self.ups: tuple[Node, ...] = ()  # ancestors for ranking: requirements (+ generator)
         self.cell: Cell | None = None
         self.needs = needs  # counted resources it takes while it runs
@@ -178,10 +180,13 @@ class Planner:
                 node.state = FAILED
             elif r.state != DONE:
                 node.left += 1
-                if r.dependents:
-                    r.dependents.append(node)
+                deps = r.dependents
+                if deps is None:
+                    r.dependents = node
+                elif type(deps) is list:
+                    deps.append(node)
                 else:
-                    r.dependents = [node]
+                    r.dependents = [deps, node]  # type: ignore[list-item]
                 ups.append(r)
         if external_of is not None and external_of.state not in (DONE, FAILED):
             ups.append(external_of)
@@ -402,13 +407,13 @@ class Planner:
         node.ups = ()  # a done task's ancestors are done too: let them go
         self._leave_cell(node)
         woke = []
-        for d in node.dependents:
+        for d in _each(node.dependents):
             if d.state == WAITING:
                 d.left -= 1
                 if d.left == 0 and not d.external:
                     self._make_ready(d)
                     woke.append(d)
-        node.dependents = _NO_NODES  # type: ignore[assignment]
+        node.dependents = None
         return woke
 
     def fail(self, node: Node) -> list[Node]:
@@ -421,8 +426,8 @@ class Planner:
         node.state = FAILED
         self._leave_cell(node)
         failed: list[Node] = []
-        todo = list(node.dependents)
-        node.dependents = _NO_NODES  # type: ignore[assignment]
+        todo = list(_each(node.dependents))
+        node.dependents = None
         while todo:
             d = todo.pop()
             if d.state in (DONE, FAILED, RUNNING):
@@ -430,8 +435,8 @@ class Planner:
             d.state = FAILED
             self._leave_cell(d)
             failed.append(d)
-            todo.extend(d.dependents)
-            d.dependents = _NO_NODES  # type: ignore[assignment]
+            todo.extend(_each(d.dependents))
+            d.dependents = None
         return failed
 
     def release(self, holder: Node) -> None:
@@ -469,3 +474,12 @@ class Planner:
             find(node.cell).nready[node.queue.id] -= 1
             node.state = WAITING  # so _leave_cell does not count it twice
         return [node, *self.fail(node)]
+
+
+def _each(dependents: Node | list[Node] | None) -> tuple[Node, ...] | list[Node]:
+    """A node's dependents as a sequence, whichever way they are kept."""
+    if dependents is None:
+        return ()
+    if type(dependents) is list:
+        return dependents
+    return (dependents,)  # type: ignore[return-value]
