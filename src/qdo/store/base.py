@@ -342,3 +342,36 @@ def id_offset(span: tuple[int, int], last_used: int) -> int:
     """How far imported ids move: not at all when every id used so far is below them."""
     low, _high = span
     return 0 if last_used < low else last_used + 1 - low
+
+
+def counts_by_queue(
+    queue_ids: Iterable[int],
+    rows: Iterable[Sequence[Any]],
+    blocked: Callable[[int], int],
+) -> dict[int, Counts]:
+    """Counts of each queue from rows of (queue id, state, number); ``blocked(queue id)``
+    is asked only for a queue that has Waiting tasks."""
+    by_id = {i: dict.fromkeys(State, 0) for i in queue_ids}
+    for queue_id, state, n in rows:
+        if queue_id in by_id:
+            by_id[queue_id][State(state)] = n
+    return {i: Counts(c, blocked(i) if c[State.WAITING] else 0) for i, c in by_id.items()}
+
+
+def grouped(pairs: Iterable[Sequence[Any]]) -> dict[int, list[int]]:
+    """``{a: [b, ...]}`` of rows of (a, b), in row order (a task's requirements)."""
+    out: dict[int, list[int]] = {}
+    for a, b in pairs:
+        out.setdefault(a, []).append(b)
+    return out
+
+
+def attempts_by_task(rows: Iterable[Sequence[Any]]) -> dict[int, list[Attempt]]:
+    """Rows of ATTEMPT_COLUMNS as the Attempt history of each task, in row order."""
+    out: dict[int, list[Attempt]] = {}
+    for task_id, n, state, worker, jobid, started, finished, exitcode, message in rows:
+        out.setdefault(task_id, []).append(Attempt(
+            n, state, worker, jobid, timestamp(started), timestamp(finished), exitcode,
+            message,
+        ))  # fmt: skip
+    return out

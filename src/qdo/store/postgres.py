@@ -32,7 +32,7 @@ from ..errors import (
     UnknownQueue,
     UnknownTask,
 )
-from ..models import Attempt, QueueInfo, QueueState, State, Task, timestamp
+from ..models import Attempt, QueueInfo, QueueState, State, Task
 from . import sql
 from .base import (
     Counts,
@@ -40,6 +40,9 @@ from .base import (
     NewTask,
     Outcome,
     Store,
+    attempts_by_task,
+    counts_by_queue,
+    grouped,
     id_offset,
     login_name,
     queue_info,
@@ -157,17 +160,11 @@ class PostgresStore(Store):
         for attempt in range(1, ATTEMPTS + 1):
             conn = self._conn()
             try:
-                with conn.cursor() as cur:
-                    try:
-                        out = verb(cur)
-                    except BaseException:
-                        if not conn.closed and not conn.broken:
-                            conn.rollback()
-                        raise
-                    try:
-                        conn.commit()
-                    except psycopg.OperationalError as e:
-                        raise _Unsure() from e
+                out = _in_transaction(conn, verb)
+                try:
+                    conn.commit()
+                except psycopg.OperationalError as e:
+                    raise _Unsure() from e
                 return out
             except _Unsure as e:
                 self._drop()
@@ -341,15 +338,9 @@ class PostgresStore(Store):
         """Run a verb that can't be repeated: a dropped connection is an error."""
         conn = self._conn()
         try:
-            with conn.cursor() as cur:
-                try:
-                    out = verb(cur)
-                except BaseException:
-                    if not conn.closed and not conn.broken:
-                        conn.rollback()
-                    raise
-                conn.commit()
-                return out
+            out = _in_transaction(conn, verb)
+            conn.commit()
+            return out
         except psycopg.OperationalError as e:
             self._drop()
             raise DatabaseError(
@@ -408,10 +399,7 @@ class PostgresStore(Store):
         return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
     def _requires_of(self, cur: psycopg.Cursor[Any], ids: list[int]) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for task_id, req_id in cur.execute(Q["requires_of"], {"ids": ids}):
-            out.setdefault(task_id, []).append(req_id)
-        return out
+        return grouped(cur.execute(Q["requires_of"], {"ids": ids}))
 
     def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
         if not tokens:
@@ -533,13 +521,9 @@ class PostgresStore(Store):
     def counts(self, queue: str) -> Counts:
         def verb(cur: psycopg.Cursor[Any]) -> Counts:
             queue_id = self._queue_id(cur, queue)
-            by_state = dict.fromkeys(State, 0)
-            for state, n in cur.execute(Q["counts"], {"queue_id": queue_id}):
-                by_state[State(state)] = n
-            blocked = 0
-            if by_state[State.WAITING]:
-                blocked = _one(cur, Q["blocked"], {"queue_id": queue_id})[0]
-            return Counts(by_state, blocked)
+            rows = cur.execute(Q["counts"], {"queue_id": queue_id}).fetchall()
+            return counts_by_queue([queue_id], ((queue_id, *r) for r in rows),
+                                   lambda i: _blocked(cur, i))[queue_id]  # fmt: skip
 
         return self._run(verb)
 
@@ -548,17 +532,8 @@ class PostgresStore(Store):
 
         def verb(cur: psycopg.Cursor[Any]) -> dict[int, Counts]:
             ids = [r[0] for r in cur.execute(Q["queue_list"], owner)]
-            by_id = {i: dict.fromkeys(State, 0) for i in ids}
-            for queue_id, state, n in cur.execute(Q["all_counts"], owner):
-                if queue_id in by_id:
-                    by_id[queue_id][State(state)] = n
-            out = {}
-            for i in ids:
-                blocked = 0
-                if by_id[i][State.WAITING]:
-                    blocked = _one(cur, Q["blocked"], {"queue_id": i})[0]
-                out[i] = Counts(by_id[i], blocked)
-            return out
+            rows = cur.execute(Q["all_counts"], owner).fetchall()
+            return counts_by_queue(ids, rows, lambda i: _blocked(cur, i))
 
         return self._run(verb)
 
@@ -587,18 +562,8 @@ class PostgresStore(Store):
         return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
     def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
-        def verb(cur: psycopg.Cursor[Any]) -> dict[int, list[Attempt]]:
-            out: dict[int, list[Attempt]] = {}
-            for task_id, n, st, worker, jobid, started, finished, exitcode, message in cur.execute(
-                Q["attempts_of"], {"ids": list(task_ids)}
-            ):
-                out.setdefault(task_id, []).append(Attempt(
-                    n, st, worker, jobid, timestamp(started), timestamp(finished), exitcode,
-                    message,
-                ))  # fmt: skip
-            return out
-
-        return self._run(verb)
+        params = {"ids": list(task_ids)}
+        return self._run(lambda cur: attempts_by_task(cur.execute(Q["attempts_of"], params)))
 
     def running_workers(self, queue: str) -> list[str]:
         def verb(cur: psycopg.Cursor[Any]) -> list[str]:
@@ -776,3 +741,20 @@ def _close(conn: psycopg.Connection[Any]) -> None:
 def _text(error: BaseException) -> str:
     """An error of libpq on one line (its hints come on lines of their own)."""
     return " ".join(str(error).split())
+
+
+def _in_transaction(conn: psycopg.Connection[Any], verb: Callable[[psycopg.Cursor[Any]], T]) -> T:
+    """Run ``verb`` on a cursor of ``conn``, rolled back if it raises (unless the
+    connection broke: then there is nothing to roll back); the caller commits."""
+    with conn.cursor() as cur:
+        try:
+            return verb(cur)
+        except BaseException:
+            if not conn.closed and not conn.broken:
+                conn.rollback()
+            raise
+
+
+def _blocked(cur: psycopg.Cursor[Any], queue_id: int) -> int:
+    """How many Waiting tasks of the queue wait on a requirement that cannot succeed."""
+    return int(_one(cur, Q["blocked"], {"queue_id": queue_id})[0])

@@ -30,7 +30,7 @@ from ..errors import (
     UnknownQueue,
     UnknownTask,
 )
-from ..models import Attempt, QueueInfo, QueueState, State, Task, timestamp
+from ..models import Attempt, QueueInfo, QueueState, State, Task
 from . import sql
 from .base import (
     Counts,
@@ -38,6 +38,9 @@ from .base import (
     NewTask,
     Outcome,
     Store,
+    attempts_by_task,
+    counts_by_queue,
+    grouped,
     id_offset,
     login_name,
     queue_info,
@@ -315,10 +318,7 @@ class SQLiteStore(Store):
         return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
     def _requires_of(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for task_id, req_id in conn.execute(Q["requires_of"], {"ids": json.dumps(ids)}):
-            out.setdefault(task_id, []).append(req_id)
-        return out
+        return grouped(conn.execute(Q["requires_of"], {"ids": json.dumps(ids)}))
 
     def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
         now = time.time()
@@ -381,29 +381,20 @@ class SQLiteStore(Store):
     def counts(self, queue: str) -> Counts:
         with self._read() as conn:
             queue_id = self._queue_id(conn, queue)
-            by_state = dict.fromkeys(State, 0)
-            for state, n in conn.execute(Q["counts"], {"queue_id": queue_id}):
-                by_state[State(state)] = n
-            blocked = 0
-            if by_state[State.WAITING]:
-                blocked = conn.execute(Q["blocked"], {"queue_id": queue_id}).fetchone()[0]
-        return Counts(by_state, blocked)
+            rows = conn.execute(Q["counts"], {"queue_id": queue_id})
+            return counts_by_queue([queue_id], ((queue_id, *r) for r in rows),
+                                   lambda i: self._blocked(conn, i))[queue_id]  # fmt: skip
+
+    @staticmethod
+    def _blocked(conn: sqlite3.Connection, queue_id: int) -> int:
+        return int(conn.execute(Q["blocked"], {"queue_id": queue_id}).fetchone()[0])
 
     def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
         owner = {"owner": None if all_users else self.user}
         with self._read() as conn:
-            queues = [queue_info(row) for row in conn.execute(Q["queue_list"], owner)]
-            by_id = {q.id: dict.fromkeys(State, 0) for q in queues}
-            for queue_id, state, n in conn.execute(Q["all_counts"], owner):
-                if queue_id in by_id:
-                    by_id[queue_id][State(state)] = n
-            out = {}
-            for q in queues:
-                blocked = 0
-                if by_id[q.id][State.WAITING]:
-                    blocked = conn.execute(Q["blocked"], {"queue_id": q.id}).fetchone()[0]
-                out[q.id] = Counts(by_id[q.id], blocked)
-        return out
+            ids = [row[0] for row in conn.execute(Q["queue_list"], owner)]
+            rows = conn.execute(Q["all_counts"], owner).fetchall()
+            return counts_by_queue(ids, rows, lambda i: self._blocked(conn, i))
 
     def tasks(
         self,
@@ -432,14 +423,8 @@ class SQLiteStore(Store):
         return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
     def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
-        out: dict[int, list[Attempt]] = {}
-        rows = self._conn().execute(Q["attempts_of"], {"ids": json.dumps(list(task_ids))})
-        for task_id, n, state, worker, jobid, started, finished, exitcode, message in rows:
-            out.setdefault(task_id, []).append(Attempt(
-                n, state, worker, jobid, timestamp(started), timestamp(finished), exitcode,
-                message,
-            ))  # fmt: skip
-        return out
+        ids = json.dumps(list(task_ids))
+        return attempts_by_task(self._conn().execute(Q["attempts_of"], {"ids": ids}))
 
     def running_workers(self, queue: str) -> list[str]:
         with self._read() as conn:
