@@ -33,6 +33,7 @@ import pytest
 
 import qdo
 from qdo.errors import InvalidInput
+from tests.acceptance.test_cli import fails
 from tests.conftest import need_service, run_qdo
 
 #: Slurm job states that are not over yet.
@@ -106,18 +107,6 @@ def ok(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> s
     assert proc.returncode == 0, f"qdo {args} exited {proc.returncode}:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr
     return proc.stdout
-
-
-def fails(*args: str, env: dict[str, str] | None = None) -> str:
-    """Run qdo, require the one-line ``qdo: error:`` failure (exit 1); return that line."""
-    proc = run_qdo(*args, env=env)
-    assert proc.returncode == 1, f"qdo {args} exited {proc.returncode}:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, f"qdo {args}: expected one line on stderr, got:\n{proc.stderr}"
-    assert lines[0].startswith("qdo: error: "), lines[0]
-    assert proc.stdout == "", f"qdo {args} printed on stdout: {proc.stdout!r}"
-    return lines[0]
 
 
 def launch(*args: str) -> list[str]:
