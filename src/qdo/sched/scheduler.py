@@ -28,8 +28,9 @@ class Scheduler:
     """Runs tasks submitted to its queues, output-first.  ``start()`` returns at once."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._lock = _Lock()
+        # (threading.Condition uses only the lock's acquire and release: any lock will do)
+        self._idle = threading.Condition(self._lock)  # type: ignore[arg-type]
         self._planner = Planner()
         self._queues: list[Queue] = []
         self._running = False
@@ -275,7 +276,7 @@ class Queue:
                 f"got {executor!r}"
             )
         self._counts = {"pending": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
-        self._cond = threading.Condition(scheduler._lock)
+        self._cond = threading.Condition(scheduler._lock)  # type: ignore[arg-type]
         self._threads: list[threading.Thread] = []
         self._waiting = 0
         self._closed = False
@@ -345,8 +346,7 @@ class Queue:
         for f in (*requires, *released):
             if f._scheduler is not sch:
                 raise InvalidInput(f"{f!r} belongs to another scheduler")
-        _acquire(sch._lock)  # the workers may be taking it at every task
-        try:
+        with sch._lock:
             nodes = [f._node for f in requires if f._node is not None]
             node_releases = [f._node for f in released if f._node is not None]
             node = _job(sch._planner.submit(
@@ -368,8 +368,6 @@ class Queue:
                 self._counts["pending"] += 1
                 if self._waiting and sch._running and self._executor is None:
                     self._cond.notify()  # an idle worker of this queue: here is work
-        finally:
-            sch._lock.release()
         if failed is not None:
             future.set_exception(_dependency(future.name, failed))
             return future
@@ -417,8 +415,7 @@ class Queue:
             node = None
             woke: list[Node] = []
             failed: list[Node] = []
-            _acquire(lock)
-            try:
+            with lock:
                 if ended is not None:
                     woke, failed = self._record(ended)
                 while not self._closed:
@@ -434,8 +431,6 @@ class Queue:
                     self._cond.wait()
                     self._waiting -= 1
                 closing = self._closed
-            finally:
-                lock.release()
             if ended is not None:
                 self._notify_failed(ended, failed)
                 _kick_queues(woke, self)
@@ -626,18 +621,41 @@ class Queue:
             self._executor.shutdown(wait=True)
 
 
-def _acquire(lock: threading.Lock) -> None:
-    """Take ``lock`` without a convoy: a blocking acquire would hand the lock over to a
-    thread that does not hold the GIL, and two busy workers would then switch threads
-    at every task.  Yield the GIL instead while the holder finishes (briefly), and
-    block only if it takes long."""
-    if lock.acquire(False):
-        return
-    for _ in range(100):
-        time.sleep(0)
+class _Lock:
+    """The scheduler's lock, taken without a convoy wherever it is taken (``with``, and
+    by the conditions built on it).
+
+    A blocking ``threading.Lock.acquire`` hands the lock over to a thread that does not
+    hold the GIL, and two busy workers then switch threads at every task.  This one
+    yields the GIL instead while the holder finishes (briefly), and blocks only if that
+    takes long."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        lock = self._lock
         if lock.acquire(False):
-            return
-    lock.acquire()
+            return True
+        if not blocking:
+            return False
+        if timeout < 0:
+            for _ in range(100):
+                time.sleep(0)
+                if lock.acquire(False):
+                    return True
+        return lock.acquire(True, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 def _kick_queues(woke: list[Node], current: Queue | None) -> None:
