@@ -374,3 +374,31 @@ def test_a_failing_generator_fails_its_missing_items(sch: Scheduler) -> None:
     assert first.result() == "first"
     assert "sensor lost" in str(second.exception())
     assert isinstance(after.exception(), DependencyError)
+
+
+def test_requirements_given_twice_and_items_asked_for_late(sch: Scheduler) -> None:
+    Q = Queue(sch, max_workers=2)
+    x = Q.submit(lambda: 3)
+    twice = Q.submit(lambda a, b: a * b, x, x)  # one requirement, counted once
+    assert twice and x  # a future is true, even one of no generator (no len())
+
+    def gen():  # type: ignore[no-untyped-def]
+        yield "a"
+        raise RuntimeError("sensor lost")
+
+    g = Q.submit(gen)
+    sch.start()
+    sch.wait()
+    assert twice.result() == 9
+    # items asked for after the generator ended are made done (or failed) at once, and
+    # tasks that take them as arguments run (or fail) like any other dependents
+    late_ok, late_missing = g[0], g[1]
+    assert late_ok.result(0) == "a"
+    assert "sensor lost" in str(late_missing.exception(0))
+    echo = Q.submit(lambda v: v + "!", late_ok)
+    blocked = Q.submit(lambda v: v, late_missing)
+    sch.wait()
+    assert echo.result(0) == "a!"
+    err = blocked.exception(0)
+    assert isinstance(err, DependencyError) and "gen[1]" in str(err)
+    assert sch.stats()["total"]["done"] == 3 and sch.stats()["total"]["failed"] == 2

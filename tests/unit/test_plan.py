@@ -68,8 +68,14 @@ def test_always_starts_a_ready_task_of_highest_rank(seed: int) -> None:
             live = [n for n in nodes if n.state not in (DONE, FAILED)]
             pool = live if rng.random() < 0.8 else nodes
             chosen = rng.sample(pool, min(len(pool), rng.randint(0, 3)))
-            node = p.submit(rng.choice(queues), chosen)
+            if chosen and rng.random() < 0.2:
+                chosen.append(chosen[0])  # the same requirement twice
+            # a tuple may be kept as the node's ups: both kinds must rank the same
+            given = tuple(chosen) if rng.random() < 0.5 else chosen
+            node = p.submit(rng.choice(queues), given)
             nodes.append(node)
+            if node.state != FAILED:
+                assert list(node.ups) == list(dict.fromkeys(c for c in chosen if c.state != DONE))
             # a task refused at once (a requirement had failed) never ranks anything
             deps[node] = [] if node.state == FAILED else [c for c in chosen if c.state != DONE]
         elif action < 0.8:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import _thread
 import concurrent.futures as cf
+from collections.abc import Callable
 from concurrent.futures._base import PENDING
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QdoError
+from .plan import Node
 
 if TYPE_CHECKING:
-    from .plan import Node
-    from .scheduler import Scheduler
+    from .scheduler import Queue, Scheduler
+
+_NO_KWARGS: dict[str, Any] = {}
+_NO_FUTURES: list[Any] = []
 
 
 class DependencyError(QdoError):
@@ -119,24 +123,41 @@ class _NoneYet:
         return 0
 
 
-class TaskFuture(cf.Future[Any]):
-    """The result of a submitted task (or of one item of a generator task)."""
+class TaskFuture(cf.Future[Any], Node):
+    """The result of a submitted task (or of one item of a generator task).
 
-    _produced: list[Any]  # a generator task's items so far (generator tasks only)
+    A task's future is also its node in the plan, and keeps what the scheduler needs to
+    run it: one object a task, where a future, a node and a job would be three for the
+    garbage collector to walk at every full collection.  The attributes it has from
+    ``Node`` (``seq``, ``state``, ...) and the job's (``fn``, ``args``, ...) are the
+    scheduler's, not part of the API."""
+
+    __slots__ = ("_state", "_result", "_exception", "_scheduler", "name", "_items",
+                 "_announced", "_produced", "owner", "fn", "args", "kwargs", "resolve",
+                 "releases")  # fmt: skip
     _waiters = _ListWhenUsed()
     _done_callbacks = _ListWhenUsed()
 
     def __init__(self, scheduler: Scheduler, name: str) -> None:
         # what cf.Future.__init__ sets, with a lighter condition (see _Signal), made
         # only when first used (``_condition``): a task waiting for its turn costs no lock
+        Node.__init__(self)  # seq 0: in no plan until submitted
         self._state = PENDING
-        self._result = None
+        self._result: Any = None
         self._exception: BaseException | None = None
         self._scheduler = scheduler
         self.name = name
-        self._node: Node | None = None
         self._items: dict[int, TaskFuture] | None = None  # generator tasks only
         self._announced: int | None = None
+        self._produced: list[Any]  # a generator task's items so far (generator tasks only)
+        # the job: who runs it, and the call (let go once it ran)
+        self.owner: Queue | None = None  # None for a generator's item
+        self.fn: Callable[..., Any] | None = None
+        self.args: tuple[Any, ...] = ()
+        # empty ones are not kept: a million tasks would keep a million empty containers
+        self.kwargs: dict[str, Any] = _NO_KWARGS
+        self.resolve = False  # futures among the arguments, to replace by their results
+        self.releases: list[TaskFuture] = _NO_FUTURES  # the hold tasks it ends the sessions of
 
     @property
     def _condition(self) -> _Signal:  # type: ignore[override]
@@ -151,6 +172,9 @@ class TaskFuture(cf.Future[Any]):
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.name} {self._state.lower()}>"
+
+    def __bool__(self) -> bool:  # a future is true, whatever its len() would say
+        return True
 
     def cancel(self) -> bool:
         """Cancel the task, and every task that depends on it, if it has not started."""

@@ -25,7 +25,7 @@ per queue, and each queue keeps a heap of cells by rank (stale entries are skipp
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 WAITING, READY, RUNNING, DONE, FAILED = range(5)
 _NO_NODES: tuple[Node, ...] = ()  # shared "empty list" until a first element comes
@@ -37,8 +37,10 @@ class Node:
     __slots__ = ("seq", "queue", "state", "left", "dependents", "ups", "cell", "needs",
                  "hold", "external", "held_by")  # fmt: skip
 
-    def __init__(self, seq: int, queue: PlanQueue | None, needs: Mapping[str, float] | None):
-        self.seq = seq
+    def __init__(
+        self, seq: int = 0, queue: PlanQueue | None = None, needs: Mapping[str, float] | None = None
+    ) -> None:
+        self.seq = seq  # 0: not in a plan (yet)
         self.queue = queue
         self.state = WAITING
         self.left = 0  # requirements not yet done
@@ -131,21 +133,21 @@ class Planner:
     def submit(
         self,
         queue: PlanQueue | None,
-        requires: Iterable[Node] = (),
+        requires: Sequence[Node] = (),
         *,
         needs: Mapping[str, float] | None = None,
         hold: bool = False,
         release: Iterable[Node] = (),
         external_of: Node | None = None,
-        make: type[Node] = Node,
+        node: Node | None = None,
     ) -> Node:
         """Add a task that runs in ``queue`` once every one of ``requires`` is done.
 
         ``external_of``: the node is an item of that generator task: it never runs, it
         is completed by ``finish`` when the generator yields it, and ranks like a
-        dependent of the generator.  ``make``: the class of the node (a subclass can
-        carry what the caller keeps with the task).  Returns the node; its ``state`` is
-        FAILED at once if a requirement already failed.
+        dependent of the generator.  ``node``: the object to enter (a new ``Node`` if
+        None; a subclass can carry what the caller keeps with the task).  Returns the
+        node; its ``state`` is FAILED at once if a requirement already failed.
         """
         if queue is not None and needs:
             unknown = set(needs) - set(queue.capacity)
@@ -154,7 +156,10 @@ class Planner:
             if any(v > queue.capacity[k] for k, v in needs.items()):
                 raise ValueError(f"needs {dict(needs)}, more than the queue has {queue.capacity}")
         self.seq += 1
-        node = make(self.seq, queue, needs)
+        if node is None:
+            node = Node(self.seq, queue, needs)
+        else:
+            node.seq, node.queue, node.needs = self.seq, queue, needs
         node.hold = hold
         if not requires and not release and external_of is None and queue is not None:
             # the common case, an independent task: ready at once, ranked by itself
@@ -162,6 +167,7 @@ class Planner:
             queue.solo.append(node)
             return node
         node.external = external_of is not None
+        given = requires
         requires = list(requires)
         for holder in release:
             requires.append(holder)  # releasing a session comes after the session
@@ -171,14 +177,12 @@ class Planner:
             if r.held_by is None and r.hold and r.queue is queue and node.held_by is None:
                 node.held_by = r  # a task of the session may use its reserved slot
         ups: list[Node] = []
-        seen: set[int] = set()
+        seen: set[Node] = set()
         for r in requires:
-            if r.seq in seen:
-                continue
-            seen.add(r.seq)
             if r.state == FAILED:
                 node.state = FAILED
-            elif r.state != DONE:
+            elif r.state != DONE and r not in seen:
+                seen.add(r)
                 node.left += 1
                 deps = r.dependents
                 if deps is None:
@@ -190,7 +194,10 @@ class Planner:
                 ups.append(r)
         if external_of is not None and external_of.state not in (DONE, FAILED):
             ups.append(external_of)
-        node.ups = tuple(ups)
+        if type(given) is tuple and len(ups) == len(given) == len(requires) and not node.external:
+            node.ups = given  # the same nodes in the same order: share the caller's tuple
+        else:
+            node.ups = tuple(ups)
         if node.state == FAILED:
             return node
         self._rank(node, ups)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import inspect
 import json
+import operator
 import os
 import pickle
 import threading
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import InvalidInput
-from .futures import DependencyError, TaskFuture
+from .futures import _NO_KWARGS, DependencyError, TaskFuture
 from .plan import DONE, FAILED, Node, Planner, PlanQueue
 
 
@@ -98,25 +99,22 @@ class Scheduler:
 
     # -- internals ------------------------------------------------------------------------
     def _cancel(self, future: TaskFuture) -> bool:
-        node = future._node
-        if node is None:
-            return False
+        if not future.seq:
+            return False  # in no plan: done when it was made
         with self._lock:
-            gone = self._planner.cancel(node)
+            gone = self._planner.cancel(future)
             if gone is None:
                 return False
             self._unfinished -= sum(1 for n in gone if not n.external)
             for n in gone:
-                owner = _job(n).owner
+                owner = _task(n).owner
                 if owner is not None and not n.external:
                     owner._counts["pending"] -= 1
                     owner._counts["cancelled"] += 1
             if self._unfinished == 0:
                 self._idle.notify_all()
         for n in gone:
-            f = _future_of(n)
-            if f is not None:
-                cf.Future.cancel(f)
+            cf.Future.cancel(_task(n))
         return True
 
     def _item(self, gen: TaskFuture, index: int) -> TaskFuture:
@@ -132,20 +130,18 @@ class Scheduler:
                 return f
             f = TaskFuture(self, f"{gen.name}[{index}]")
             items[index] = f
-            gen_node = gen._node
-            assert gen_node is not None
+            # an item known already stays out of the plan: only its state says how it went
             if index < len(gen._produced):  # produced already
+                f.state = DONE
                 f.set_result(gen._produced[index])
-                return f
-            if gen_node.state == DONE:
+            elif gen.state == DONE:
+                f.state = FAILED
                 f.set_exception(_missing(gen, index, len(gen._produced)))
-                return f
-            if gen_node.state == FAILED:
+            elif gen.state == FAILED:
+                f.state = FAILED
                 f.set_exception(_dependency(f.name, gen))
-                return f
-            node = _job(self._planner.submit(None, external_of=gen_node, make=_Job))
-            node.future = f
-            f._node = node
+            else:
+                self._planner.submit(None, external_of=gen, node=f)
         return f
 
     def _finish_items(self, gen: TaskFuture, produced: int) -> list[tuple[TaskFuture, Any]]:
@@ -174,21 +170,16 @@ def _dependency(name: str, failed: TaskFuture) -> DependencyError:
     return err
 
 
-_NO_KWARGS: dict[str, Any] = {}
-_NO_NODES: list[Node] = []
-
-
 class _Ended:
     """A task that has just run, on its way to the planner."""
 
-    __slots__ = ("node", "future", "slot", "start", "end", "error", "items_failed")
+    __slots__ = ("task", "slot", "start", "end", "error", "items_failed")
 
     def __init__(
-        self, node: Node, future: TaskFuture, slot: int, start: float, end: float,
+        self, task: TaskFuture, slot: int, start: float, end: float,
         error: BaseException | None, items_failed: list[tuple[TaskFuture, Exception]],
     ) -> None:  # fmt: skip
-        self.node = node
-        self.future = future
+        self.task = task
         self.slot = slot
         self.start = start
         self.end = end
@@ -196,36 +187,17 @@ class _Ended:
         self.items_failed = items_failed
 
 
-class _Job(Node):
-    """A planner node with what the scheduler keeps of its task (one object a task)."""
-
-    __slots__ = ("owner", "future", "fn", "args", "kwargs", "resolve", "releases")
-    future: TaskFuture  # set by whoever submits the node, under the scheduler's lock
-
-    def __init__(self, seq: int, queue: PlanQueue | None, needs: Mapping[str, float] | None):
-        super().__init__(seq, queue, needs)
-        self.owner: Queue | None = None  # None for a generator's item
-        self.fn: Callable[..., Any] | None = None
-        self.args: tuple[Any, ...] = ()
-        # empty ones are not kept: a million tasks would keep a million empty containers
-        self.kwargs: dict[str, Any] = _NO_KWARGS
-        self.resolve = False  # futures among the arguments, to replace by their results
-        self.releases: list[Node] = _NO_NODES
-
-    def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The call's arguments, futures replaced by their results."""
-        if not self.resolve:
-            return self.args, self.kwargs
-        return _resolve(self.args), _resolve(self.kwargs) if self.kwargs else self.kwargs
-
-
-def _job(node: Node) -> _Job:
-    assert isinstance(node, _Job)
+def _task(node: Node) -> TaskFuture:
+    """The task of a node the scheduler entered in its plan (each one is its future)."""
+    assert isinstance(node, TaskFuture)
     return node
 
 
-def _future_of(node: Node) -> TaskFuture | None:
-    return node.future if isinstance(node, _Job) else None
+def _arguments(task: TaskFuture) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments, futures replaced by their results."""
+    if not task.resolve:
+        return task.args, task.kwargs
+    return _resolve(task.args), _resolve(task.kwargs) if task.kwargs else task.kwargs
 
 
 class Timeline(list[tuple[str, str, int, float, float]]):
@@ -334,7 +306,10 @@ class Queue:
             if not isinstance(f, TaskFuture):
                 raise InvalidInput(f"after= takes futures of this scheduler, got {f!r}")
             requires.append(f)
-        released = list(release)
+        released: list[TaskFuture] = list(release)
+        for f in released:
+            if not isinstance(f, TaskFuture):
+                raise InvalidInput(f"release= takes futures of this scheduler, got {f!r}")
         sch = self.scheduler
         future = TaskFuture(sch, _name(fn))
         if is_generator:
@@ -346,21 +321,20 @@ class Queue:
         for f in (*requires, *released):
             if f._scheduler is not sch:
                 raise InvalidInput(f"{f!r} belongs to another scheduler")
+        # when the arguments are the requirements themselves, as in f(x, y) on futures x
+        # and y, the plan keeps the arguments' tuple as the task's requirements
+        plain = len(requires) == len(args) and all(map(operator.is_, args, requires))
+        future.owner, future.fn, future.args = self, fn, args
+        if kwargs:
+            future.kwargs = kwargs
+        future.resolve = bool(requires)
+        if released:
+            future.releases = released
         with sch._lock:
-            nodes = [f._node for f in requires if f._node is not None]
-            node_releases = [f._node for f in released if f._node is not None]
-            node = _job(sch._planner.submit(
-                self._pq, nodes, needs=resources, hold=hold, release=node_releases, make=_Job
-            ))  # fmt: skip
-            node.owner, node.future, node.fn, node.args = self, future, fn, args
-            if kwargs:
-                node.kwargs = kwargs
-            node.resolve = bool(requires)
-            if node_releases:
-                node.releases = node_releases
-            future._node = node
-            if node.state == FAILED:
-                failed = next(f for f in requires if f._node and f._node.state == FAILED)
+            sch._planner.submit(self._pq, args if plain else requires, needs=resources,
+                                hold=hold, release=released, node=future)  # fmt: skip
+            if future.state == FAILED:
+                failed = next(f for f in requires if f.state == FAILED)
                 self._counts["failed"] += 1
             else:
                 failed = None
@@ -435,7 +409,7 @@ class Queue:
                 self._notify_failed(ended, failed)
                 _kick_queues(woke, self)
                 if self._waiting and (
-                    ended.node.needs or _released_by(ended.node)
+                    ended.task.needs or ended.task.releases
                     or any(n.queue is self._pq for n in woke)
                 ):  # fmt: skip
                     # what ended may let more than this worker start: wake a sibling
@@ -443,29 +417,27 @@ class Queue:
                         self._cond.notify()
                 ended = None
             if node is not None:
-                ended = self._execute(node, slot)
+                ended = self._execute(_task(node), slot)
             elif closing:
                 return
 
-    def _execute(self, node: Node, slot: int) -> _Ended:
+    def _execute(self, task: TaskFuture, slot: int) -> _Ended:
         """Run a task here and complete its future (outside the lock)."""
-        job = _job(node)
-        future = job.future
         start = time.perf_counter()
         result: Any = None
         error: BaseException | None = None
-        if not future.set_running_or_notify_cancel():
+        if not task.set_running_or_notify_cancel():
             error = cf.CancelledError()
         else:
             try:
-                assert job.fn is not None
-                call_args, call_kwargs = job.arguments()
-                result = job.fn(*call_args, **call_kwargs)
-                if future._items is not None:
-                    result = self._drain_generator(future, result)
+                assert task.fn is not None
+                call_args, call_kwargs = _arguments(task)
+                result = task.fn(*call_args, **call_kwargs)
+                if task._items is not None:
+                    result = self._drain_generator(task, result)
             except BaseException as e:  # the task's own error: its future holds it
                 error = e
-        return self._complete(node, slot, start, result, error)
+        return self._complete(task, slot, start, result, error)
 
     def _drain_generator(self, future: TaskFuture, gen: Any) -> list[Any]:
         sch = self.scheduler
@@ -483,53 +455,51 @@ class Queue:
             if item is not None:
                 item.set_result(value)
                 with sch._lock:
-                    woke = sch._planner.finish(item._node) if item._node else []
+                    woke = sch._planner.finish(item) if item.seq else []
                 _kick_queues(woke, None)
         return produced
 
     def _settle(
-        self, node: Node, future: TaskFuture, slot: int, start: float,
+        self, task: TaskFuture, slot: int, start: float,
         result: Any = None, error: BaseException | None = None,
     ) -> list[Node]:  # fmt: skip
         """Complete, record and notify in one go; return the tasks that became ready."""
-        ended = self._complete(node, slot, start, result, error)
+        ended = self._complete(task, slot, start, result, error)
         with self.scheduler._lock:
             woke, failed = self._record(ended)
         self._notify_failed(ended, failed)
         return woke
 
     def _complete(
-        self, node: Node, slot: int, start: float, result: Any, error: BaseException | None
+        self, task: TaskFuture, slot: int, start: float, result: Any, error: BaseException | None
     ) -> _Ended:
         """Set the task's future (outside the lock: its callbacks run here)."""
         sch = self.scheduler
-        job = _job(node)
-        future = job.future
         end = time.perf_counter()
         # what the call needed is not needed any more: let its arguments (and the
         # futures among them, and what those hold) go while the run goes on
-        job.fn, job.args, job.kwargs = None, (), _NO_KWARGS
+        task.fn, task.args, task.kwargs = None, (), _NO_KWARGS
         items_failed: list[tuple[TaskFuture, Exception]] = []
         if error is None:
-            future.set_result(result)
-            if future._items is not None:
-                items_failed = sch._finish_items(future, len(result))
+            task.set_result(result)
+            if task._items is not None:
+                items_failed = sch._finish_items(task, len(result))
         else:
-            if not future.done():
-                future.set_exception(error)
-            if future._items is not None:
+            if not task.done():
+                task.set_exception(error)
+            if task._items is not None:
                 items_failed = [
-                    (f, _dependency(f.name, future))
-                    for f, _ in sch._finish_items(future, len(future._produced))
+                    (f, _dependency(f.name, task))
+                    for f, _ in sch._finish_items(task, len(task._produced))
                 ]
-        return _Ended(node, future, slot, start, end, error, items_failed)
+        return _Ended(task, slot, start, end, error, items_failed)
 
     def _record(self, ended: _Ended) -> tuple[list[Node], list[Node]]:
         """The planner's side of an ended task; the caller holds the lock.  Returns the
         tasks that became ready and those that now fail without running."""
         sch = self.scheduler
-        node, future, error = ended.node, ended.future, ended.error
-        sch._ran_task.append(future.name)
+        task, error = ended.task, ended.error
+        sch._ran_task.append(task.name)
         sch._ran_queue.append(self.name)
         sch._ran_slot.append(ended.slot)
         sch._ran_start.append(ended.start - sch._t0)
@@ -538,21 +508,21 @@ class Queue:
         failed: list[Node] = []
         if error is None:
             self._counts["done"] += 1
-            woke = sch._planner.finish(node)
+            woke = sch._planner.finish(task)
         else:
             self._counts["failed"] += 1
             woke = []
-            failed = sch._planner.fail(node)
+            failed = sch._planner.fail(task)
         for f, _ in ended.items_failed:
-            if f._node is not None:
-                failed += [f._node, *sch._planner.fail(f._node)]
+            if f.seq:
+                failed += [f, *sch._planner.fail(f)]
         for n in failed:
-            owner = _job(n).owner
+            owner = _task(n).owner
             if not n.external and owner is not None:
                 owner._counts["pending"] -= 1
                 owner._counts["failed"] += 1
                 sch._unfinished -= 1
-        for h in _released_by(node):
+        for h in task.releases:
             sch._planner.release(h)
         sch._unfinished -= 1
         if sch._unfinished == 0:
@@ -565,9 +535,9 @@ class Queue:
         for f, err in ended.items_failed:
             f.set_exception(err)
         for n in failed:
-            f2 = _future_of(n)
-            if f2 is not None and not f2.done():
-                cause = ended.future if ended.error else _failed_req(n)
+            f2 = _task(n)
+            if not f2.done():
+                cause = ended.task if ended.error else _failed_req(f2)
                 f2.set_exception(_dependency(f2.name, cause))
 
     # -- other executors ------------------------------------------------------------------
@@ -584,32 +554,29 @@ class Queue:
                     return
                 self._counts["pending"] -= 1
                 self._counts["running"] += 1
-            job = _job(node)
-            future = job.future
+            task = _task(node)
             start = time.perf_counter()
             try:
-                if not future.set_running_or_notify_cancel():
+                if not task.set_running_or_notify_cancel():
                     raise cf.CancelledError()  # settled below, like a thread slot does
-                assert job.fn is not None
-                call_args, call_kwargs = job.arguments()
-                done = self._executor.submit(job.fn, *call_args, **call_kwargs)
+                assert task.fn is not None
+                call_args, call_kwargs = _arguments(task)
+                done = self._executor.submit(task.fn, *call_args, **call_kwargs)
             except BaseException as e:
-                woke = self._settle(node, future, 0, start, error=e)
+                woke = self._settle(task, 0, start, error=e)
                 _kick_queues(woke, self)
                 continue
-            done.add_done_callback(self._callback(node, future, start))
+            done.add_done_callback(self._callback(task, start))
 
-    def _callback(
-        self, node: Node, future: TaskFuture, start: float
-    ) -> Callable[[cf.Future[Any]], None]:
-        return lambda done: self._done(done, node, future, start)
+    def _callback(self, task: TaskFuture, start: float) -> Callable[[cf.Future[Any]], None]:
+        return lambda done: self._done(done, task, start)
 
-    def _done(self, done: cf.Future[Any], node: Node, future: TaskFuture, start: float) -> None:
+    def _done(self, done: cf.Future[Any], task: TaskFuture, start: float) -> None:
         error = done.exception()
         if error is None:
-            woke = self._settle(node, future, 0, start, result=done.result())
+            woke = self._settle(task, 0, start, result=done.result())
         else:
-            woke = self._settle(node, future, 0, start, error=error)
+            woke = self._settle(task, 0, start, error=error)
         _kick_queues(woke, self)
         self._pump()
 
@@ -662,7 +629,7 @@ def _kick_queues(woke: list[Node], current: Queue | None) -> None:
     """Wake the queues that got ready tasks (the current worker looks by itself)."""
     seen: set[int] = set()
     for n in woke:
-        owner = n.owner if isinstance(n, _Job) else None
+        owner = _task(n).owner
         if owner is None or owner is current or id(owner) in seen:
             continue
         seen.add(id(owner))
@@ -671,19 +638,12 @@ def _kick_queues(woke: list[Node], current: Queue | None) -> None:
         current._pump()
 
 
-def _released_by(node: Node) -> list[Node]:
-    return node.releases if isinstance(node, _Job) else []
-
-
-def _failed_req(node: Node) -> TaskFuture:
-    for up in node.ups:
+def _failed_req(task: TaskFuture) -> TaskFuture:
+    """The requirement of ``task`` that failed (``task`` itself if none did)."""
+    for up in task.ups:
         if up.state == FAILED:
-            f = _future_of(up)
-            if f is not None:
-                return f
-    f = _future_of(node)
-    assert f is not None
-    return f
+            return _task(up)
+    return task
 
 
 def _collect(obj: Any, out: list[TaskFuture]) -> None:
