@@ -402,3 +402,41 @@ def test_requirements_given_twice_and_items_asked_for_late(sch: Scheduler) -> No
     err = blocked.exception(0)
     assert isinstance(err, DependencyError) and "gen[1]" in str(err)
     assert sch.stats()["total"]["done"] == 3 and sch.stats()["total"]["failed"] == 2
+
+
+def test_many_threads_waiting_on_futures_of_two_schedulers() -> None:
+    """The futures of a scheduler share one reentrant lock: waiters on different futures
+    wake only for theirs, cf.wait takes it once per future, tasks may wait on futures,
+    and futures of two schedulers mix in one cf.wait."""
+    one, two = Scheduler(), Scheduler()
+    try:
+        Q1, Q2 = Queue(one, max_workers=2), Queue(two, max_workers=2)
+        xs = [Q1.submit(lambda i=i: (time.sleep(0.001), i)[1]) for i in range(200)]
+        # tasks that block on other futures (not arguments): on the other scheduler
+        ys = [Q2.submit(lambda x=x: x.result(timeout=30) * 2) for x in xs[::10]]
+        results: dict[int, int] = {}
+        errors: list[BaseException] = []
+
+        def waiter(k: int) -> None:
+            try:
+                for i in range(k, len(xs), 8):
+                    results[i] = xs[i].result(timeout=30)
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=waiter, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        two.start()
+        one.start()
+        done, not_done = cf.wait([*xs, *ys], timeout=30)
+        assert not not_done
+        order = [f.result() for f in cf.as_completed([*ys, *xs[:50]], timeout=30)]
+        for t in threads:
+            t.join(30)
+        assert not errors and results == {i: i for i in range(200)}
+        assert [y.result() for y in ys] == [2 * i for i in range(0, 200, 10)]
+        assert len(order) == 70
+    finally:
+        one.shutdown()
+        two.shutdown()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import concurrent.futures as cf
+import time
 from collections.abc import Callable
 from concurrent.futures._base import PENDING
 from typing import TYPE_CHECKING, Any
@@ -34,39 +35,65 @@ class DependencyError(QdoError):
         super().__init__(f"{task} did not run: its requirement {requirement} {why}")
 
 
-class _Signal:
+def take(lock: Any, blocking: bool = True, timeout: float = -1) -> bool:
+    """Acquire ``lock`` without a convoy.  A blocking ``acquire`` that has to wait hands
+    the lock to a thread that does not hold the GIL, and two busy threads then switch
+    at every turn.  This tries first, then yields the GIL while the holder finishes
+    (briefly: these locks guard a few lines), and blocks only if that takes long."""
+    if lock.acquire(False):
+        return True
+    if not blocking:
+        return False
+    if timeout < 0:
+        for _ in range(100):
+            time.sleep(0)
+            if lock.acquire(False):
+                return True
+    return bool(lock.acquire(True, timeout))
+
+
+class _Condition:
     """What ``concurrent.futures.Future`` needs of its ``_condition`` (a lock, ``wait``
-    and ``notify_all``), in two objects where ``threading.Condition`` takes eight: a
-    million futures are a million of them for the garbage collector to walk.  Every
-    user of a future's condition takes it once at a time, so the lock need not be
-    reentrant."""
+    and ``notify_all``), made afresh at each use from what lasts elsewhere: one
+    reentrant lock for all the futures of a scheduler, and each future's list of
+    sleeping waiters (None until one waits).  A lock or a condition of each future's own
+    would be objects that outlive the task, for the garbage collector to walk at every
+    full collection: three a future, with a million futures kept.
 
-    __slots__ = ("_lock", "_sleepers")
+    Reentrant, because ``concurrent.futures.wait`` takes the condition of every future
+    it waits for, one after the other: with one lock for all, that is the same lock
+    again and again."""
 
-    def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
-        self._sleepers: list[_thread.LockType] | None = None
+    __slots__ = ("_lock", "_future")
+
+    def __init__(self, future: TaskFuture) -> None:
+        self._future = future
+        # a threading.RLock: its _release_save and _acquire_restore (what
+        # threading.Condition uses too) let go of it and take it again, however deep
+        self._lock: Any = future._scheduler._futures_lock
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
+        return take(self._lock, blocking, timeout)
 
     def release(self) -> None:
         self._lock.release()
 
     def __enter__(self) -> bool:
-        return self._lock.acquire()
+        return take(self._lock)
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock until ``notify_all`` or ``timeout``; hold it again after."""
+        """Release the lock until ``notify_all`` or ``timeout``; hold it again after
+        (as many times as before)."""
+        future = self._future
         sleeper = _thread.allocate_lock()
         sleeper.acquire()
-        if self._sleepers is None:
-            self._sleepers = []
-        self._sleepers.append(sleeper)
-        self._lock.release()
+        if future._sleepers is None:
+            future._sleepers = []
+        future._sleepers.append(sleeper)
+        held = self._lock._release_save()
         woken = False
         try:
             if timeout is None:
@@ -76,13 +103,15 @@ class _Signal:
             else:
                 woken = sleeper.acquire(False)
         finally:
-            self._lock.acquire()
-            if not woken and self._sleepers is not None and sleeper in self._sleepers:
-                self._sleepers.remove(sleeper)
+            self._lock._acquire_restore(held)
+            sleepers = future._sleepers
+            if not woken and sleepers is not None and sleeper in sleepers:
+                sleepers.remove(sleeper)
         return woken
 
     def notify_all(self) -> None:
-        sleepers, self._sleepers = self._sleepers, None
+        future = self._future
+        sleepers, future._sleepers = future._sleepers, None
         for sleeper in sleepers or ():
             sleeper.release()
 
@@ -132,19 +161,19 @@ class TaskFuture(cf.Future[Any], Node):
     ``Node`` (``seq``, ``state``, ...) and the job's (``fn``, ``args``, ...) are the
     scheduler's, not part of the API."""
 
-    __slots__ = ("_state", "_result", "_exception", "_scheduler", "name", "_items",
+    __slots__ = ("_state", "_result", "_exception", "_sleepers", "_scheduler", "name", "_items",
                  "_announced", "_produced", "owner", "fn", "args", "kwargs", "resolve",
                  "releases")  # fmt: skip
     _waiters = _ListWhenUsed()
     _done_callbacks = _ListWhenUsed()
 
     def __init__(self, scheduler: Scheduler, name: str) -> None:
-        # what cf.Future.__init__ sets, with a lighter condition (see _Signal), made
-        # only when first used (``_condition``): a task waiting for its turn costs no lock
+        # what cf.Future.__init__ sets, but no condition of its own (see _Condition)
         Node.__init__(self)  # seq 0: in no plan until submitted
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
+        self._sleepers: list[_thread.LockType] | None = None  # threads in result(), ...
         self._scheduler = scheduler
         self.name = name
         self._items: dict[int, TaskFuture] | None = None  # generator tasks only
@@ -160,15 +189,8 @@ class TaskFuture(cf.Future[Any], Node):
         self.releases: list[TaskFuture] = _NO_FUTURES  # the hold tasks it ends the sessions of
 
     @property
-    def _condition(self) -> _Signal:  # type: ignore[override]
-        attrs = self.__dict__
-        signal: _Signal | None = attrs.get("_signal")
-        if signal is None:
-            # two threads may each make one; setdefault (atomic) keeps the first.  (A
-            # lock here would be taken by every task: two workers would then queue on
-            # it and hand the GIL back and forth at every task.)
-            signal = attrs.setdefault("_signal", _Signal())
-        return signal
+    def _condition(self) -> _Condition:  # type: ignore[override]
+        return _Condition(self)
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.name} {self._state.lower()}>"

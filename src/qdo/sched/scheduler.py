@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import InvalidInput
-from .futures import _NO_KWARGS, DependencyError, TaskFuture
+from .futures import _NO_KWARGS, DependencyError, TaskFuture, take
 from .plan import DONE, FAILED, Node, Planner, PlanQueue
 
 
@@ -30,6 +30,7 @@ class Scheduler:
 
     def __init__(self) -> None:
         self._lock = _Lock()
+        self._futures_lock = threading.RLock()  # the conditions of all its futures
         # (threading.Condition uses only the lock's acquire and release: any lock will do)
         self._idle = threading.Condition(self._lock)  # type: ignore[arg-type]
         self._planner = Planner()
@@ -590,12 +591,7 @@ class Queue:
 
 class _Lock:
     """The scheduler's lock, taken without a convoy wherever it is taken (``with``, and
-    by the conditions built on it).
-
-    A blocking ``threading.Lock.acquire`` hands the lock over to a thread that does not
-    hold the GIL, and two busy workers then switch threads at every task.  This one
-    yields the GIL instead while the holder finishes (briefly), and blocks only if that
-    takes long."""
+    by the conditions built on it): see ``take``."""
 
     __slots__ = ("_lock",)
 
@@ -603,23 +599,13 @@ class _Lock:
         self._lock = threading.Lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        lock = self._lock
-        if lock.acquire(False):
-            return True
-        if not blocking:
-            return False
-        if timeout < 0:
-            for _ in range(100):
-                time.sleep(0)
-                if lock.acquire(False):
-                    return True
-        return lock.acquire(True, timeout)
+        return take(self._lock, blocking, timeout)
 
     def release(self) -> None:
         self._lock.release()
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        return take(self._lock)
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
