@@ -36,6 +36,9 @@ BACKLOG_SECONDS = 0.25
 MAX_BATCH = 500
 #: A result waits at most this long before it is reported.
 REPORT_DELAY = 0.2
+#: A worker in a batch job claims tasks that declare at most the time it has left, less
+#: this: they will still fit when they start a moment later.
+CLAIM_MARGIN = 5.0
 
 
 @dataclass
@@ -105,7 +108,6 @@ class Agent:
         self.stop_at = 0.0
         self.job_end: float | None = None  # when the batch job's time limit hits (epoch)
         self.job_end_checked = -math.inf
-        self.out_of_time = False  # the job has too little time left for the next task
         self.stop_deadline: float | None = None
         self.runner: Runner = self._make_runner()
 
@@ -146,8 +148,7 @@ class Agent:
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self.runner.kill_all()  # grace is over; their results come back "stopped"
                     self.stop_deadline = math.inf
-                taking = (self.stop_signal is None and not self._runtime_over(now)
-                          and not self.out_of_time)  # fmt: skip
+                taking = self.stop_signal is None and not self._runtime_over(now)
                 if not taking:
                     self.runner.stopping = True  # queued tasks come back unstarted
                     if self.todo:
@@ -225,7 +226,13 @@ class Agent:
         return max(free, self.summary.batch - len(self.todo))
 
     def _claim(self, n: int) -> bool:
-        tasks = self.store.claim(self.queue.name, self.worker, n, self.opts.lease, self.jobid)
+        """Claim up to ``n`` tasks; in a batch job with a time limit, only tasks that
+        declare no run time (``timeout``) or one that ends before the limit does."""
+        left = self._time_left()
+        tasks = self.store.claim(
+            self.queue.name, self.worker, n, self.opts.lease, self.jobid,
+            max_seconds=None if left is None else max(0.0, left - CLAIM_MARGIN),
+        )  # fmt: skip
         self.todo.extend(tasks)
         return bool(tasks)
 
@@ -233,25 +240,31 @@ class Agent:
         while self.todo and self.runner.free() > 0:
             task = self.todo.popleft()
             if not self._time_for(task):
-                # the batch job ends before this task would: leave it (and what else
-                # was claimed) to a worker with more time, and take nothing more
-                self.todo.appendleft(task)
-                self.out_of_time = True
-                self._give_back_todo()
-                return
+                # it fitted when it was claimed, but waited for a slot since: leave it to
+                # a worker with more time, and go on with the others
+                if not self.outbox:
+                    self.outbox_since = time.monotonic()
+                why = "handed back unstarted (batch job time limit too close)"
+                self.outbox.append(Result.given_back(task, why))
+                continue
             self.running[task.id] = task
             self.runner.start(task)
+
+    def _time_left(self) -> float | None:
+        """Seconds until the batch job's time limit, or None (no job, or no limit)."""
+        now = time.time()
+        if now >= self.job_end_checked + 60:  # the limit can change (scontrol update)
+            self.job_end = job_end_time()
+            self.job_end_checked = now
+        return None if self.job_end is None else self.job_end - now
 
     def _time_for(self, task: Task) -> bool:
         """Can a task that declares its run time (its ``timeout``) end before the batch
         job's time limit?  Tasks that declare nothing are always started."""
         if task.timeout is None:
             return True
-        now = time.time()
-        if now >= self.job_end_checked + 60:  # the limit can change (scontrol update)
-            self.job_end = job_end_time()
-            self.job_end_checked = now
-        return self.job_end is None or now + task.timeout <= self.job_end
+        left = self._time_left()
+        return left is None or task.timeout <= left
 
     def _collect(self, timeout: float, drain: bool = False) -> None:
         for result in self.runner.results(timeout, drain=drain):
@@ -308,9 +321,7 @@ class Agent:
             self.todo = deque(t for t in self.todo if t.id not in lost)
 
     def _give_back_todo(self) -> None:
-        why = "batch job time limit too close" if self.out_of_time else (
-            self.stop_signal or "runtime over")  # fmt: skip
-        why = f"handed back unstarted ({why})"
+        why = f"handed back unstarted ({self.stop_signal or 'runtime over'})"
         self.outbox.extend(Result.given_back(t, why) for t in self.todo)
         self.todo.clear()
         self._report()

@@ -101,6 +101,20 @@ def test_claim_order_priority_then_fifo(store: Store, q: str) -> None:
     assert store.claim(q, "w", 10, lease=60) == []
 
 
+def test_claim_within_a_time_budget(store: Store, q: str) -> None:
+    """A worker whose batch job ends soon takes only tasks that fit, in the usual order,
+    and tasks that declare no run time always."""
+    (long,) = add(store, q, "long", timeout=600, priority=9)
+    (edge,) = add(store, q, "edge", timeout=60, priority=5)
+    (free,) = add(store, q, "free", priority=1)
+    (short,) = add(store, q, "short", timeout=0.5)
+    got = store.claim(q, "w", 10, lease=60, max_seconds=60)
+    assert [t.id for t in got] == [edge, free, short]
+    assert store.claim(q, "w", 10, lease=60, max_seconds=599.9) == []
+    (t,) = store.claim(q, "w", 10, lease=60)  # no budget: anything
+    assert t.id == long and t.attempts == 1
+
+
 def test_claim_records_lease_and_job(store: Store, q: str) -> None:
     add(store, q, "x")
     before = time.time()

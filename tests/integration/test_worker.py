@@ -365,3 +365,49 @@ def test_tasks_inherit_no_descriptors_of_the_agent() -> None:
         os.close(leaked)
     fds = sorted(int(x) for x in Path(q.tasks(id=t)[0].log or "").read_text().split())
     assert fds == [0, 1, 2, 3]  # 3: the directory ls itself is reading
+
+
+def test_near_its_time_limit_a_worker_takes_only_tasks_that_fit(tmp_path: Path) -> None:
+    """In a batch job that ends soon (QDO_JOB_END, as Slurm's end time would say), tasks
+    that declare more time than is left stay Pending, unclaimed; the rest run, whatever
+    their order in the queue."""
+    q = qdo.create("Near")
+    marker = tmp_path / "long-task-ran"
+    long = q.add(f"touch {marker}", priority=9, timeout=600)  # first in line: too long
+    fits = [q.add(f"touch {tmp_path / f'fits{i}'}", timeout=5) for i in range(3)]
+    free = q.add(f"touch {tmp_path / 'free'}")  # declares nothing: always taken
+    run_qdo("do", "Near", check=True, env={"QDO_JOB_END": str(time.time() + 120)})
+    assert states(q) == {"Succeeded": 4, "Pending": 1}
+    (left,) = q.tasks(id=long, history=True)
+    assert left.state is qdo.Task.PENDING and left.attempts == 0 and not left.history
+    assert not marker.exists()
+    assert all(t.state is qdo.Task.SUCCEEDED for t in q.tasks(history=True) if t.id in
+               [*fits, free])  # fmt: skip
+    # with time enough (no batch job), the long one runs too
+    run_qdo("do", "Near", check=True)
+    assert marker.exists() and states(q) == {"Succeeded": 5}
+
+
+def test_a_claimed_task_that_no_longer_fits_is_handed_back_alone() -> None:
+    """A task claimed when it fitted, whose turn comes too late (it waited for a slot),
+    goes back to Pending unrun; the worker goes on with the tasks after it."""
+    from qdo.worker import Agent, WorkerOptions
+
+    q = qdo.create("Late")
+    late = q.add("true", priority=1, timeout=30)
+    after = q.add("true", priority=0)
+    agent = Agent(q, WorkerOptions(workers=1))
+    try:
+        agent.todo.extend(q.store.claim("Late", agent.worker, 2, lease=60))
+        agent.job_end, agent.job_end_checked = time.time() + 20, time.time()  # 20 s left
+        agent._dispatch()
+        assert list(agent.running) == [after] and not agent.todo
+        agent._report()
+        agent._collect(timeout=10, drain=True)
+        agent._report()
+    finally:
+        agent.runner.close()
+    (t,) = q.tasks(id=late, history=True)
+    assert t.state is qdo.Task.PENDING and t.failures == 0
+    assert "time limit too close" in (t.history[-1].message or "")
+    assert q.tasks(id=after)[0].state is qdo.Task.SUCCEEDED

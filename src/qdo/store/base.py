@@ -172,12 +172,14 @@ class Store(ABC):
     # -- working -------------------------------------------------------------------------
     @abstractmethod
     def claim(
-        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None
-    ) -> list[Task]:
+        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
+        max_seconds: float | None = None,
+    ) -> list[Task]:  # fmt: skip
         """Hand out up to ``n`` Pending tasks of an Active queue, highest priority first,
         then lowest id.  Each becomes Running, its attempts grow by one, and it holds a
         new lease token until ``now + lease``.  Returns [] if there is nothing to hand
-        out or the queue is paused."""
+        out or the queue is paused.  ``max_seconds``: only tasks that declare no run
+        time (``timeout``) or one of at most this (a worker whose batch job ends soon)."""
 
     @abstractmethod
     def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:

@@ -381,11 +381,13 @@ class PostgresStore(Store):
 
     # -- working --------------------------------------------------------------------------
     def claim(
-        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None
-    ) -> list[Task]:
+        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
+        max_seconds: float | None = None,
+    ) -> list[Task]:  # fmt: skip
         params = {
             "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
-            "lease": lease, "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
+            "lease": lease, "max_seconds": max_seconds,
+            "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
 
         def verb(cur: psycopg.Cursor[Any]) -> tuple[list[Any], dict[int, list[int]]]:

@@ -302,11 +302,12 @@ class SQLiteStore(Store):
 
     # -- working --------------------------------------------------------------------------
     def claim(
-        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None
-    ) -> list[Task]:
+        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
+        max_seconds: float | None = None,
+    ) -> list[Task]:  # fmt: skip
         params = {
             "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
-            "lease": lease,
+            "lease": lease, "max_seconds": max_seconds,
             "now": time.time(), "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
         with self._write() as conn:

@@ -95,6 +95,8 @@ WHERE id IN (SELECT id FROM tasks
              WHERE queue_id = (SELECT id FROM queues WHERE owner = %(owner)s
                                  AND name = %(queue)s AND state = 'Active')
                AND state = 'Pending'
+               AND (%(max_seconds)s::float8 IS NULL OR timeout IS NULL
+                    OR timeout <= %(max_seconds)s::float8)
              ORDER BY priority DESC, id
              LIMIT %(n)s
              FOR UPDATE SKIP LOCKED)

@@ -80,6 +80,7 @@ WHERE id IN (SELECT id FROM tasks
              WHERE queue_id = (SELECT id FROM queues
                                WHERE owner = :owner AND name = :queue AND state = 'Active')
                AND state = 'Pending'
+               AND (:max_seconds IS NULL OR timeout IS NULL OR timeout <= :max_seconds)
              ORDER BY priority DESC, id LIMIT :n)
 RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
           created, started, finished, worker, jobid, log, lease_expires, lease_token,
