@@ -274,22 +274,27 @@ def job_states(kind: str, jobids: Sequence[str]) -> dict[str, str]:
         return {}
     if kind == "local":
         return {j: ("RUNNING" if _local_alive(j) else "ENDED") for j in jobids}
-    if kind == "pbs" and not shutil.which("scontrol"):
+    if kind == "pbs" and not shutil.which("squeue"):
         return {j: _pbs_state(j) for j in jobids}
-    states = {}
-    for jobid in jobids:  # the PBS wrappers of Slurm run Slurm jobs: scontrol knows them
-        states[jobid] = _slurm_state(jobid.split(".")[0])
-    return states
+    # the PBS wrappers of Slurm run Slurm jobs: squeue knows them too
+    return _slurm_states(jobids)
 
 
-def _slurm_state(jobid: str) -> str:
+def _slurm_states(jobids: Sequence[str]) -> dict[str, str]:
+    """One ``squeue`` for all the jobs (not one call per job: ``--auto`` asks every few
+    seconds, for every job it ever launched).  Slurm forgets a job some minutes after it
+    ended (MinJobAge): a job it does not list has ENDED."""
+    ids = {j: j.split(".")[0] for j in jobids}
+    cmd = ["squeue", "--noheader", "--states=all", "--jobs", ",".join(sorted(set(ids.values()))),
+           "--format=%i %T"]  # fmt: skip
     try:
-        out = subprocess.run(["scontrol", "show", "job", jobid, "-o"], capture_output=True,
-                             text=True, timeout=60).stdout  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return "UNKNOWN"
-    m = re.search(r"\bJobState=(\w+)", out)
-    return m.group(1) if m else "ENDED"
+        return dict.fromkeys(jobids, "UNKNOWN")
+    if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+        return dict.fromkeys(jobids, "UNKNOWN")  # no answer (slurmctld down?): not ENDED
+    known = dict(line.split(None, 1) for line in proc.stdout.splitlines() if " " in line)
+    return {j: known.get(i, "ENDED").strip() for j, i in ids.items()}
 
 
 def _pbs_state(jobid: str) -> str:

@@ -456,6 +456,18 @@ def test_walltime_aware_worker_leaves_long_tasks(
     assert_ran_in(rows[1:], [jobid])
 
 
+def test_job_states_come_from_one_squeue(slurm: Cluster, qdo_dir: Path) -> None:
+    from qdo.launch import job_states
+
+    q = slurm.queue("states", "sleep 5")
+    [jobid] = launch(q, "1")
+    # a job Slurm never had (or has forgotten) has ENDED; a PBS-style id is the same job
+    states = job_states("slurm", [jobid, f"{jobid}.vm", "999999999"])
+    assert states[jobid] in ACTIVE and states[f"{jobid}.vm"] == states[jobid], states
+    assert states["999999999"] == "ENDED"
+    assert job_states("slurm", ["999999998"]) == {"999999998": "ENDED"}  # squeue exits 1
+
+
 # -- bad input ------------------------------------------------------------------------------
 def test_bad_input_submits_nothing(
     slurm: Cluster, qdo_dir: Path, monkeypatch: pytest.MonkeyPatch
