@@ -181,6 +181,24 @@ def test_hold_keeps_the_slot_for_its_session() -> None:
     assert p.next(q) is other
 
 
+def test_sessions_that_fail_or_lose_their_release_give_the_slot_back() -> None:
+    p = Planner()
+    q = p.add_queue(1)
+    # the hold task itself fails: its slot comes back at once
+    session = p.submit(q, hold=True)
+    assert p.next(q) is session
+    p.fail(session)
+    assert q.busy == 0 and not q.held
+    # the release comes before the hold task ends (its releaser will never run): the
+    # hold task then keeps no slot when it ends
+    session = p.submit(q, hold=True)
+    p.release(session)
+    assert p.next(q) is session
+    p.finish(session)
+    assert q.busy == 0 and not q.held
+    assert p.next(q) is None
+
+
 def test_generator_items_complete_from_outside() -> None:
     p = Planner()
     q = p.add_queue(1)

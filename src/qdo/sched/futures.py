@@ -52,25 +52,40 @@ def take(lock: Any, blocking: bool = True, timeout: float = -1) -> bool:
     return bool(lock.acquire(True, timeout))
 
 
+_MAKING = _thread.allocate_lock()  # makes each future's lock, once
+
+
 class _Condition:
     """What ``concurrent.futures.Future`` needs of its ``_condition`` (a lock, ``wait``
-    and ``notify_all``), made afresh at each use from what lasts elsewhere: one
-    reentrant lock for all the futures of a scheduler, and each future's list of
-    sleeping waiters (None until one waits).  A lock or a condition of each future's own
-    would be objects that outlive the task, for the garbage collector to walk at every
-    full collection: three a future, with a million futures kept.
+    and ``notify_all``), made afresh at each use over what the future keeps: its own
+    lock, made when first needed (when its task starts, for most), and its list of
+    sleeping waiters (None until one waits).  A ``threading.Condition`` would be eight
+    objects more a future, and a kept future is walked by the garbage collector at
+    every full collection.
 
-    Reentrant, because ``concurrent.futures.wait`` takes the condition of every future
-    it waits for, one after the other: with one lock for all, that is the same lock
-    again and again."""
+    Each future has a lock of its own, never one shared by several:
+    ``concurrent.futures.wait`` takes the lock of every future it waits for, in the
+    order of their ``id()``, and two threads doing that with shared locks could each
+    hold one the other wants.  And reentrant, as ``threading.Condition``'s is: with
+    ``FIRST_EXCEPTION``, ``concurrent.futures.wait`` calls ``f.exception()`` while it
+    holds ``f``'s condition."""
 
     __slots__ = ("_lock", "_future")
 
     def __init__(self, future: TaskFuture) -> None:
         self._future = future
-        # a threading.RLock: its _release_save and _acquire_restore (what
-        # threading.Condition uses too) let go of it and take it again, however deep
-        self._lock: Any = future._scheduler._futures_lock
+        lock = future._mutex
+        if lock is None:
+            # two threads may want it at once: one makes it, under a lock of its own
+            # (held for two lines, so it costs a busy worker next to nothing)
+            take(_MAKING)
+            try:
+                lock = future._mutex
+                if lock is None:
+                    lock = future._mutex = _thread.RLock()
+            finally:
+                _MAKING.release()
+        self._lock = lock
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         return take(self._lock, blocking, timeout)
@@ -85,8 +100,8 @@ class _Condition:
         self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock until ``notify_all`` or ``timeout``; hold it again after
-        (as many times as before)."""
+        """Release the lock until ``notify_all`` or ``timeout``; hold it again after,
+        as many times over as before."""
         future = self._future
         sleeper = _thread.allocate_lock()
         sleeper.acquire()
@@ -161,9 +176,9 @@ class TaskFuture(cf.Future[Any], Node):
     ``Node`` (``seq``, ``state``, ...) and the job's (``fn``, ``args``, ...) are the
     scheduler's, not part of the API."""
 
-    __slots__ = ("_state", "_result", "_exception", "_sleepers", "_scheduler", "name", "_items",
-                 "_announced", "_produced", "owner", "fn", "args", "kwargs", "resolve",
-                 "releases")  # fmt: skip
+    __slots__ = ("_state", "_result", "_exception", "_mutex", "_sleepers", "_scheduler",
+                 "name", "_items", "_announced", "_produced", "owner", "fn", "args", "kwargs",
+                 "resolve", "releases")  # fmt: skip
     _waiters = _ListWhenUsed()
     _done_callbacks = _ListWhenUsed()
 
@@ -173,6 +188,7 @@ class TaskFuture(cf.Future[Any], Node):
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
+        self._mutex: Any = None  # a _thread.RLock once needed: see _Condition
         self._sleepers: list[_thread.LockType] | None = None  # threads in result(), ...
         self._scheduler = scheduler
         self.name = name

@@ -429,7 +429,8 @@ class Planner:
         q = node.queue
         if node.state == RUNNING and q is not None:
             self._free(q, node)
-            q.held.pop(node, None)
+            if q.held.pop(node, None) is not None:
+                q.busy -= 1  # a failed session ends at once: no task of it will run
         node.state = FAILED
         self._leave_cell(node)
         failed: list[Node] = []
@@ -447,10 +448,13 @@ class Planner:
         return failed
 
     def release(self, holder: Node) -> None:
-        """Free the slot a ``hold`` task kept after it finished."""
+        """Free the slot a ``hold`` task kept after it finished.  Released before it
+        finished (the task that was to release it will not run), it keeps none."""
         q = holder.queue
         if q is not None and q.held.pop(holder, None) is not None:
             q.busy -= 1
+        elif holder.state not in (DONE, FAILED):
+            holder.hold = False
 
     def _free(self, q: PlanQueue, node: Node) -> None:
         if node.needs:

@@ -9,6 +9,7 @@ it and is called back when they end.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import inspect
 import json
 import operator
@@ -30,7 +31,6 @@ class Scheduler:
 
     def __init__(self) -> None:
         self._lock = _Lock()
-        self._futures_lock = threading.RLock()  # the conditions of all its futures
         # (threading.Condition uses only the lock's acquire and release: any lock will do)
         self._idle = threading.Condition(self._lock)  # type: ignore[arg-type]
         self._planner = Planner()
@@ -106,6 +106,8 @@ class Scheduler:
             gone = self._planner.cancel(future)
             if gone is None:
                 return False
+            gone = self._and_items(gone)
+            freed = self._end_sessions(gone)
             self._unfinished -= sum(1 for n in gone if not n.external)
             for n in gone:
                 owner = _task(n).owner
@@ -116,6 +118,7 @@ class Scheduler:
                 self._idle.notify_all()
         for n in gone:
             cf.Future.cancel(_task(n))
+        _kick_queues(freed, None)
         return True
 
     def _item(self, gen: TaskFuture, index: int) -> TaskFuture:
@@ -145,6 +148,30 @@ class Scheduler:
                 self._planner.submit(None, external_of=gen, node=f)
         return f
 
+    def _end_sessions(self, failed: list[Node]) -> list[Node]:
+        """Free the slots that sessions keep for the tasks in ``failed`` to release: those
+        will never run, and nothing else would free them.  Returns the holders (their
+        queues have a slot more).  The caller holds the lock."""
+        holders: list[Node] = []
+        for n in failed:
+            for h in _task(n).releases:
+                self._planner.release(h)
+                holders.append(h)
+        return holders
+
+    def _and_items(self, failed: list[Node]) -> list[Node]:
+        """``failed`` (tasks the plan just failed without running them), with the items
+        asked of the generators among them and what depends on those: a generator that
+        never runs yields nothing.  The caller holds the lock."""
+        i = 0
+        while i < len(failed):
+            items = _task(failed[i])._items
+            for f in items.values() if items else ():
+                if f.seq and f.state not in (DONE, FAILED):
+                    failed += [f, *self._planner.fail(f)]
+            i += 1
+        return failed
+
     def _finish_items(self, gen: TaskFuture, produced: int) -> list[tuple[TaskFuture, Any]]:
         """After a generator ended: the items asked for but never produced fail."""
         out = []
@@ -165,7 +192,16 @@ def _missing(gen: TaskFuture, index: int, produced: int) -> Exception:
 
 
 def _dependency(name: str, failed: TaskFuture) -> DependencyError:
-    cause = None if failed.cancelled() else failed.exception(0)
+    """The error of a task that will not run because ``failed`` failed (or was cancelled)."""
+    if failed.done():
+        cause = None if failed.cancelled() else failed.exception(0)
+    else:
+        # failed in the plan, but its own future is not set yet (a callback of another
+        # future runs in between): the cause is what it will be told
+        root = failed
+        while not root.done() and _failed_req(root) is not root:
+            root = _failed_req(root)
+        cause = _dependency(failed.name, root) if root.done() else None
     err = DependencyError(name, failed.name, cause)
     err.__cause__ = cause
     return err
@@ -334,9 +370,11 @@ class Queue:
         with sch._lock:
             sch._planner.submit(self._pq, args if plain else requires, needs=resources,
                                 hold=hold, release=released, node=future)  # fmt: skip
+            freed: list[Node] = []
             if future.state == FAILED:
-                failed = next(f for f in requires if f.state == FAILED)
+                failed = next(f for f in (*requires, *released) if f.state == FAILED)
                 self._counts["failed"] += 1
+                freed = sch._end_sessions([future])
             else:
                 failed = None
                 sch._unfinished += 1
@@ -345,6 +383,7 @@ class Queue:
                     self._cond.notify()  # an idle worker of this queue: here is work
         if failed is not None:
             future.set_exception(_dependency(future.name, failed))
+            _kick_queues(freed, None)
             return future
         if self._executor is None:
             if len(self._threads) < self.max_workers:
@@ -453,11 +492,15 @@ class Queue:
                 produced.append(value)  # under the lock: _item() reads it
                 assert future._items is not None
                 item = future._items.get(index)
-            if item is not None:
-                item.set_result(value)
-                with sch._lock:
-                    woke = sch._planner.finish(item) if item.seq else []
-                _kick_queues(woke, None)
+                # in the plan first: from here on the item can't be cancelled (its
+                # dependents wait in result() for the value set just below)
+                woke = []
+                if item is not None and item.seq and item.state not in (DONE, FAILED):
+                    woke = sch._planner.finish(item)
+            if item is not None and not item.done():  # a cancelled item: the rest goes on
+                with contextlib.suppress(cf.InvalidStateError):
+                    item.set_result(value)
+            _kick_queues(woke, None)
         return produced
 
     def _settle(
@@ -517,6 +560,8 @@ class Queue:
         for f, _ in ended.items_failed:
             if f.seq:
                 failed += [f, *sch._planner.fail(f)]
+        failed = sch._and_items(failed)
+        woke += sch._end_sessions(failed)  # (not ready: their queues have a slot more)
         for n in failed:
             owner = _task(n).owner
             if not n.external and owner is not None:
