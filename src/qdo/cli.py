@@ -218,7 +218,13 @@ def cmd_do(args: argparse.Namespace) -> int:
     if summary.refused:
         print(f"warning: {_n(summary.refused, 'result')} refused: their leases had expired "
               "(raise --lease?)")  # fmt: skip
-    _print_status(q.status(), False, sys.stdout)
+    status = q.status()
+    pending = status["ntasks"]["Pending"]
+    if summary.time_left is not None and pending and status["state"] == "Active":
+        left = max(0.0, summary.time_left)
+        print(f"left {_n(pending, 'pending task')} for a job with more time: this one had "
+              f"{left:.0f} s left, and they declare more (timeout)")  # fmt: skip
+    _print_status(status, False, sys.stdout)
     return 0
 
 

@@ -69,6 +69,9 @@ class RunSummary:
     stopped_by: str | None = None  # the signal that stopped the run, if any
     held: int = 0  # claimed and not yet finished: running or queued for a slot
     batch: int = 1
+    # seconds the batch job had left when a claim for tasks that fit in them found none
+    # (None: the last claim took anything that was there)
+    time_left: float | None = None
 
 
 def do(
@@ -229,10 +232,10 @@ class Agent:
         """Claim up to ``n`` tasks; in a batch job with a time limit, only tasks that
         declare no run time (``timeout``) or one that ends before the limit does."""
         left = self._time_left()
-        tasks = self.store.claim(
-            self.queue.name, self.worker, n, self.opts.lease, self.jobid,
-            max_seconds=None if left is None else max(0.0, left - CLAIM_MARGIN),
-        )  # fmt: skip
+        budget = None if left is None else max(0.0, left - CLAIM_MARGIN)
+        tasks = self.store.claim(self.queue.name, self.worker, n, self.opts.lease, self.jobid,
+                                 max_seconds=budget)  # fmt: skip
+        self.summary.time_left = None if tasks else left
         self.todo.extend(tasks)
         return bool(tasks)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -376,16 +377,19 @@ def test_near_its_time_limit_a_worker_takes_only_tasks_that_fit(tmp_path: Path) 
     long = q.add(f"touch {marker}", priority=9, timeout=600)  # first in line: too long
     fits = [q.add(f"touch {tmp_path / f'fits{i}'}", timeout=5) for i in range(3)]
     free = q.add(f"touch {tmp_path / 'free'}")  # declares nothing: always taken
-    run_qdo("do", "Near", check=True, env={"QDO_JOB_END": str(time.time() + 120)})
+    out = run_qdo("do", "Near", check=True, env={"QDO_JOB_END": str(time.time() + 120)}).stdout
     assert states(q) == {"Succeeded": 4, "Pending": 1}
+    assert re.search(
+        r"left 1 pending task for a job with more time: this one had (11\d|120) s left", out
+    )
     (left,) = q.tasks(id=long, history=True)
     assert left.state is qdo.Task.PENDING and left.attempts == 0 and not left.history
     assert not marker.exists()
     assert all(t.state is qdo.Task.SUCCEEDED for t in q.tasks(history=True) if t.id in
                [*fits, free])  # fmt: skip
     # with time enough (no batch job), the long one runs too
-    run_qdo("do", "Near", check=True)
-    assert marker.exists() and states(q) == {"Succeeded": 5}
+    out = run_qdo("do", "Near", check=True).stdout
+    assert marker.exists() and states(q) == {"Succeeded": 5} and "more time" not in out
 
 
 def test_a_claimed_task_that_no_longer_fits_is_handed_back_alone() -> None:
