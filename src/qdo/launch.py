@@ -219,6 +219,8 @@ def launch(queue: Queue, opts: LaunchOptions, dry_run: bool = False,
     if dry_run:
         (say or print)(script)
         return []
+    if opts.walltime is not None:
+        _check_fits(queue, opts.walltime)
     folder = jobs_dir(queue)
     path = folder / f"launch-{queue.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.sh"
     path.write_text(script)
@@ -229,6 +231,33 @@ def launch(queue: Queue, opts: LaunchOptions, dry_run: bool = False,
         queue.store.add_job(queue.name, jobid, profile.name, opts.workers)
         ids.append(jobid)
     return ids
+
+
+def walltime_seconds(walltime: str) -> int:
+    """Seconds of a D-HH:MM:SS (or HH:MM:SS) time limit."""
+    m = _WALLTIME.fullmatch(walltime)
+    if m is None:
+        raise InvalidInput(f"--walltime must be HH:MM:SS (or D-HH:MM:SS), got {walltime!r}")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _check_fits(queue: Queue, walltime: str) -> None:
+    """Submit no job that could claim none of the queue's tasks: its workers take only
+    tasks that declare no run time or one that fits in what the job has left."""
+    from .worker import CLAIM_MARGIN
+
+    n = queue.status()["ntasks"]
+    if (
+        n["Pending"]
+        and not n["Waiting"]
+        and not queue.store.pending_fits(queue.name, walltime_seconds(walltime) - CLAIM_MARGIN)
+    ):
+        raise InvalidInput(
+            f"every pending task of {queue.name} ({n['Pending']:,}) declares more time "
+            f"(timeout) than a job of --walltime {walltime} has: its workers would take "
+            "none of them; give a longer --walltime"
+        )
 
 
 def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> str:

@@ -456,6 +456,18 @@ def test_walltime_aware_worker_leaves_long_tasks(
     assert_ran_in(rows[1:], [jobid])
 
 
+def test_no_job_for_tasks_longer_than_its_walltime(slurm: Cluster, qdo_dir: Path) -> None:
+    q = slurm.queue("toolong", "true", timeout=600)  # declares 10 minutes
+    for extra in ([], ["--auto", "2"]):
+        err = fails("launch", q, "2", "--walltime", "00:02:00", *extra)
+        assert "declares more time (timeout) than a job of --walltime 00:02:00" in err, err
+    assert jobs(q) == [] and active_jobs(q) == []
+    qdo.connect(q).add("true")  # one that fits: now a job is worth it
+    [jobid] = launch(q, "1", "--walltime", "00:02:00")
+    wait_jobs(qdo_dir, q, [jobid])
+    assert counts(q) == {"Succeeded": 1, "Pending": 1}
+
+
 def test_job_states_come_from_one_squeue(slurm: Cluster, qdo_dir: Path) -> None:
     from qdo.launch import job_states
 

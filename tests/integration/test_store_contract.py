@@ -115,6 +115,14 @@ def test_claim_within_a_time_budget(store: Store, q: str) -> None:
     assert t.id == long and t.attempts == 1
 
 
+def test_pending_fits(store: Store, q: str) -> None:
+    assert not store.pending_fits(q, 60)  # nothing pending
+    (long,) = add(store, q, "long", timeout=600)
+    assert not store.pending_fits(q, 599) and store.pending_fits(q, 600)
+    add(store, q, "free")  # declares no run time: fits any job
+    assert store.pending_fits(q, 0)
+
+
 def test_claim_records_lease_and_job(store: Store, q: str) -> None:
     add(store, q, "x")
     before = time.time()

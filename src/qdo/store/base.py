@@ -259,6 +259,11 @@ class Store(ABC):
     def jobs(self, queue: str) -> list[Job]:
         """The batch jobs launched for ``queue``, oldest first."""
 
+    @abstractmethod
+    def pending_fits(self, queue: str, max_seconds: float) -> bool:
+        """Whether a Pending task of ``queue`` declares no run time (``timeout``) or one
+        of at most ``max_seconds``: what a batch job of that length could claim."""
+
     # -- waiting -------------------------------------------------------------------------
     #: Whether ``wait_for_tasks`` wakes when tasks arrive (else it just sleeps).
     notifies = False

@@ -611,6 +611,13 @@ class PostgresStore(Store):
 
         return self._run(verb)
 
+    def pending_fits(self, queue: str, max_seconds: float) -> bool:
+        def verb(cur: psycopg.Cursor[Any]) -> bool:
+            params = {"queue_id": self._queue_id(cur, queue), "max_seconds": max_seconds}
+            return bool(_one(cur, Q["pending_fits"], params)[0])
+
+        return self._run(verb)
+
     # -- archives -------------------------------------------------------------------------
     def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
         # one snapshot for the whole export, read through a server-side cursor

@@ -457,6 +457,11 @@ class SQLiteStore(Store):
             rows = conn.execute(Q["jobs_of"], {"queue_id": self._queue_id(conn, queue)})
             return [Job(*row) for row in rows]
 
+    def pending_fits(self, queue: str, max_seconds: float) -> bool:
+        with self._read() as conn:
+            params = {"queue_id": self._queue_id(conn, queue), "max_seconds": max_seconds}
+            return bool(conn.execute(Q["pending_fits"], params).fetchone()[0])
+
     # -- archives -------------------------------------------------------------------------
     def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
         with self._read() as conn:

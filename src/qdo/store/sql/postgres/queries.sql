@@ -308,3 +308,7 @@ ON CONFLICT (queue_id, jobid) DO NOTHING;
 -- name: jobs_of
 SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = %(queue_id)s
 ORDER BY submitted, jobid;
+
+-- name: pending_fits
+SELECT EXISTS (SELECT 1 FROM tasks WHERE queue_id = %(queue_id)s AND state = 'Pending'
+               AND (timeout IS NULL OR timeout <= %(max_seconds)s::float8));

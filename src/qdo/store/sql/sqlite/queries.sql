@@ -265,3 +265,7 @@ VALUES (:queue_id, :jobid, :profile, :workers, :now);
 -- name: jobs_of
 SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = :queue_id
 ORDER BY submitted, jobid;
+
+-- name: pending_fits
+SELECT EXISTS (SELECT 1 FROM tasks WHERE queue_id = :queue_id AND state = 'Pending'
+               AND (timeout IS NULL OR timeout <= :max_seconds));
