@@ -72,10 +72,8 @@ class LaunchOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 flag = name.replace("_", "-")
                 raise InvalidInput(f"--{flag} must be a positive integer, got {value!r}")
-        if self.walltime is not None and not _WALLTIME.fullmatch(self.walltime):
-            raise InvalidInput(
-                f"--walltime must be HH:MM:SS (or D-HH:MM:SS), got {self.walltime!r}"
-            )
+        if self.walltime is not None:
+            walltime_seconds(self.walltime)  # a clear error if it is not one
         try:
             shlex.split(self.batchopts)
         except ValueError as e:

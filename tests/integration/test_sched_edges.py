@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -162,6 +162,18 @@ def test_as_completed_on_task_and_pool_futures_from_two_threads_does_not_deadloc
 
 
 # -- plan state ahead of the futures' state (callbacks see it) --------------------------
+def _keeping(got: list[object], call: Callable[[], object]) -> Callable[[object], None]:
+    """A done-callback that keeps what ``call()`` returns, or the exception it raises."""
+
+    def callback(_: object) -> None:
+        try:
+            got.append(call())
+        except BaseException as e:  # reported by the test
+            got.append(e)
+
+    return callback
+
+
 def test_submit_on_a_cancelled_dependent_from_a_cancel_callback(sch: Scheduler) -> None:
     """Cancelling ``a`` cancels its dependent ``b``; a's callbacks run before b's future
     is cancelled.  A task submitted on b from such a callback must fail with a
@@ -170,14 +182,7 @@ def test_submit_on_a_cancelled_dependent_from_a_cancel_callback(sch: Scheduler) 
     a = Q.submit(int)
     b = Q.submit(lambda v: v, a)
     got: list[object] = []
-
-    def on_a(_: object) -> None:
-        try:
-            got.append(Q.submit(lambda v: v, b))
-        except BaseException as e:  # reported below
-            got.append(e)
-
-    a.add_done_callback(on_a)
+    a.add_done_callback(_keeping(got, lambda: Q.submit(lambda v: v, b)))
     assert a.cancel()
     assert b.cancelled()
     assert len(got) == 1
@@ -197,14 +202,7 @@ def test_submit_on_a_failed_dependent_from_a_failure_callback(sch: Scheduler) ->
     b = Q.submit(lambda v: v, a)
     c = Q.submit(lambda v: v, b)
     got: list[object] = []
-
-    def on_b(_: object) -> None:
-        try:
-            got.append(Q.submit(lambda v: v, c))
-        except BaseException as e:  # reported below
-            got.append(e)
-
-    b.add_done_callback(on_b)
+    b.add_done_callback(_keeping(got, lambda: Q.submit(lambda v: v, c)))
     sch.start()
     assert sch.wait(timeout=5)
     assert len(got) == 1
@@ -224,14 +222,7 @@ def test_item_of_a_cancelled_generator_from_a_cancel_callback(sch: Scheduler) ->
 
     g = Q.submit(gen, root)
     got: list[object] = []
-
-    def on_root(_: object) -> None:
-        try:
-            got.append(g[0])
-        except BaseException as e:  # reported below
-            got.append(e)
-
-    root.add_done_callback(on_root)
+    root.add_done_callback(_keeping(got, lambda: g[0]))
     assert root.cancel()
     assert len(got) == 1
     assert not isinstance(got[0], BaseException), f"g[0] raised {got[0]!r}"

@@ -52,10 +52,30 @@ def take(lock: Any, blocking: bool = True, timeout: float = -1) -> bool:
     return bool(lock.acquire(True, timeout))
 
 
+class Taken:
+    """A lock's ``acquire``, ``release`` and ``with``, each taken through ``take``: the
+    scheduler's lock and the futures' conditions are both this, over their own lock."""
+
+    __slots__ = ("_lock",)
+    _lock: Any
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return take(self._lock, blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return take(self._lock)
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 _MAKING = _thread.allocate_lock()  # makes each future's lock, once
 
 
-class _Condition:
+class _Condition(Taken):
     """What ``concurrent.futures.Future`` needs of its ``_condition`` (a lock, ``wait``
     and ``notify_all``), made afresh at each use over what the future keeps: its own
     lock, made when first needed (when its task starts, for most), and its list of
@@ -70,7 +90,7 @@ class _Condition:
     ``FIRST_EXCEPTION``, ``concurrent.futures.wait`` calls ``f.exception()`` while it
     holds ``f``'s condition."""
 
-    __slots__ = ("_lock", "_future")
+    __slots__ = ("_future",)
 
     def __init__(self, future: TaskFuture) -> None:
         self._future = future
@@ -86,18 +106,6 @@ class _Condition:
             finally:
                 _MAKING.release()
         self._lock = lock
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return take(self._lock, blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return take(self._lock)
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock until ``notify_all`` or ``timeout``; hold it again after,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import InvalidInput
-from .futures import _NO_KWARGS, DependencyError, TaskFuture, take
+from .futures import _NO_KWARGS, DependencyError, Taken, TaskFuture
 from .plan import DONE, FAILED, Node, Planner, PlanQueue
 
 
@@ -199,8 +199,11 @@ def _dependency(name: str, failed: TaskFuture) -> DependencyError:
         # failed in the plan, but its own future is not set yet (a callback of another
         # future runs in between): the cause is what it will be told
         root = failed
-        while not root.done() and _failed_req(root) is not root:
-            root = _failed_req(root)
+        while not root.done():
+            up = _failed_req(root)
+            if up is root:
+                break
+            root = up
         cause = _dependency(failed.name, root) if root.done() else None
     err = DependencyError(name, failed.name, cause)
     err.__cause__ = cause
@@ -634,26 +637,14 @@ class Queue:
             self._executor.shutdown(wait=True)
 
 
-class _Lock:
+class _Lock(Taken):
     """The scheduler's lock, taken without a convoy wherever it is taken (``with``, and
     by the conditions built on it): see ``take``."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ()
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return take(self._lock, blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return take(self._lock)
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
 
 
 def _kick_queues(woke: list[Node], current: Queue | None) -> None:
