@@ -202,7 +202,7 @@ def measure_qdo(qdo_dir: str, n: int, extra: tuple[str, ...] = ()) -> Measured:
         t0 = time.perf_counter()
         argv = [*qdo_command(), "launch", QUEUE, str(WORKERS), "--jobs", str(JOBS), *extra]
         got = run_child(argv, env)
-        ids = got.stdout.split()
+        ids = [line.split()[-1] for line in got.stdout.splitlines()]  # Submitted batch job N
         assert len(ids) == JOBS and all(i.isdigit() for i in ids), got.stdout
         next_check = 0.0
         while True:

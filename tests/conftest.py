@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import qdo.queue
+from qdo.heartbeat import heartbeat
 from qdo.store.base import Store
 
 REQUIRED = {s.strip() for s in os.environ.get("QDO_TEST_REQUIRE", "").split(",") if s.strip()}
@@ -108,6 +109,7 @@ def qdo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> It
         monkeypatch.setenv("QDO_DB_URL", url)
         monkeypatch.setenv("QDO_DB_SCHEMA", schema)
     yield home
+    heartbeat().clear()  # the tasks this test got belong to its database only
     for store in qdo.queue._stores.values():
         store.close()
     qdo.queue._stores.clear()
@@ -155,6 +157,19 @@ def run_qdo(
     if check and proc.returncode != 0:
         raise AssertionError(f"qdo {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def die_holding(queue: str, lease: float) -> int:
+    """A real process gets a task of ``queue`` under ``lease`` and is SIGKILLed at once,
+    renewing nothing: its task comes back once the lease runs out.  Returns its id."""
+    code = ("import os, signal, qdo\n"
+            f"t = qdo.connect({queue!r}).get(lease={lease!r})\n"
+            "print(t.id, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    return int(proc.stdout)
 
 
 @pytest.fixture

@@ -8,11 +8,13 @@ task = q.get(timeout=10)
 
 from __future__ import annotations
 
+from .compat import tojson
 from .errors import QdoError
 from .models import State, Task
-from .queue import Queue, connect, create, load, qlist, restore
+from .queue import Queue, connect, create, load, qlist, queues, restore
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
-    "QdoError", "Queue", "State", "Task", "connect", "create", "load", "qlist", "restore",
+    "QdoError", "Queue", "State", "Task", "connect", "create", "load", "qlist", "queues",
+    "restore", "tojson",
 ]  # fmt: skip

@@ -75,7 +75,7 @@ def cmd_require(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    queues = qlist(all_users=getattr(args, "all_users", False))
+    queues = [q.listed or q.summary() for q in qlist(all_users=getattr(args, "all_users", False))]
     if args.json:
         print(json.dumps(queues, indent=2))
         return 0
@@ -133,7 +133,8 @@ def _print_status(status: dict[str, Any], as_json: bool, out: TextIO) -> None:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     q = connect(args.queue)
-    tasks: Iterator[Any] = q.iter_tasks(state=args.state, id=args.id, history=args.verbose)
+    tasks: Iterator[Any] = q.iter_tasks(state=args.state, id=args.id, history=args.verbose,
+                                        exitcode=args.exitcode)  # fmt: skip
     if args.limit is not None:
         tasks = itertools.islice(tasks, args.limit)
     if args.json:
@@ -316,8 +317,18 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    n = connect(args.queue).recover()
-    print(f"{n:,} Running tasks of {args.queue} whose worker is gone are Pending again")
+    n = connect(args.queue).recover(dead=args.dead, all=args.all)
+    which = "" if args.all else " whose worker is gone"
+    print(f"{n:,} Running tasks of {args.queue}{which} are Pending again")
+    return 0
+
+
+def cmd_noop(args: argparse.Namespace) -> int:
+    """What batch scripts run to see that qdo works here: the settings load, and the
+    database opens."""
+    from .queue import open_store
+
+    open_store()
     return 0
 
 
@@ -339,19 +350,21 @@ def cmd_launch(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     opts = launch.LaunchOptions(
         workers=args.nworkers, jobs=args.jobs, cores_per_worker=args.cores_per_worker,
-        walltime=args.walltime, batchqueue=args.batchqueue, batchopts=args.batchopts,
+        walltime=args.walltime, batchqueue=args.batchqueue, batchopts=" ".join(args.batchopts),
         script=args.script, keep_env=args.keep_env, mpiproc=args.mpiproc,
         profile=args.profile, cores_per_node=args.cores_per_node,
     ).check()  # fmt: skip
+
+    def say(line: str) -> None:  # each job's line as the batch system printed it
+        print(line, flush=True)
+
     if args.auto is not None:
         if args.dry_run:
             raise InvalidInput("--auto and --dry-run do not go together")
-        ids = launch.auto(q, opts, args.auto, say=lambda line: print(line, flush=True))
+        ids = launch.auto(q, opts, args.auto, say=say)
         print(f"launched {len(ids)} jobs: {' '.join(ids)}" if ids else "launched no job")
         return 0
-    ids = launch.launch(q, opts, dry_run=args.dry_run)
-    if ids:
-        print(" ".join(ids))
+    launch.launch(q, opts, dry_run=args.dry_run, say=say)
     return 0
 
 
@@ -406,12 +419,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     from .worker import log_path
 
     q = connect(args.queue)
-    found = q.tasks(id=args.id)
-    if not found:
-        raise InvalidInput(
-            f"queue {args.queue} has no task {args.id}: see `qdo tasks {args.queue}`"
-        )
-    task = found[0]
+    task = q.tasks(id=args.id)
     path = Path(task.log or log_path(q.settings.log_dir, args.queue, args.id))
     if not path.exists():
         if task.state in (State.SUCCEEDED, State.FAILED, State.KILLED):
@@ -569,10 +577,23 @@ def _retry_options(p: argparse.ArgumentParser) -> None:
                    help="Kill a task after its worker was lost N times (default 3)")  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """Takes every ``--multi-word`` option spelled ``--multi_word`` too, as the original
+    QDO spelled them (``--cores_per_worker``, ``--keep_env``); help shows one spelling."""
+
+    def add_argument(self, *names: Any, **kw: Any) -> argparse.Action:
+        action = super().add_argument(*names, **kw)
+        for name in names:
+            if isinstance(name, str) and name.startswith("--") and "-" in name[2:]:
+                alias = "--" + name[2:].replace("-", "_")
+                if alias not in self._option_string_actions:
+                    # registered for parsing only: argparse's help lists option_strings
+                    self._option_string_actions[alias] = action
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="qdo", description="Durable queues for very many small tasks."
-    )
+    parser = _Parser(prog="qdo", description="Durable queues for very many small tasks.")
     parser.add_argument("--version", action="version", version=f"qdo {__version__}")
     parser.add_argument("-v", "--debug", action="store_true", dest="debug",
                         help="on errors, show the whole cause chain")  # fmt: skip
@@ -583,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
+        # after the command too, as the original QDO took it (qdo launch -v Q 1 ...)
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="more detail; on errors, the whole cause chain")  # fmt: skip
         return p
 
     def queue_command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
@@ -619,10 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    p = queue_command("tasks", cmd_tasks, "list a queue's tasks")
+    p = queue_command("tasks", cmd_tasks, "list a queue's tasks (-v: also exit code, "
+                      "attempts, times, worker and message)")  # fmt: skip
     p.add_argument("--state", type=_state, metavar="STATE", help=", ".join(STATE_NAMES))
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also exit code, attempts, times, worker and message")  # fmt: skip
+    p.add_argument("--exitcode", type=int, metavar="N", help="only tasks that exited with N")
     p.add_argument("--limit", type=_count, metavar="N", help="show at most N tasks")
     p.add_argument("--id", type=_positive_int, metavar="ID", help="only this task")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -685,7 +709,18 @@ def build_parser() -> argparse.ArgumentParser:
     queue_command("retry", cmd_retry, "Failed and Killed tasks go back to Pending")
     p = queue_command("rerun", cmd_rerun, "every task starts over (needs --force)")
     p.add_argument("--force", action="store_true")
-    queue_command("recover", cmd_recover, "Running tasks whose worker is gone go back to Pending")
+    p = queue_command("recover", cmd_recover,
+                      "Running tasks whose worker is gone go back to Pending")  # fmt: skip
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--dead",
+        action="store_true",
+        help="also those whose batch job has ended (asks the batch system)",
+    )
+    which.add_argument(
+        "--all", action="store_true", help="every Running task (only when you know nothing runs)"
+    )
+    command("noop", cmd_noop, "do nothing, successfully, if qdo works here (for job scripts)")
     p = queue_command("delete", cmd_delete, "delete a queue and its tasks (needs --force)")
     p.add_argument("--force", action="store_true")
     p = queue_command("log", cmd_log, "print a task's output")
@@ -702,13 +737,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="C",
         help="cores of each worker (default 1)",
     )
-    p.add_argument("--walltime", metavar="HH:MM:SS", help="each job's time limit")
+    p.add_argument("--walltime", metavar="TIME",
+                   help="each job's time limit, in any of Slurm's forms: M, M:S, H:M:S, D-H, "
+                        "D-H:M, D-H:M:S")  # fmt: skip
     p.add_argument("--batchqueue", metavar="P", help="the partition (queue) to submit to")
     p.add_argument(
         "--batchopts",
-        default="",
+        action="append",
+        default=[],
         metavar='"..."',
-        help="more options for sbatch/qsub, passed as given",
+        help="more options for sbatch/qsub, passed as given (may be given more than once)",
     )
     p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
     p.add_argument(
@@ -769,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
         return result
     except QdoError as e:
-        if args.debug:
+        if args.debug or args.verbose:
             traceback.print_exc()
         print(f"qdo: error: {e}", file=sys.stderr)
         return 1
@@ -782,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as e:
-        if args.debug:
+        if args.debug or args.verbose:
             traceback.print_exc()
         print(f"qdo: error: {e}", file=sys.stderr)
         return 1

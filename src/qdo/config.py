@@ -33,7 +33,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "user": ("", "whose queues you see and change (default: your login name)"),
     "batch_profile": ("", "batch system profile: slurm, pbs or local (default: guessed)"),
     "log_dir": ("{qdo_dir}/logs", "where task output goes"),
-    "lease": ("600", "seconds a handed-out task stays reserved without a renewal"),
+    "lease": (
+        "60",
+        "seconds a task got with get() stays reserved between renewals (the "
+        "client library renews it while its process lives)",
+    ),
 }
 BACKENDS = ("sqlite", "postgres")
 SECRET = {"db_pass", "db_url"}

@@ -54,7 +54,10 @@ class InvalidState(InvalidInput):
         super().__init__(f"invalid state {state!r}: use one of {', '.join(allowed)}")
 
 
-class UnknownQueue(QdoError, LookupError):
+class UnknownQueue(QdoError, LookupError, ValueError):
+    """No such queue.  Also a ValueError: that is what the original QDO raised, and what
+    scripts written for it catch."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(
@@ -71,7 +74,9 @@ class QueueExists(QdoError):
         )
 
 
-class UnknownTask(QdoError, LookupError):
+class UnknownTask(QdoError, LookupError, ValueError):
+    """No such task (a ValueError too, as in the original QDO)."""
+
     def __init__(self, task_ids: Iterable[int], what: str = "task") -> None:
         self.task_ids = sorted(set(task_ids))
         shown = ", ".join(str(i) for i in self.task_ids[:10])

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -30,18 +30,25 @@ from typing import TYPE_CHECKING
 
 from . import config
 from .errors import ConfigError, InvalidInput, QdoError
+from .jobstate import ACTIVE, job_states
+
+__all__ = ["ACTIVE", "KINDS", "LaunchOptions", "Profile", "auto", "find_profile", "job_states",
+           "launch", "render", "walltime_seconds"]  # fmt: skip
 
 if TYPE_CHECKING:
     from .queue import Queue
 
 KINDS = ("slurm", "pbs", "local")
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_WALLTIME = re.compile(r"(?:(\d+)-)?(\d{1,4}):([0-5]\d):([0-5]\d)")
+#: Slurm's forms of a time limit (sbatch --time): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S;
+#: no field is bounded (sdo writes 0:120:00).
+_WALLTIME = re.compile(
+    r"(?P<m>\d+)|(?P<m2>\d+):(?P<s2>\d+)|(?P<h3>\d+):(?P<m3>\d+):(?P<s3>\d+)"
+    r"|(?P<d>\d+)-(?P<h>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+)
 #: Variables a job needs when it does not take the whole environment (--keep-env).
 PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH",
               "VIRTUAL_ENV", "QDORC_LOCATION")  # fmt: skip
-#: Job states that still count as working on the queue.
-ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "HELD"}
 
 
 class BatchError(QdoError):
@@ -163,9 +170,9 @@ def render(queue: Queue, opts: LaunchOptions, profile: Profile) -> str:
         "time_line": (
             ""
             if opts.walltime is None
-            else f"#SBATCH --time={opts.walltime}"
+            else f"#SBATCH --time={opts.walltime}"  # as written: Slurm reads all its forms
             if slurm
-            else f"#PBS -l walltime={opts.walltime}"
+            else f"#PBS -l walltime={_hms(walltime_seconds(opts.walltime))}"
         ),  # fmt: skip
         "partition_line": (
             ""
@@ -209,6 +216,7 @@ def cores_per_node(partition: str | None) -> int | None:
 def launch(queue: Queue, opts: LaunchOptions, dry_run: bool = False,
            say: Callable[[str], None] | None = None) -> list[str]:  # fmt: skip
     """Submit ``opts.jobs`` jobs for the queue; return their ids (and record them).
+    ``say`` gets what the batch system printed for each (``Submitted batch job 42``).
     With ``dry_run`` nothing is submitted: the script goes to ``say`` (or stdout)."""
     opts.check()
     queue.store.get_queue(queue.name)  # a clear error for an unknown queue
@@ -225,19 +233,34 @@ def launch(queue: Queue, opts: LaunchOptions, dry_run: bool = False,
     path.chmod(0o755)
     ids = []
     for _ in range(opts.jobs):
-        jobid = submit(profile.kind, path, opts, folder)
+        jobid, line = submit(profile.kind, path, opts, folder)
         queue.store.add_job(queue.name, jobid, profile.name, opts.workers)
         ids.append(jobid)
+        if say is not None:
+            say(line)
     return ids
 
 
 def walltime_seconds(walltime: str) -> int:
-    """Seconds of a D-HH:MM:SS (or HH:MM:SS) time limit."""
-    m = _WALLTIME.fullmatch(walltime)
+    """Seconds of a time limit in any of Slurm's forms (see ``_WALLTIME``)."""
+    m = _WALLTIME.fullmatch(walltime.strip())
     if m is None:
-        raise InvalidInput(f"--walltime must be HH:MM:SS (or D-HH:MM:SS), got {walltime!r}")
-    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        raise InvalidInput(
+            f"--walltime takes a time as sbatch --time does (M, M:S, H:M:S, D-H, D-H:M or "
+            f"D-H:M:S, e.g. 30:00 or 1-12), got {walltime!r}"
+        )
+    g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    seconds = (g.get("m", 0) * 60 + g.get("m2", 0) * 60 + g.get("s2", 0)
+               + g.get("h3", 0) * 3600 + g.get("m3", 0) * 60 + g.get("s3", 0)
+               + g.get("d", 0) * 86400 + g.get("h", 0) * 3600 + g.get("dm", 0) * 60
+               + g.get("ds", 0))  # fmt: skip
+    if seconds <= 0:
+        raise InvalidInput(f"--walltime {walltime!r} is no time at all: give a time limit")
+    return seconds
+
+
+def _hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _check_fits(queue: Queue, walltime: str) -> None:
@@ -258,16 +281,17 @@ def _check_fits(queue: Queue, walltime: str) -> None:
         )
 
 
-def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> str:
+def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> tuple[str, str]:
+    """Submit one job; return its id and the line the batch system printed for it."""
     extra = shlex.split(opts.batchopts)
     if kind == "local":
         log = open(folder / f"local-{time.time_ns()}.out", "ab")  # noqa: SIM115 (the child keeps it)
         with log:
             child = subprocess.Popen(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        return f"local-{child.pid}"
+        return f"local-{child.pid}", f"Started local job local-{child.pid}"
     if kind == "slurm":
-        cmd = ["sbatch", "--parsable", *extra, str(script)]
+        cmd = ["sbatch", *extra, str(script)]
     else:
         if opts.keep_env or _secret_in_env():
             env_opts = ["-V"]  # a password's value must not go on a command line
@@ -283,10 +307,18 @@ def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> str:
     if proc.returncode != 0:
         why = " ".join(proc.stderr.split()) or f"exit code {proc.returncode}"
         raise BatchError(f"{cmd[0]} refused the job: {why}")
-    words = proc.stdout.strip().split(";")[0].split()
+    line = proc.stdout.strip()
+    if kind == "slurm":
+        # "Submitted batch job 42" (" on cluster X" with several clusters); scripts
+        # written for the original QDO read that very line
+        m = re.search(r"Submitted batch job (\d+)", line)
+        if m is None:
+            raise BatchError(f"sbatch printed no job id: {line!r}")
+        return m.group(1), line
+    words = line.split()
     if not words:
         raise BatchError(f"{cmd[0]} printed no job id")
-    return str(words[0])
+    return words[0], line
 
 
 def _secret_in_env() -> bool:
@@ -294,61 +326,6 @@ def _secret_in_env() -> bool:
 
 
 # -- watching ------------------------------------------------------------------------------
-def job_states(kind: str, jobids: Sequence[str]) -> dict[str, str]:
-    """The batch system's state of each job: PENDING, RUNNING, COMPLETED, TIMEOUT, ...;
-    ENDED when it is gone from the batch system's memory."""
-    if not jobids:
-        return {}
-    if kind == "local":
-        return {j: ("RUNNING" if _local_alive(j) else "ENDED") for j in jobids}
-    if kind == "pbs" and not shutil.which("squeue"):
-        return {j: _pbs_state(j) for j in jobids}
-    # the PBS wrappers of Slurm run Slurm jobs: squeue knows them too
-    return _slurm_states(jobids)
-
-
-def _slurm_states(jobids: Sequence[str]) -> dict[str, str]:
-    """One ``squeue`` for all the jobs (not one call per job: ``--auto`` asks every few
-    seconds, for every job it ever launched).  Slurm forgets a job some minutes after it
-    ended (MinJobAge): a job it does not list has ENDED."""
-    ids = {j: j.split(".")[0] for j in jobids}
-    cmd = ["squeue", "--noheader", "--states=all", "--jobs", ",".join(sorted(set(ids.values()))),
-           "--format=%i %T"]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return dict.fromkeys(jobids, "UNKNOWN")
-    if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
-        return dict.fromkeys(jobids, "UNKNOWN")  # no answer (slurmctld down?): not ENDED
-    known = dict(line.split(None, 1) for line in proc.stdout.splitlines() if " " in line)
-    return {j: known.get(i, "ENDED").strip() for j, i in ids.items()}
-
-
-def _pbs_state(jobid: str) -> str:
-    try:
-        proc = subprocess.run(["qstat", jobid], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return "UNKNOWN"
-    for line in proc.stdout.splitlines():
-        fields = line.split()
-        if fields and fields[0].split(".")[0] == jobid.split(".")[0] and len(fields) >= 5:
-            return {"Q": "PENDING", "H": "HELD", "R": "RUNNING", "E": "COMPLETING",
-                    "C": "ENDED"}.get(fields[4], fields[4])  # fmt: skip
-    return "ENDED"
-
-
-def _local_alive(jobid: str) -> bool:
-    try:
-        pid = int(jobid.removeprefix("local-"))
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError, PermissionError):
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def auto(queue: Queue, opts: LaunchOptions, maxjobs: int, poll: float = 5.0,
          say: Callable[[str], None] = print) -> list[str]:  # fmt: skip
     """Keep up to ``maxjobs`` jobs working while the queue has Pending tasks (one job
@@ -372,7 +349,7 @@ def auto(queue: Queue, opts: LaunchOptions, maxjobs: int, poll: float = 5.0,
             active = [j for j, s in job_states(kind, known).items() if s in ACTIVE]
             wanted = min(maxjobs, math.ceil(n["Pending"] / opts.workers)) if n["Pending"] else 0
             if status["state"] == "Active" and len(active) < wanted:
-                new = launch(queue, replace(opts, jobs=wanted - len(active)))
+                new = launch(queue, replace(opts, jobs=wanted - len(active)), say=say)
                 launched += new
                 say(f"queue {queue.name}: {n['Pending']:,} pending, {len(active)} jobs "
                     f"working: submitted {', '.join(new)}")  # fmt: skip

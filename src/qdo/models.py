@@ -134,13 +134,15 @@ def timestamp(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, timezone.utc)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, repr=False)
 class Task:
     """One task as read from a queue.
 
     A task returned by :meth:`qdo.Queue.get` is held by this client (it is
-    Running, under a lease) and must be reported with :meth:`set_state`.
-    Records are plain data otherwise; this class is not frozen only because
+    Running, under a lease that the client library renews while this process
+    lives) and is reported with :meth:`set_state`.  A record returned by
+    :meth:`qdo.Queue.tasks` can be set too: that is an administrative change
+    (:meth:`qdo.Queue.set_task_state`).  This class is not frozen only because
     ``set_state`` updates the copy in hand to match the database.
     """
 
@@ -150,6 +152,8 @@ class Task:
     SUCCEEDED: ClassVar[State] = State.SUCCEEDED
     FAILED: ClassVar[State] = State.FAILED
     KILLED: ClassVar[State] = State.KILLED
+    #: Every state, in the order of a task's life (as the original QDO has it).
+    VALID_STATES: ClassVar[tuple[State, ...]] = tuple(State)
 
     id: int
     queue: str
@@ -174,19 +178,29 @@ class Task:
     history: Sequence[Attempt] = ()  # earlier attempts, when asked for
     _handle: Queue | None = field(default=None, repr=False, compare=False)
     _token: int | None = field(default=None, repr=False, compare=False)
+    _held: bool = field(default=False, repr=False, compare=False)  # handed out by get()
+
+    def __repr__(self) -> str:
+        return f"<qdo.Task {self.id} of {self.queue!r} {self.state.value}: {_short(self.task)}>"
 
     def set_state(
         self, state: State | str, err: int | None = None, message: str | None = None
     ) -> None:
-        """Report the result of a task this client holds.
+        """Report the result of a task this client got with ``get()``, or set the
+        state of a record read with ``tasks()``.
 
-        ``state`` is Succeeded, Failed or Killed, or Pending to hand the task
-        back unrun.  ``err`` is the exit code (0 by default for Succeeded).
-        Raises :class:`qdo.errors.LeaseLost` if this client no longer holds it.
+        For a task this client holds, ``state`` is Succeeded, Failed or Killed, or
+        Pending to hand it back unrun; ``err`` is the exit code (0 by default for
+        Succeeded).  Raises :class:`qdo.errors.LeaseLost` if this client no longer
+        holds it (its lease ran out, or someone set its state meanwhile).  On any
+        other record it is :meth:`qdo.Queue.set_task_state`: whoever holds it loses it.
         """
         if self._handle is None:
-            raise InvalidState(state, ["(this task was not handed out by get())"])
-        self._handle._report(self, State.parse(state), err, message)
+            raise InvalidState(state, ["(this task record belongs to no queue)"])
+        if self._held:
+            self._handle._report(self, State.parse(state), err, message)
+        else:
+            self._handle._set(self, State.parse(state), err, message)
 
     def renew(self, seconds: float | None = None) -> None:
         """Extend the lease of a task this client holds (for long tasks)."""
@@ -198,6 +212,11 @@ class Task:
     def duration(self) -> float | None:
         """Seconds the last attempt ran (None until it finished)."""
         return seconds_between(self.started, self.finished)
+
+    @property
+    def err(self) -> int | None:
+        """The exit code of the last attempt (the original QDO's name for it)."""
+        return self.exitcode
 
     @property
     def is_shell(self) -> bool:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import config
+from . import config, jobstate
 from .errors import (
     InvalidInput,
     InvalidPayload,
@@ -18,7 +20,9 @@ from .errors import (
     LeaseLost,
     QueueExists,
     UnknownQueue,
+    UnknownTask,
 )
+from .heartbeat import heartbeat
 from .models import (
     FINAL_STATES,
     MAX_PAYLOAD_BYTES,
@@ -32,7 +36,7 @@ from .models import (
     check_user_name,
     encode_payload,
 )
-from .store.base import NewTask, Outcome, Store
+from .store.base import NewTask, Outcome, Store, login_name
 
 if TYPE_CHECKING:
     from .worker import RunSummary
@@ -113,17 +117,28 @@ def connect(
 
 def qlist(
     *, user: str | None = None, all_users: bool = False, store: Store | None = None
-) -> list[dict[str, Any]]:
-    """Your queues (or ``user``'s, or with ``all_users`` everybody's) with their status
-    (as :meth:`Queue.status` gives it), by name; each also says whose it is."""
-    store = store or open_store(user=user)
+) -> list[Queue]:
+    """Your queues (or ``user``'s, or with ``all_users`` everybody's), by name, as
+    :class:`Queue` objects.  Each keeps the status it had when listed (all read at
+    once) in ``q.listed``: ``{'name', 'state', 'ntasks', 'blocked', 'user'}``."""
+    settings = config.load()
+    store = store or open_store(settings, user)
     counts = store.all_counts(all_users)
     out = []
-    for q in store.list_queues(all_users):
-        c = counts.get(q.id)
-        if c is not None:
-            out.append({**_status(q.name, q.state, c.by_state, c.blocked), "user": q.owner})
+    for info in store.list_queues(all_users):
+        c = counts.get(info.id)
+        if c is None:
+            continue
+        # another user's queue is reached through a store acting for them
+        owner = store if info.owner == store.user else open_store(settings, info.owner)
+        q = Queue(info.name, store=owner, settings=settings)
+        q.listed = {**_status(info.name, info.state, c.by_state, c.blocked), "user": info.owner}
+        out.append(q)
     return out
+
+
+#: The original QDO's other name for :func:`qlist`.
+queues = qlist
 
 
 def load(
@@ -184,9 +199,23 @@ class Queue:
         self.name = name
         self.store = store
         self.settings = settings or config.load()
+        #: The status this queue had when ``qlist()`` listed it (None otherwise).
+        self.listed: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<qdo.Queue {self.name!r} in {self.store.location}>"
+
+    def __getitem__(self, key: str) -> Any:
+        """Deprecated: ``qlist()`` gave dicts before 0.2; ``q['ntasks']`` still reads the
+        listed status.  Use ``q.listed[...]`` or ``q.status()[...]``."""
+        warnings.warn(
+            "qlist() returns Queue objects since qdo 0.2: use q.listed[key] (the status "
+            "when listed) or q.status()[key] instead of q[key]",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        status = self.listed or {**self.status(), "user": self.store.user}
+        return status[key]
 
     # -- adding ---------------------------------------------------------------------------
     def add(
@@ -267,8 +296,11 @@ class Queue:
         while True:
             got = self.store.claim(self.name, worker_id(), 1, lease, batch_job_id())
             if got:
-                got[0]._handle = self
-                return got[0]
+                task = got[0]
+                task._handle, task._held = self, True
+                assert task._token is not None and task.worker is not None
+                heartbeat().hold(self.store, task.worker, task.id, task._token, lease)
+                return task
             if not checked:  # nothing to claim: tell a deleted queue from an empty one
                 self.store.get_queue(self.name)
                 checked = True
@@ -293,13 +325,15 @@ class Queue:
     ) -> None:
         if state not in FINAL_STATES and state is not State.PENDING:
             raise InvalidState(state, [s.value for s in (*FINAL_STATES, State.PENDING)])
-        if err is not None and (isinstance(err, bool) or not isinstance(err, int)):
-            raise InvalidInput(f"err must be an integer exit code, got {err!r}")
-        exitcode = 0 if err is None and state is State.SUCCEEDED else err
+        exitcode = _exit_code(state, err)
         assert task._token is not None
         outcome = Outcome(task.id, task._token, state, exitcode, message, log)
         worker = task.worker or worker_id()
-        if self.store.finish(worker, [outcome]):
+        refused = self.store.finish(worker, [outcome])
+        # reported or refused, this client holds it no more (if the database could not
+        # be reached, it still does: the lease goes on being renewed, try again)
+        heartbeat().release(self.store, task.id, task._token)
+        if refused:
             raise LeaseLost(task.id, worker)
         task.state, task.exitcode, task.message = state, exitcode, message
         task.log = log or task.log
@@ -309,7 +343,40 @@ class Queue:
         assert task._token is not None
         lease = self.settings.lease if seconds is None else seconds
         if self.store.renew(worker, [(task.id, task._token)], lease):
+            heartbeat().release(self.store, task.id, task._token)
             raise LeaseLost(task.id, worker)
+        heartbeat().renewed(self.store, task.id, task._token, lease)
+
+    def set_task_state(
+        self, task_id: int | str, state: State | str, err: int | None = None,
+        message: str | None = None,
+    ) -> State:  # fmt: skip
+        """Set the state of task ``task_id`` of this queue, whoever holds it, from any
+        thread, process or node (the original QDO's call); return the state it is in.
+
+        An administrative change, in one transaction: ``state`` is Pending (Waiting
+        while a requirement has not Succeeded; the task gets fresh retry budgets),
+        Succeeded, Failed or Killed; ``err`` is the exit code (0 by default for
+        Succeeded).  A Running task's lease is revoked: its holder's report is refused
+        (``LeaseLost``) and nobody renews it any more.  Succeeded releases the tasks
+        that wait for it.  The attempt history records who made the change.  Raises
+        UnknownTask (a ValueError and a LookupError) for an id not in this queue.
+        """
+        task_id = _task_id(task_id, text_ok=True)
+        state = State.parse(state)
+        if state not in FINAL_STATES and state is not State.PENDING:
+            raise InvalidState(state, [s.value for s in (State.PENDING, *FINAL_STATES)])
+        exitcode = _exit_code(state, err)
+        who = f"{login_name()}@{worker_id()}"
+        new = self.store.set_state(self.name, task_id, state, exitcode, message, who)
+        heartbeat().release(self.store, task_id)  # in case this process held it
+        return new
+
+    def _set(self, task: Task, state: State, err: int | None, message: str | None) -> None:
+        """``Task.set_state`` on a record read with ``tasks()``."""
+        task.state = self.set_task_state(task.id, state, err, message)
+        task.exitcode = _exit_code(state, err)
+        task.message = message or task.message
 
     # -- reading --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -325,13 +392,46 @@ class Queue:
             "max_lost": info.max_lost,
         }
 
+    def summary(self) -> dict[str, Any]:
+        """The queue's status (as :meth:`status`) and whose queue it is: the original
+        QDO's name for it."""
+        return {**self.status(), "user": self.store.user}
+
     def tasks(
-        self, state: State | str | None = None, id: int | None = None, history: bool = False
-    ) -> list[Task]:
-        """Tasks of this queue in id order, optionally only those in ``state``, or the
-        one with ``id`` (a list of one, or empty).  With ``history`` each carries its
-        finished attempts (``task.history``)."""
-        return list(self.iter_tasks(state=state, id=id, history=history))
+        self,
+        id: int | str | None = None,
+        state: State | str | None = None,
+        exitcode: int | None = None,
+        *,
+        history: bool = False,
+    ) -> Any:
+        """With ``id`` (an int or an int-like string): that task of this queue, a
+        :class:`Task`; UnknownTask (a ValueError and a LookupError) if there is none
+        (in ``state``, with ``exitcode``, when those are given too).
+
+        Without: a list of this queue's tasks in id order, only those in ``state``
+        and with ``exitcode`` when given.  With ``history`` each carries its finished
+        attempts (``task.history``).  Records can be set with ``task.set_state``."""
+        if id is not None and state is None and _is_state(id):
+            warnings.warn(
+                "q.tasks(STATE) is deprecated since qdo 0.2, where the first argument is "
+                "the task id (as in the original QDO): write q.tasks(state=STATE)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            id, state = None, id
+        if id is None:
+            return list(self.iter_tasks(state=state, exitcode=exitcode, history=history))
+        task_id = _task_id(id, text_ok=True)
+        found = list(self.iter_tasks(state=state, id=task_id, history=history,
+                                     exitcode=exitcode))  # fmt: skip
+        if not found:
+            which = "".join(
+                f" {w} {v}" for w, v in (("in state", state), ("with exit code", exitcode))
+                if v is not None
+            )  # fmt: skip
+            raise UnknownTask([task_id], f"task of queue {self.name!r}{which}")
+        return found[0]
 
     def iter_tasks(
         self,
@@ -339,15 +439,23 @@ class Queue:
         id: int | None = None,
         history: bool = False,
         page: int = 10_000,
+        exitcode: int | None = None,
     ) -> Iterator[Task]:
-        """Like :meth:`tasks`, reading a page at a time (for very large queues)."""
+        """Like :meth:`tasks` without an id, reading a page at a time (for very large
+        queues); with ``id``, that task alone if it is there."""
         wanted = None if state is None else State.parse(state)
+        if exitcode is not None:
+            exitcode = _exit_code(State.FAILED, exitcode)  # checked as an exit code
         after = 0
         while True:
             if id is not None:
-                batch = self.store.tasks(self.name, wanted, task_id=_task_id(id))
+                batch = self.store.tasks(self.name, wanted, task_id=_task_id(id),
+                                         exitcode=exitcode)  # fmt: skip
             else:
-                batch = self.store.tasks(self.name, wanted, after=after, limit=page)
+                batch = self.store.tasks(self.name, wanted, after=after, limit=page,
+                                         exitcode=exitcode)  # fmt: skip
+            for t in batch:
+                t._handle = self
             if history and batch:
                 attempts = self.store.attempts([t.id for t in batch])
                 for t in batch:
@@ -382,21 +490,38 @@ class Queue:
         """Failed and Killed tasks go back to Pending; return how many."""
         return self.store.retry(self.name)
 
+    def revive(self, priority: int | None = None) -> int:
+        """Killed tasks go back to Pending (with ``priority``, if given), as in the fork
+        of QDO that production runs; return how many."""
+        if priority is not None:
+            check_priority(priority)
+        return self.store.retry(self.name, states=(State.KILLED,), priority=priority)
+
     def rerun(self) -> int:
         """Every task starts over (Pending, or Waiting on unfinished requirements)."""
         return self.store.rerun(self.name)
 
-    def recover(self) -> int:
-        """Running tasks whose worker is gone go back to Pending; return how many.
+    def recover(self, dead: bool = False, *, all: bool = False) -> int:
+        """Running tasks whose worker is gone go back to Pending at once; return how many.
 
         Gone means: its lease expired, or it ran on this host and its process no
-        longer exists.
+        longer exists; with ``dead``, also: the batch job it ran in is no longer active
+        (this machine's batch system is asked once).  With ``all`` every Running task
+        goes back, as the original QDO's ``recover`` did: only for when you know
+        nothing runs.  Either way each counts as an attempt whose worker was lost.
         """
         ids = self.store.requeue_expired(self.name)
+        running = self.store.running_workers(self.name)
+        if all:
+            why = "recovered by hand (qdo recover --all)"
+            return len(ids + self.store.requeue_workers(self.name, running, why=why))
         host = socket.gethostname()
-        dead = [w for w in self.store.running_workers(self.name) if _dead_here(w, host)]
-        if dead:
-            ids += self.store.requeue_workers(self.name, dead)
+        gone = [w for w in running if _dead_here(w, host)]
+        ended = jobstate.ended(self.store.running_jobs(self.name)) if dead else []
+        if gone:
+            ids += self.store.requeue_workers(self.name, gone)
+        if ended:
+            ids += self.store.requeue_workers(self.name, jobids=ended, why="batch job ended")
         return len(ids)
 
     def launch(self, nworkers: int, jobs: int = 1, *, dry_run: bool = False,
@@ -464,10 +589,45 @@ def _check_timeout(timeout: Any) -> float | None:
     return float(timeout)
 
 
-def _task_id(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def _task_id(value: Any, text_ok: bool = False) -> int:
+    """A task id from an int or an integer of numpy; with ``text_ok`` also from an
+    int-like string ('42', as a REST client or a command line gives it)."""
+    n = 0
+    if isinstance(value, str) and text_ok:
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            n = int(text)
+    elif not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            n = operator.index(value)
+    if n <= 0:
         raise InvalidInput(f"invalid task id {value!r}: task ids are positive integers")
-    return value
+    return n
+
+
+def _is_state(value: Any) -> bool:
+    """Whether a value given where a task id goes is a state instead (qdo 0.1 order)."""
+    if isinstance(value, State):
+        return True
+    if not isinstance(value, str) or value.strip().isdigit():
+        return False
+    try:
+        State.parse(value)
+    except InvalidState:
+        return False
+    return True
+
+
+def _exit_code(state: State, err: Any) -> int | None:
+    """The exit code to record: ``err`` if given (an integer), else 0 for Succeeded."""
+    if err is None:
+        return 0 if state is State.SUCCEEDED else None
+    if isinstance(err, bool):
+        raise InvalidInput(f"err must be an integer exit code, got {err!r}")
+    try:
+        return operator.index(err)
+    except TypeError:
+        raise InvalidInput(f"err must be an integer exit code, got {err!r}") from None
 
 
 def _requires(requires: Any) -> tuple[int, ...]:

@@ -24,9 +24,10 @@ from types import FrameType
 from typing import Any
 
 from .errors import InvalidInput
-from .models import State, Task
+from .models import State, Task, timestamp
 from .queue import Queue, batch_job_id, worker_id
 from .runners import Result, Runner, ShellRunner, log_path
+from .store.base import Begun
 
 __all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]
 
@@ -105,7 +106,8 @@ class Agent:
         self.todo: deque[Task] = deque()  # claimed, not started
         self.running: dict[int, Task] = {}
         self.outbox: list[Result] = []
-        self.outbox_since = 0.0
+        self.begun: list[Begun] = []  # claimed tasks that started since the last report
+        self.outbox_since = 0.0  # when the oldest of these two was added
         self.mean_seconds: float | None = None  # running mean of task durations
         self.stop_signal: str | None = None
         self.stop_at = 0.0
@@ -182,7 +184,8 @@ class Agent:
                             idle_until = 0.0
                             continue
                 self._collect(timeout=self._sleep(now, idle_until, next_renew))
-                if self.outbox and (
+                self._note_begun()
+                if (self.outbox or self.begun) and (
                     len(self.outbox) >= self.summary.batch
                     or now - self.outbox_since >= REPORT_DELAY
                     or not self.running
@@ -211,7 +214,7 @@ class Agent:
         limit = max(0.0, next_renew - now)
         if self.stop_deadline is not None and self.stop_deadline != math.inf:
             limit = min(limit, max(0.0, self.stop_deadline - now))
-        if self.outbox:
+        if self.outbox or self.begun:
             limit = min(limit, REPORT_DELAY)
         if not self.running:
             return min(limit, max(0.0, idle_until - now))
@@ -233,8 +236,10 @@ class Agent:
         declare no run time (``timeout``) or one that ends before the limit does."""
         left = self._time_left()
         budget = None if left is None else max(0.0, left - CLAIM_MARGIN)
+        # reserved: each counts as started (and, if this agent dies, as a lost attempt)
+        # only once a slot really starts it
         tasks = self.store.claim(self.queue.name, self.worker, n, self.opts.lease, self.jobid,
-                                 max_seconds=budget)  # fmt: skip
+                                 max_seconds=budget, reserve=True)  # fmt: skip
         self.summary.time_left = None if tasks else left
         self.todo.extend(tasks)
         return bool(tasks)
@@ -245,10 +250,8 @@ class Agent:
             if not self._time_for(task):
                 # it fitted when it was claimed, but waited for a slot since: leave it to
                 # a worker with more time, and go on with the others
-                if not self.outbox:
-                    self.outbox_since = time.monotonic()
                 why = "handed back unstarted (batch job time limit too close)"
-                self.outbox.append(Result.given_back(task, why))
+                self._later(Result.given_back(task, why))
                 continue
             self.running[task.id] = task
             self.runner.start(task)
@@ -274,15 +277,13 @@ class Agent:
             task = self.running.pop(result.task.id, None)
             if task is None:
                 continue
-            if not self.outbox:
-                self.outbox_since = time.monotonic()
             if self.stop_signal and result.state is State.FAILED and (result.exitcode or 0) < 0:
                 # killed by a signal while we stop: the batch system's time limit signals
                 # every process of the job, tasks too; they did not fail, hand them back
                 result = replace(result, state=State.PENDING, stopped=True,
                                  message=f"stopped by {self.stop_signal} (killed by signal "
                                          f"{-(result.exitcode or 0)})")  # fmt: skip
-            self.outbox.append(result)
+            self._later(result)
             if result.stopped:
                 continue
             self.summary.ran += 1
@@ -304,11 +305,32 @@ class Agent:
         self.summary.batch = max(1, batch)
         self.runner.tune(self.summary.batch)
 
+    def _later(self, item: Result | Begun) -> None:
+        """Keep a result, or the start of a task, for the next report."""
+        if not self.outbox and not self.begun:
+            self.outbox_since = time.monotonic()
+        if isinstance(item, Result):
+            self.outbox.append(item)
+        else:
+            self.begun.append(item)
+
+    def _note_begun(self) -> None:
+        """Note the claimed tasks that slots started, for the next report."""
+        for task, when in self.runner.began():
+            if task.started is None and task._token is not None:
+                task.started = timestamp(when)
+                self._later(Begun(task.id, task._token, when))
+
     def _report(self) -> None:
-        if not self.outbox:
+        self._note_begun()  # a result's start goes with it, never after it
+        if not self.outbox and not self.begun:
             return
         outbox, self.outbox = self.outbox, []
-        refused = self.store.finish(self.worker, [r.outcome() for r in outbox])
+        # a task whose result goes too needs no mark: the result says when it started
+        done = {r.task.id for r in outbox}
+        begun = [b for b in self.begun if b.task_id not in done]
+        self.begun = []
+        refused = self.store.finish(self.worker, [r.outcome() for r in outbox], begun)
         self.summary.refused += len(refused)
         self.summary.returned += sum(1 for r in outbox if r.stopped and r.task.id not in refused)
 

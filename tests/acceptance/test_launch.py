@@ -110,13 +110,12 @@ def ok(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> s
 
 
 def launch(*args: str) -> list[str]:
-    """``qdo launch ARGS``: the job ids it printed (one line, separated by spaces)."""
+    """``qdo launch ARGS``: the job ids of the lines it printed, one a job, as the batch
+    system wrote them (``Submitted batch job 42``: what scripts for the original QDO read)."""
     out = ok("launch", *args)
     lines = out.splitlines()
-    assert len(lines) == 1, f"qdo launch {args} printed:\n{out}"
-    ids = lines[0].split()
-    assert ids, out
-    return ids
+    assert lines and all(line.split() for line in lines), f"qdo launch {args} printed:\n{out}"
+    return [line.split()[-1] for line in lines]
 
 
 def tasks(queue: str) -> list[dict[str, Any]]:
@@ -486,7 +485,8 @@ def test_bad_input_submits_nothing(
 ) -> None:
     q = slurm.queue("bad", "true")
     assert "no queue named 'nosuch" in fails("launch", "nosuch-queue", "1")
-    assert "--walltime" in fails("launch", q, "1", "--walltime", "99")
+    assert "--walltime" in fails("launch", q, "1", "--walltime", "1:2:3:4")
+    assert "--walltime" in fails("launch", q, "1", "--walltime", "0")
     assert "no batch profile 'nosuch'" in fails("launch", q, "1", "--profile", "nosuch")
     assert "invalid profile name" in fails("launch", q, "1", "--profile", "../slurm")
     # a count below 1 is a usage error, as everywhere in qdo (exit 2, usage first)

@@ -30,6 +30,7 @@ from qdo.errors import (
     UnknownTask,
 )
 from qdo.store.sqlite import SCHEMA_VERSION
+from tests.conftest import die_holding
 
 pytestmark = pytest.mark.backends
 
@@ -48,8 +49,8 @@ def test_spec_example(qdo_dir: Path) -> None:
     assert status["ntasks"] == {
         "Waiting": 1, "Pending": 10102, "Running": 0, "Succeeded": 0, "Failed": 0, "Killed": 0,
     }  # fmt: skip
-    assert q.tasks(id=t)[0].requires == (ids[0], ids[1])
-    assert q.tasks(id=p)[0].task == {"imgdir": "/data", "infile": "a.tif", "outfile": "a.tif.out"}
+    assert q.tasks(id=t).requires == (ids[0], ids[1])
+    assert q.tasks(id=p).task == {"imgdir": "/data", "infile": "a.tif", "outfile": "a.tif.out"}
     assert len(q.tasks(state=qdo.Task.WAITING)) == 1
     first = q.get()
     assert first is not None and first.id == important and first.state is qdo.Task.RUNNING
@@ -58,7 +59,7 @@ def test_spec_example(qdo_dir: Path) -> None:
     first.set_state(qdo.Task.SUCCEEDED)  # a running task still reports while paused
     q.resume()
     assert q.tasks(state=qdo.Task.SUCCEEDED)[0].id == important
-    assert [x["name"] for x in qdo.qlist()] == ["EchoChamber"]
+    assert [x.name for x in qdo.qlist()] == ["EchoChamber"]
     with pytest.raises(UnknownQueue):
         qdo.connect("ImgQueue")
     assert qdo.connect("EchoChamber").status() == q.status()
@@ -158,7 +159,7 @@ def test_give_back_with_pending() -> None:
     with pytest.raises(InvalidInput):
         again.set_state(qdo.Task.FAILED, err="bad")  # type: ignore[arg-type]
     with pytest.raises(InvalidState):
-        q.tasks()[0].set_state(qdo.Task.SUCCEEDED)  # not handed out by get()
+        q.tasks()[0].set_state(qdo.Task.RUNNING)  # a record is set, never to Running
 
 
 def test_recover_dead_local_worker() -> None:
@@ -174,7 +175,7 @@ def test_recover_dead_local_worker() -> None:
     assert q.recover() == 1
     counts = q.status()["ntasks"]
     assert counts["Running"] == 1 and counts["Pending"] == 1
-    (back,) = q.tasks(id=lost_id)
+    back = q.tasks(id=lost_id)
     assert back.state is qdo.Task.PENDING and "process gone" in (back.message or "")
     mine.set_state(qdo.Task.SUCCEEDED)
 
@@ -182,7 +183,7 @@ def test_recover_dead_local_worker() -> None:
 def test_recover_expired_lease() -> None:
     q = qdo.create("e")
     q.add("a")
-    assert q.get(lease=0.05) is not None
+    die_holding("e", lease=0.05)
     time.sleep(0.1)
     assert q.recover() == 1
 
@@ -231,7 +232,7 @@ def test_add_multiple_arguments() -> None:
     a, b = q.add_multiple(["a", "b"], priorities=[1, 2])
     c, d = q.add_multiple(["c", {"d": 1}], priorities=5, requires=[[a], None])
     assert [t.priority for t in q.tasks()] == [1, 2, 5, 5]
-    assert q.tasks(id=c)[0].state is qdo.Task.WAITING
+    assert q.tasks(id=c).state is qdo.Task.WAITING
     with pytest.raises(InvalidInput):
         q.add_multiple(["x", "y"], priorities=[1])
     with pytest.raises(InvalidInput):
@@ -255,7 +256,7 @@ def test_requirements_errors_write_nothing() -> None:
     with pytest.raises(DependencyCycle):
         q.add_requires(a, [b])
     assert [t.id for t in q.tasks()] == [a, b]
-    assert q.tasks(id=a)[0].requires == ()
+    assert q.tasks(id=a).requires == ()
 
 
 def test_errors_are_qdo_errors_with_lookup() -> None:

@@ -564,13 +564,13 @@ def test_cli_dump_and_restore(backend: str, qdo_dir: Path, tmp_path: Path) -> No
     assert comparable(queue_snapshot(store, "R")) == moved(before, offset, "R", inside)
 
     assert "already exists" in one_error(run_qdo("restore", str(path), "--as", "R"))
-    names = sorted(x["name"] for x in qdo.qlist())
+    names = sorted(x.name for x in qdo.qlist())
     data = path.read_bytes()
     for blob in data[: len(data) // 2], b"not an archive\n":
         path.write_bytes(blob)
         line = one_error(run_qdo("restore", str(path), "--as", "Fresh"))
         assert "is not a usable qdo archive" in line and "nothing was restored" in line, line
-    assert sorted(x["name"] for x in qdo.qlist()) == names
+    assert sorted(x.name for x in qdo.qlist()) == names
 
 
 def test_cli_restore_into_another_database_keeps_ids(qdo_dir: Path, tmp_path: Path) -> None:

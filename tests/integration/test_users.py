@@ -105,13 +105,15 @@ def test_python_api_per_user() -> None:
     assert qa.store.user == "alice" and qb.store.user == "bob"
 
     alice = qdo.qlist(user="alice")
-    assert [(x["name"], x["user"], x["ntasks"]["Pending"]) for x in alice] == [
+    assert [(x.name, x.listed["user"], x.listed["ntasks"]["Pending"]) for x in alice] == [
         ("Private", "alice", 1), ("Shared", "alice", 2),
     ]  # fmt: skip
     bob = qdo.qlist(user="bob")
-    assert [(x["name"], x["user"], x["ntasks"]["Pending"]) for x in bob] == [("Shared", "bob", 1)]
+    assert [(x.name, x.listed["user"], x.listed["ntasks"]["Pending"]) for x in bob] == [
+        ("Shared", "bob", 1)
+    ]
     both = qdo.qlist(user="bob", all_users=True)
-    assert [(x["name"], x["user"]) for x in both] == [
+    assert [(x.name, x.listed["user"]) for x in both] == [
         ("Private", "alice"), ("Shared", "alice"), ("Shared", "bob"),
     ]  # fmt: skip
     assert qdo.qlist() == []  # the login user has none
@@ -135,7 +137,7 @@ def test_python_api_per_user() -> None:
     with pytest.raises(UnknownQueue):
         qdo.connect("Nobody", user="carol")
     qdo.connect("Nobody", create_ok=True, user="carol")
-    assert [x["user"] for x in qdo.qlist(all_users=True) if x["name"] == "Nobody"] == ["carol"]
+    assert [x.listed["user"] for x in qdo.qlist(all_users=True) if x.name == "Nobody"] == ["carol"]
 
 
 BAD_USERS: list[Any] = ["a b", "x'); DROP TABLE tasks; --", "%s", "$1", "é", "a/b", "x" * 101,
@@ -169,7 +171,7 @@ def test_invalid_user_and_queue_names_are_refused(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput):
             qdo.restore(path, name)
     login = q.store.user
-    assert [(x["name"], x["user"]) for x in qdo.qlist(all_users=True)] == [("Mine", login)]
+    assert [(x.name, x.listed["user"]) for x in qdo.qlist(all_users=True)] == [("Mine", login)]
     assert [t.task for t in q.tasks()] == ["echo hi"]
 
 
@@ -256,6 +258,6 @@ def test_cli_list_all_users_and_global_user(qdo_dir: Path) -> None:
         assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
         assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
         assert proc.stderr.startswith("qdo: error: "), proc.stderr
-    assert [(x["user"], x["name"]) for x in qdo.qlist(all_users=True)] == [
+    assert [(x.listed["user"], x.name) for x in qdo.qlist(all_users=True)] == [
         ("alice", "AliceOnly"), ("alice", "Q"), ("bob", "Q"),
     ]  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 import qdo
 from qdo.errors import InvalidInput
 from qdo.runners import direct_argv
-from tests.conftest import run_qdo
+from tests.conftest import die_holding, run_qdo
 
 pytestmark = pytest.mark.backends
 
@@ -75,7 +75,7 @@ def test_exit_codes_logs_and_task_fields(tmp_path: Path, qdo_dir: Path) -> None:
     bad = q.add("exit 7")
     missing = q.add("no-such-command-qdo")
     q.do()
-    t_ok, t_bad, t_missing = (q.tasks(id=i)[0] for i in (ok, bad, missing))
+    t_ok, t_bad, t_missing = (q.tasks(id=i) for i in (ok, bad, missing))
     assert (t_ok.state, t_ok.exitcode) == (qdo.Task.SUCCEEDED, 0)
     assert (t_bad.state, t_bad.exitcode, t_bad.message) == (qdo.Task.FAILED, 7, "exit code 7")
     assert t_missing.state is qdo.Task.FAILED and t_missing.exitcode == 127
@@ -99,7 +99,7 @@ def test_logs_are_sharded(qdo_dir: Path) -> None:
     assert folders == ["0", "1"]
     assert len(list((qdo_dir / "logs" / "S" / "1").iterdir())) == ids[-2] - 999
     # a task that printed nothing has no log file at all (creating one costs a lot)
-    silent = q.tasks(id=ids[-1])[0]
+    silent = q.tasks(id=ids[-1])
     assert silent.log is None and silent.state is qdo.Task.SUCCEEDED
     assert run_qdo("log", "S", str(ids[-1]), check=True).stderr.startswith("(task")
     assert list((qdo_dir / "logs" / ".spool").iterdir()) == [], "spool files are cleaned up"
@@ -130,11 +130,11 @@ def test_script_gets_words_or_json(tmp_path: Path) -> None:
     a = q.add("one 'two words'")
     b = q.add({"x": [1, "y z"]})
     q.do(script=str(script))
-    assert Path(q.tasks(id=a)[0].log or "").read_text() == "[one]\n[two words]\n"
-    assert Path(q.tasks(id=b)[0].log or "").read_text() == '[{"x": [1, "y z"]}]\n'
+    assert Path(q.tasks(id=a).log or "").read_text() == "[one]\n[two words]\n"
+    assert Path(q.tasks(id=b).log or "").read_text() == '[{"x": [1, "y z"]}]\n'
     c = q.add({"no": "script"})
     q.do()
-    assert "--script" in (q.tasks(id=c)[0].message or "")
+    assert "--script" in (q.tasks(id=c).message or "")
 
 
 def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
@@ -145,15 +145,15 @@ def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
     start = time.monotonic()
     q.do(workers=2, timeout=60)
     assert time.monotonic() - start < 25  # the task would sleep 31 s
-    task = q.tasks(id=t)[0]
+    task = q.tasks(id=t)
     assert task.state is qdo.Task.KILLED and task.message == "timed out after 0.5 s"
     assert "time limit" in Path(task.log or "").read_text()
-    assert q.tasks(id=quick)[0].state is qdo.Task.SUCCEEDED
+    assert q.tasks(id=quick).state is qdo.Task.SUCCEEDED
     wait_until(lambda: not alive(f"sleep {marker}"), 5, "the task's children to die")
     # the worker's own --timeout applies to tasks without one
     u = q.add(f"sleep {marker}")
     q.do(timeout=0.3)
-    assert q.tasks(id=u)[0].state is qdo.Task.KILLED
+    assert q.tasks(id=u).state is qdo.Task.KILLED
 
 
 def test_retries_keep_every_attempt(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_retries_keep_every_attempt(tmp_path: Path) -> None:
     hopeless = q.add("echo attempt $QDO_TASK_ATTEMPT; exit 4")
     once = q.add("exit 5", max_retries=0)
     q.do()
-    f, h, o = (q.tasks(id=i, history=True)[0] for i in (flaky, hopeless, once))
+    f, h, o = (q.tasks(id=i, history=True) for i in (flaky, hopeless, once))
     assert f.state is qdo.Task.SUCCEEDED and f.attempts == 3 and f.failures == 2
     assert [(a.attempt, a.state, a.exitcode) for a in f.history] == [
         (1, "Failed", 1), (2, "Failed", 1), (3, "Succeeded", 0)]  # fmt: skip
@@ -179,11 +179,11 @@ def test_lost_workers_are_counted_then_killed() -> None:
     q = qdo.create("K", max_lost=2)
     t = q.add("true")
     for expected in (qdo.Task.PENDING, qdo.Task.KILLED):
-        assert q.get(lease=0.01) is not None
+        die_holding("K", lease=0.01)
         time.sleep(0.05)
         q.status()  # collects expired leases by itself: nobody runs recover
-        assert q.tasks(id=t)[0].state is expected
-    task = q.tasks(id=t, history=True)[0]
+        assert q.tasks(id=t).state is expected
+    task = q.tasks(id=t, history=True)
     assert task.lost == 2 and "lost 2 times" in (task.message or "")
     assert [a.state for a in task.history] == ["Lost", "Lost"]
 
@@ -200,7 +200,7 @@ def test_long_task_keeps_its_lease_by_renewal(tmp_path: Path) -> None:
     finally:
         second.send_signal(signal.SIGTERM)
         second.communicate(timeout=30)
-    task = q.tasks(id=t)[0]
+    task = q.tasks(id=t)
     assert task.state is qdo.Task.SUCCEEDED and task.attempts == 1
     assert (tmp_path / "runs").read_text() == "run\n"
 
@@ -234,7 +234,7 @@ def test_sigterm_after_grace_kills_and_hands_back(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert time.monotonic() - started < 30  # the task would sleep 47 s
-    task = q.tasks(id=long, history=True)[0]
+    task = q.tasks(id=long, history=True)
     assert task.state is qdo.Task.PENDING and task.failures == 0 and task.lost == 0
     assert [a.state for a in task.history] == ["Returned"]
     wait_until(lambda: not alive(f"sleep {marker}"), 5, "the task to be killed")
@@ -257,7 +257,7 @@ def test_wait_mode_picks_up_new_tasks(tmp_path: Path) -> None:
     time.sleep(1.0)
     assert proc.poll() is None, "with --wait an empty queue does not end the worker"
     t = q.add(f"touch {tmp_path / 'x'}")
-    wait_until(lambda: q.tasks(id=t)[0].state is qdo.Task.SUCCEEDED, what="the new task")
+    wait_until(lambda: q.tasks(id=t).state is qdo.Task.SUCCEEDED, what="the new task")
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=20)
     assert proc.returncode == 0
@@ -310,7 +310,7 @@ def test_func_tasks_in_worker_processes(funcs: Path) -> None:
     assert 1 <= len(pids) <= 2  # long-lived worker processes, not one per task
     assert str(os.getpid()) not in pids
     assert all(t.state is qdo.Task.SUCCEEDED for t in q.tasks() if t.id in ids)
-    failed = q.tasks(id=bad)[0]
+    failed = q.tasks(id=bad)
     assert failed.state is qdo.Task.FAILED and failed.message == "ValueError: bad input -1"
     assert "Traceback" in Path(failed.log or "").read_text()
 
@@ -324,8 +324,8 @@ def test_func_from_python_with_timeout(funcs: Path) -> None:
     start = time.monotonic()
     q.do(workers=2, func=qdo_test_funcs.slow)
     assert time.monotonic() - start < 25  # the task would sleep 30 s
-    assert q.tasks(id=slow)[0].state is qdo.Task.KILLED
-    assert all(q.tasks(id=i)[0].state is qdo.Task.SUCCEEDED for i in fast)
+    assert q.tasks(id=slow).state is qdo.Task.KILLED
+    assert all(q.tasks(id=i).state is qdo.Task.SUCCEEDED for i in fast)
 
 
 def test_func_errors_are_clear(funcs: Path) -> None:
@@ -351,7 +351,7 @@ def test_records_the_batch_job_id(monkeypatch: pytest.MonkeyPatch) -> None:
     t = q.add("true")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     run_qdo("do", "Job", check=True)
-    task = q.tasks(id=t, history=True)[0]
+    task = q.tasks(id=t, history=True)
     assert task.jobid == "4242" and task.history[0].jobid == "4242"
 
 
@@ -364,7 +364,7 @@ def test_tasks_inherit_no_descriptors_of_the_agent() -> None:
         q.do()
     finally:
         os.close(leaked)
-    fds = sorted(int(x) for x in Path(q.tasks(id=t)[0].log or "").read_text().split())
+    fds = sorted(int(x) for x in Path(q.tasks(id=t).log or "").read_text().split())
     assert fds == [0, 1, 2, 3]  # 3: the directory ls itself is reading
 
 
@@ -382,7 +382,7 @@ def test_near_its_time_limit_a_worker_takes_only_tasks_that_fit(tmp_path: Path) 
     assert re.search(
         r"left 1 pending task for a job with more time: this one had (11\d|120) s left", out
     )
-    (left,) = q.tasks(id=long, history=True)
+    left = q.tasks(id=long, history=True)
     assert left.state is qdo.Task.PENDING and left.attempts == 0 and not left.history
     assert not marker.exists()
     assert all(t.state is qdo.Task.SUCCEEDED for t in q.tasks(history=True) if t.id in
@@ -411,7 +411,7 @@ def test_a_claimed_task_that_no_longer_fits_is_handed_back_alone() -> None:
         agent._report()
     finally:
         agent.runner.close()
-    (t,) = q.tasks(id=late, history=True)
+    t = q.tasks(id=late, history=True)
     assert t.state is qdo.Task.PENDING and t.failures == 0
     assert "time limit too close" in (t.history[-1].message or "")
-    assert q.tasks(id=after)[0].state is qdo.Task.SUCCEEDED
+    assert q.tasks(id=after).state is qdo.Task.SUCCEEDED

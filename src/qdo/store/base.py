@@ -87,6 +87,14 @@ class Outcome:
     started: float | None = None  # when it really started (epoch), if not at its claim
 
 
+class Begun(NamedTuple):
+    """A reserved task that its holder started (see ``Store.claim``)."""
+
+    task_id: int
+    token: int
+    started: float  # epoch seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A batch job launched for a queue."""
@@ -173,13 +181,17 @@ class Store(ABC):
     @abstractmethod
     def claim(
         self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
-        max_seconds: float | None = None,
+        max_seconds: float | None = None, reserve: bool = False,
     ) -> list[Task]:  # fmt: skip
         """Hand out up to ``n`` Pending tasks of an Active queue, highest priority first,
         then lowest id.  Each becomes Running, its attempts grow by one, and it holds a
         new lease token until ``now + lease``.  Returns [] if there is nothing to hand
         out or the queue is paused.  ``max_seconds``: only tasks that declare no run
-        time (``timeout``) or one of at most this (a worker whose batch job ends soon)."""
+        time (``timeout``) or one of at most this (a worker whose batch job ends soon).
+
+        With ``reserve`` they are only reserved (``started`` unset) until
+        ``finish(begun=...)`` says they started: a reserved task whose holder vanishes
+        goes back to Pending without counting as a lost attempt, since it never ran."""
 
     @abstractmethod
     def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
@@ -187,26 +199,55 @@ class Store(ABC):
         worker still holds; return the ids it no longer holds."""
 
     @abstractmethod
-    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[int]:
+    def finish(
+        self, worker: str, outcomes: Sequence[Outcome], begun: Sequence[Begun] = ()
+    ) -> list[int]:
         """Record outcomes in one transaction; return the ids whose report was refused
         because the worker no longer holds them (nothing is written for those).
 
         Every accepted outcome adds a row to the task's attempt history.  A Succeeded
         task releases its ready dependents.  A Failed task goes back to Pending while
         its ``failures`` are fewer than its ``max_retries`` (else the queue's).  Pending
-        gives the task back unfinished: neither a failure nor a lost attempt."""
+        gives the task back unfinished: neither a failure nor a lost attempt.
+        ``begun``: reserved tasks (see ``claim``) that the worker has started since,
+        recorded first (one it no longer holds is left alone)."""
+
+    @abstractmethod
+    def set_state(
+        self, queue: str, task_id: int, state: State, exitcode: int | None,
+        message: str | None, who: str,
+    ) -> State:  # fmt: skip
+        """An administrative change of one task of ``queue``, whoever holds it, in one
+        transaction; returns the state it is now in.
+
+        ``state`` is Pending (Waiting instead while a requirement has not Succeeded;
+        with fresh failure and loss budgets, as ``retry`` gives), Succeeded, Failed or
+        Killed.  A Running task's lease is revoked: its holder's later report or renewal
+        is refused.  The change is a row of the attempt history: it ends the running
+        attempt, else it is an attempt of its own by ``who``; either way its message
+        names ``who``.  Succeeded releases the ready dependents; a task that is no
+        longer Succeeded makes its Pending dependents wait again.  Raises UnknownTask."""
 
     @abstractmethod
     def requeue_expired(self, queue: str | None = None) -> list[int]:
         """Running tasks whose lease expired (by the store's clock) lost their worker:
         each goes back to Pending, or becomes Killed once it lost ``max_lost`` workers
-        (a queue setting).  Returns their ids.  Cheap when nothing expired: it looks
-        before it takes a write lock."""
+        (a queue setting).  A task that was only reserved, never started (see
+        ``claim``), goes back to Pending and counts as no lost attempt.  Returns their
+        ids.  Cheap when nothing expired: it looks before it takes a write lock."""
 
     @abstractmethod
-    def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
+    def requeue_workers(
+        self, queue: str, workers: Sequence[str] | None = None,
+        jobids: Sequence[str] | None = None, why: str = "process gone",
+    ) -> list[int]:  # fmt: skip
         """Like ``requeue_expired``, for the Running tasks of ``queue`` held by
-        ``workers`` (known to be dead), whatever their lease says."""
+        ``workers`` or run in the batch jobs ``jobids`` (known to be dead), whatever
+        their lease says; ``why`` goes into their message."""
+
+    @abstractmethod
+    def running_jobs(self, queue: str) -> list[str]:
+        """Batch job ids recorded on the Running tasks of the queue."""
 
     # -- reading -------------------------------------------------------------------------
     @abstractmethod
@@ -225,9 +266,10 @@ class Store(ABC):
         task_id: int | None = None,
         after: int = 0,
         limit: int | None = None,
+        exitcode: int | None = None,
     ) -> list[Task]:
-        """Tasks of a queue in id order, optionally of one state or one id, starting
-        after id ``after`` (for paging through large queues)."""
+        """Tasks of a queue in id order, optionally of one state, one id or one exit
+        code, starting after id ``after`` (for paging through large queues)."""
 
     @abstractmethod
     def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
@@ -239,9 +281,13 @@ class Store(ABC):
 
     # -- resetting -----------------------------------------------------------------------
     @abstractmethod
-    def retry(self, queue: str) -> int:
-        """Failed and Killed tasks go back to Pending (Waiting if a requirement is no
-        longer Succeeded) with fresh failure and loss budgets; return how many."""
+    def retry(
+        self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
+        priority: int | None = None,
+    ) -> int:  # fmt: skip
+        """Tasks in ``states`` (Failed and Killed) go back to Pending (Waiting if a
+        requirement is no longer Succeeded) with fresh failure and loss budgets, and
+        ``priority`` if given; return how many."""
 
     @abstractmethod
     def rerun(self, queue: str) -> int:
@@ -335,6 +381,34 @@ def task_from_row(row: Sequence[Any], queue: str, requires: Sequence[int]) -> Ta
         log=log, lease_expires=timestamp(lease_expires), timeout=timeout,
         max_retries=max_retries, failures=failures, lost=lost, _token=token,
     )  # fmt: skip
+
+
+class AdminChange(NamedTuple):
+    """What an administrative change writes (see ``Store.set_state``): the task's new
+    message and attempt count, and its attempt-history row (without the task id)."""
+
+    message: str
+    attempts: int
+    history: tuple[Any, ...]
+
+
+def admin_change(
+    before: Sequence[Any], state: State, exitcode: int | None, message: str | None, who: str,
+    now: float,
+) -> AdminChange:  # fmt: skip
+    """The change of a task that was (state, attempts, worker, jobid, started): it ends
+    the running attempt, else it is an attempt of its own, by ``who``."""
+    old, attempts, worker, jobid, started = before
+    said = f"set to {state.value} by {who}"
+    kind = "Returned" if state is State.PENDING else state.value
+    if old == State.RUNNING.value:
+        note = f"{said}, revoking the lease of {worker}"
+        row = (attempts, kind, worker, jobid, started, now, exitcode,
+               f"{message}; {note}" if message else note)  # fmt: skip
+        return AdminChange(message or said, attempts, row)
+    row = (attempts + 1, kind, who, None, None, now, exitcode,
+           f"{message}; {said}" if message else said)  # fmt: skip
+    return AdminChange(message or said, attempts + 1, row)
 
 
 def login_name() -> str:

@@ -35,11 +35,13 @@ from ..errors import (
 from ..models import Attempt, QueueInfo, QueueState, State, Task
 from . import sql
 from .base import (
+    Begun,
     Counts,
     Job,
     NewTask,
     Outcome,
     Store,
+    admin_change,
     attempts_by_task,
     counts_by_queue,
     grouped,
@@ -382,11 +384,11 @@ class PostgresStore(Store):
     # -- working --------------------------------------------------------------------------
     def claim(
         self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
-        max_seconds: float | None = None,
+        max_seconds: float | None = None, reserve: bool = False,
     ) -> list[Task]:  # fmt: skip
         params = {
             "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
-            "lease": lease, "max_seconds": max_seconds,
+            "lease": lease, "max_seconds": max_seconds, "reserve": reserve,
             "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
 
@@ -400,6 +402,12 @@ class PostgresStore(Store):
         rows.sort(key=lambda r: (-r[5], r[0]))
         return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
+    @staticmethod
+    def _begin(cur: psycopg.Cursor[Any], worker: str, begun: Sequence[Begun]) -> None:
+        cur.execute(Q["begin"], {"worker": worker, "ids": [b.task_id for b in begun],
+                                 "tokens": [b.token for b in begun],
+                                 "started": [b.started for b in begun]})  # fmt: skip
+
     def _requires_of(self, cur: psycopg.Cursor[Any], ids: list[int]) -> dict[int, list[int]]:
         return grouped(cur.execute(Q["requires_of"], {"ids": ids}))
 
@@ -411,8 +419,10 @@ class PostgresStore(Store):
         kept = self._run(lambda cur: {r[0] for r in cur.execute(Q["renew"], params)})
         return [t for t, _ in tokens if t not in kept]
 
-    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[int]:
-        if not outcomes:
+    def finish(
+        self, worker: str, outcomes: Sequence[Outcome], begun: Sequence[Begun] = ()
+    ) -> list[int]:
+        if not outcomes and not begun:
             return []
         params = {
             "worker": worker,
@@ -426,6 +436,10 @@ class PostgresStore(Store):
         }
 
         def verb(cur: psycopg.Cursor[Any]) -> set[int]:
+            if begun:
+                self._begin(cur, worker, begun)
+            if not outcomes:
+                return set()
             rows = cur.execute(Q["finish"], params).fetchall()
             self._history(cur, [r[:9] for r in rows])
             succeeded = [r[0] for r in rows if r[2] == State.SUCCEEDED.value]
@@ -468,12 +482,20 @@ class PostgresStore(Store):
             return []
         return self._requeue(queue_id, None, "lease expired")
 
-    def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
+    def requeue_workers(
+        self, queue: str, workers: Sequence[str] | None = None,
+        jobids: Sequence[str] | None = None, why: str = "process gone",
+    ) -> list[int]:  # fmt: skip
+        if not workers and not jobids:
+            return []
         queue_id = self._run(lambda cur: self._queue_id(cur, queue))
-        return self._requeue(queue_id, list(workers), "process gone")
+        return self._requeue(queue_id, list(workers or ()), why, list(jobids or ()))
 
-    def _requeue(self, queue_id: int | None, workers: list[str] | None, why: str) -> list[int]:
-        params = {"queue_id": queue_id, "workers": workers, "why": why}
+    def _requeue(
+        self, queue_id: int | None, workers: list[str] | None, why: str,
+        jobids: list[str] | None = None,
+    ) -> list[int]:  # fmt: skip
+        params = {"queue_id": queue_id, "workers": workers, "why": why, "jobids": jobids}
 
         def verb(cur: psycopg.Cursor[Any]) -> list[int]:
             rows = cur.execute(Q["requeue_expired"], params).fetchall()
@@ -546,14 +568,15 @@ class PostgresStore(Store):
         task_id: int | None = None,
         after: int = 0,
         limit: int | None = None,
+        exitcode: int | None = None,
     ) -> list[Task]:
         def verb(cur: psycopg.Cursor[Any]) -> tuple[list[Any], dict[int, list[int]]]:
             params: dict[str, Any] = {"queue_id": self._queue_id(cur, queue), "after": after,
-                                      "limit": limit}  # fmt: skip
+                                      "limit": limit, "exitcode": exitcode}  # fmt: skip
             if task_id is not None:
                 rows = cur.execute(Q["task_by_id"], {**params, "task_id": task_id}).fetchall()
-                if state is not None:
-                    rows = [r for r in rows if r[4] == state.value]
+                rows = [r for r in rows if (state is None or r[4] == state.value)
+                        and (exitcode is None or r[6] == exitcode)]  # fmt: skip
             elif state is not None:
                 rows = cur.execute(Q["tasks_in_state"], {**params, "state": state.value}).fetchall()
             else:
@@ -568,17 +591,56 @@ class PostgresStore(Store):
         return self._run(lambda cur: attempts_by_task(cur.execute(Q["attempts_of"], params)))
 
     def running_workers(self, queue: str) -> list[str]:
+        return self._running(queue, "running_workers")
+
+    def running_jobs(self, queue: str) -> list[str]:
+        return self._running(queue, "running_jobs")
+
+    def _running(self, queue: str, query: str) -> list[str]:
         def verb(cur: psycopg.Cursor[Any]) -> list[str]:
             params = {"queue_id": self._queue_id(cur, queue)}
-            return [r[0] for r in cur.execute(Q["running_workers"], params)]
+            return [r[0] for r in cur.execute(Q[query], params)]
 
         return self._run(verb)
 
+    # -- changing by hand -----------------------------------------------------------------
+    def set_state(
+        self, queue: str, task_id: int, state: State, exitcode: int | None,
+        message: str | None, who: str,
+    ) -> State:  # fmt: skip
+        def verb(cur: psycopg.Cursor[Any]) -> State:
+            params = {"task_id": task_id, "queue": queue, "owner": self.user}
+            row = cur.execute(Q["task_for_change"], params).fetchone()
+            if row is None:
+                raise UnknownTask([task_id], f"task of queue {queue!r}")
+            now = _one(cur, Q["now"])[0]
+            change = admin_change(row, state, exitcode, message, who, now)
+            new, queue_id = _one(cur, Q["set_state"], {
+                "task_id": task_id, "state": state.value, "exitcode": exitcode,
+                "message": change.message, "attempts": change.attempts, "now": now,
+            })  # fmt: skip
+            self._history(cur, [(task_id, *change.history)])
+            woke = [queue_id] if new == State.PENDING.value else []
+            if state is State.SUCCEEDED:
+                woke += self._release(cur, [task_id])
+            elif row[0] == State.SUCCEEDED.value:
+                cur.execute(Q["block_dependents"], {"ids": [task_id]})
+            self._notify(cur, woke)
+            return State(new)
+
+        # run again after a commit that was cut off, it records the change twice: harmless
+        return self._run(verb)
+
     # -- resetting ------------------------------------------------------------------------
-    def retry(self, queue: str) -> int:
+    def retry(
+        self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
+        priority: int | None = None,
+    ) -> int:  # fmt: skip
         def verb(cur: psycopg.Cursor[Any]) -> int:
             queue_id = self._queue_id(cur, queue)
-            n = cur.execute(Q["retry"], {"queue_id": queue_id}).rowcount
+            params = {"queue_id": queue_id, "priority": priority,
+                      "states": [s.value for s in states]}  # fmt: skip
+            n = cur.execute(Q["retry"], params).rowcount
             self._notify(cur, [queue_id])
             return n
 

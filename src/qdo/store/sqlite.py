@@ -33,11 +33,13 @@ from ..errors import (
 from ..models import Attempt, QueueInfo, QueueState, State, Task
 from . import sql
 from .base import (
+    Begun,
     Counts,
     Job,
     NewTask,
     Outcome,
     Store,
+    admin_change,
     attempts_by_task,
     counts_by_queue,
     grouped,
@@ -303,11 +305,11 @@ class SQLiteStore(Store):
     # -- working --------------------------------------------------------------------------
     def claim(
         self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
-        max_seconds: float | None = None,
+        max_seconds: float | None = None, reserve: bool = False,
     ) -> list[Task]:  # fmt: skip
         params = {
             "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
-            "lease": lease, "max_seconds": max_seconds,
+            "lease": lease, "max_seconds": max_seconds, "reserve": reserve,
             "now": time.time(), "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
         with self._write() as conn:
@@ -317,6 +319,13 @@ class SQLiteStore(Store):
             requires = self._requires_of(conn, [r[0] for r in rows])
         rows.sort(key=lambda r: (-r[5], r[0]))  # RETURNING order is not defined
         return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection, worker: str, begun: Sequence[Begun]) -> None:
+        conn.executemany(Q["begin"], [
+            {"task_id": b.task_id, "token": b.token, "worker": worker, "started": b.started}
+            for b in begun
+        ])  # fmt: skip
 
     def _requires_of(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[int]]:
         return grouped(conn.execute(Q["requires_of"], {"ids": json.dumps(ids)}))
@@ -331,12 +340,16 @@ class SQLiteStore(Store):
                     lost.append(task_id)
         return lost
 
-    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[int]:
+    def finish(
+        self, worker: str, outcomes: Sequence[Outcome], begun: Sequence[Begun] = ()
+    ) -> list[int]:
         now = time.time()
         refused: list[int] = []
         succeeded: list[int] = []
         history: list[tuple[Any, ...]] = []
         with self._write() as conn:
+            if begun:
+                self._begin(conn, worker, begun)
             for o in outcomes:
                 params = {"task_id": o.task_id, "token": o.token, "worker": worker,
                           "message": o.message, "now": now}  # fmt: skip
@@ -367,12 +380,22 @@ class SQLiteStore(Store):
             return []  # the usual case, answered without the write lock
         return self._requeue(queue_id, None, "lease expired")
 
-    def requeue_workers(self, queue: str, workers: Sequence[str]) -> list[int]:
-        return self._requeue(self._queue_id(self._conn(), queue), workers, "process gone")
+    def requeue_workers(
+        self, queue: str, workers: Sequence[str] | None = None,
+        jobids: Sequence[str] | None = None, why: str = "process gone",
+    ) -> list[int]:  # fmt: skip
+        if not workers and not jobids:
+            return []
+        queue_id = self._queue_id(self._conn(), queue)
+        return self._requeue(queue_id, workers or [], why, jobids or [])
 
-    def _requeue(self, queue_id: int | None, workers: Sequence[str] | None, why: str) -> list[int]:
+    def _requeue(
+        self, queue_id: int | None, workers: Sequence[str] | None, why: str,
+        jobids: Sequence[str] | None = None,
+    ) -> list[int]:  # fmt: skip
         params = {"queue_id": queue_id, "now": time.time(), "why": why,
-                  "workers": None if workers is None else json.dumps(list(workers))}  # fmt: skip
+                  "workers": None if workers is None else json.dumps(list(workers)),
+                  "jobids": None if jobids is None else json.dumps(list(jobids))}  # fmt: skip
         with self._write() as conn:
             rows = conn.execute(Q["requeue_expired"], params).fetchall()
             conn.executemany(Q["attempt_insert"], rows)
@@ -404,16 +427,17 @@ class SQLiteStore(Store):
         task_id: int | None = None,
         after: int = 0,
         limit: int | None = None,
+        exitcode: int | None = None,
     ) -> list[Task]:
         with self._read() as conn:
             params: dict[str, Any] = {
                 "queue_id": self._queue_id(conn, queue), "after": after,
-                "limit": -1 if limit is None else limit,
+                "limit": -1 if limit is None else limit, "exitcode": exitcode,
             }  # fmt: skip
             if task_id is not None:
                 rows = conn.execute(Q["task_by_id"], {**params, "task_id": task_id}).fetchall()
-                if state is not None:
-                    rows = [r for r in rows if r[4] == state.value]
+                rows = [r for r in rows if (state is None or r[4] == state.value)
+                        and (exitcode is None or r[6] == exitcode)]  # fmt: skip
             elif state is not None:
                 rows = conn.execute(
                     Q["tasks_in_state"], {**params, "state": state.value}
@@ -428,14 +452,49 @@ class SQLiteStore(Store):
         return attempts_by_task(self._conn().execute(Q["attempts_of"], {"ids": ids}))
 
     def running_workers(self, queue: str) -> list[str]:
+        return self._running(queue, "running_workers")
+
+    def running_jobs(self, queue: str) -> list[str]:
+        return self._running(queue, "running_jobs")
+
+    def _running(self, queue: str, query: str) -> list[str]:
         with self._read() as conn:
             params = {"queue_id": self._queue_id(conn, queue)}
-            return [r[0] for r in conn.execute(Q["running_workers"], params)]
+            return [r[0] for r in conn.execute(Q[query], params)]
+
+    # -- changing by hand -----------------------------------------------------------------
+    def set_state(
+        self, queue: str, task_id: int, state: State, exitcode: int | None,
+        message: str | None, who: str,
+    ) -> State:  # fmt: skip
+        now = time.time()
+        with self._write() as conn:
+            params = {"task_id": task_id, "queue": queue, "owner": self.user}
+            row = conn.execute(Q["task_for_change"], params).fetchone()
+            if row is None:
+                raise UnknownTask([task_id], f"task of queue {queue!r}")
+            change = admin_change(row, state, exitcode, message, who, now)
+            new = conn.execute(Q["set_state"], {
+                "task_id": task_id, "state": state.value, "exitcode": exitcode,
+                "message": change.message, "attempts": change.attempts, "now": now,
+            }).fetchone()[0]  # fmt: skip
+            conn.execute(Q["attempt_insert"], (task_id, *change.history))
+            ids = json.dumps([task_id])
+            if state is State.SUCCEEDED:
+                conn.execute(Q["release_dependents"], {"ids": ids})
+            elif row[0] == State.SUCCEEDED.value:
+                conn.execute(Q["block_dependents"], {"ids": ids})
+        return State(new)
 
     # -- resetting ------------------------------------------------------------------------
-    def retry(self, queue: str) -> int:
+    def retry(
+        self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
+        priority: int | None = None,
+    ) -> int:  # fmt: skip
         with self._write() as conn:
-            return conn.execute(Q["retry"], {"queue_id": self._queue_id(conn, queue)}).rowcount
+            params = {"queue_id": self._queue_id(conn, queue), "priority": priority,
+                      "states": json.dumps([s.value for s in states])}  # fmt: skip
+            return conn.execute(Q["retry"], params).rowcount
 
     def rerun(self, queue: str) -> int:
         with self._write() as conn:

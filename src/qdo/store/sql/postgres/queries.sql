@@ -87,9 +87,10 @@ SELECT 1 FROM up WHERE id = %(task_id)s LIMIT 1;
 
 -- name: claim
 -- One statement: skip the rows other claimers hold, take the best n of the rest.
+-- (%(reserve)s: not started yet; Store.finish(begun=...) marks them when they are)
 UPDATE tasks
 SET state = 'Running', attempts = attempts + 1, worker = %(worker)s, jobid = %(jobid)s,
-    started = qdo_now(), finished = NULL, exitcode = NULL, message = NULL,
+    started = CASE WHEN %(reserve)s THEN NULL ELSE qdo_now() END, finished = NULL, exitcode = NULL, message = NULL,
     lease_expires = qdo_now() + %(lease)s, lease_token = %(token)s
 WHERE id IN (SELECT id FROM tasks
              WHERE queue_id = (SELECT id FROM queues WHERE owner = %(owner)s
@@ -106,6 +107,15 @@ RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, at
 
 -- name: requires_of
 SELECT task_id, req_id FROM requires WHERE task_id = ANY(%(ids)s) ORDER BY task_id, req_id;
+
+-- name: begin
+-- Reserved tasks (claimed, not started) that their holder has started since.
+UPDATE tasks t SET started = o.started
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(started)s::float8[])
+     AS o (id, token, started)
+WHERE t.id = o.id AND t.lease_token = o.token AND t.worker = %(worker)s
+  AND t.state = 'Running'
+  AND t.id = ANY(%(ids)s::bigint[]);  -- (so the batch is found by key, never by a scan)
 
 -- name: renew
 UPDATE tasks t SET lease_expires = qdo_now() + %(lease)s
@@ -180,25 +190,36 @@ LIMIT 1;
 SELECT 1 FROM tasks WHERE state = 'Running' AND lease_expires < (SELECT qdo_now()) LIMIT 1;
 
 -- name: requeue_expired
+-- A task that was only reserved (started NULL: claimed, never started) lost nothing: it
+-- goes back as if handed back.
 UPDATE tasks t
-SET lost = t.lost + 1,
-    state = CASE WHEN t.lost + 1 >= q.max_lost THEN 'Killed' ELSE 'Pending' END,
-    finished = CASE WHEN t.lost + 1 >= q.max_lost THEN qdo_now() END,
-    message = CASE WHEN t.lost + 1 >= q.max_lost
+SET lost = t.lost + (t.started IS NOT NULL)::int,
+    state = CASE WHEN t.started IS NOT NULL AND t.lost + 1 >= q.max_lost THEN 'Killed'
+                 ELSE 'Pending' END,
+    finished = CASE WHEN t.started IS NOT NULL AND t.lost + 1 >= q.max_lost THEN qdo_now() END,
+    message = CASE WHEN t.started IS NULL
+                   THEN 'claimed by worker ' || t.worker || ', lost (' || %(why)s
+                        || ') before it started attempt ' || t.attempts || '; will run again'
+                   WHEN t.lost + 1 >= q.max_lost
                    THEN 'killed: its worker was lost ' || (t.lost + 1) || ' times'
                    ELSE 'worker ' || t.worker || ' lost (' || %(why)s || ') during attempt '
                         || t.attempts || '; will run again' END,
     exitcode = NULL, lease_expires = NULL, lease_token = NULL
 FROM queues q
 WHERE q.id = t.queue_id AND t.state = 'Running'
-  AND ((%(workers)s::text[] IS NULL AND t.lease_expires < (SELECT qdo_now()))
-       OR t.worker = ANY(%(workers)s::text[]))
+  AND ((%(workers)s::text[] IS NULL AND %(jobids)s::text[] IS NULL
+        AND t.lease_expires < (SELECT qdo_now()))
+       OR t.worker = ANY(%(workers)s::text[]) OR t.jobid = ANY(%(jobids)s::text[]))
   AND (%(queue_id)s::bigint IS NULL OR t.queue_id = %(queue_id)s)
-RETURNING t.id, t.attempts, 'Lost', t.worker, t.jobid, t.started, qdo_now(), NULL::int,
-          t.message, t.queue_id, t.state;
+RETURNING t.id, t.attempts, CASE WHEN t.started IS NULL THEN 'Returned' ELSE 'Lost' END,
+          t.worker, t.jobid, t.started, qdo_now(), NULL::int, t.message, t.queue_id, t.state;
 
 -- name: running_workers
 SELECT DISTINCT worker FROM tasks WHERE queue_id = %(queue_id)s AND state = 'Running';
+
+-- name: running_jobs
+SELECT DISTINCT jobid FROM tasks
+WHERE queue_id = %(queue_id)s AND state = 'Running' AND jobid IS NOT NULL;
 
 -- name: counts
 SELECT state, count(*) FROM tasks WHERE queue_id = %(queue_id)s GROUP BY state;
@@ -218,13 +239,16 @@ WHERE t.queue_id = %(queue_id)s AND t.state = 'Waiting'
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
        created, started, finished, worker, jobid, log, lease_expires, lease_token,
        timeout, max_retries, failures, lost
-FROM tasks WHERE queue_id = %(queue_id)s AND id > %(after)s ORDER BY id LIMIT %(limit)s;
+FROM tasks WHERE queue_id = %(queue_id)s AND id > %(after)s
+  AND (%(exitcode)s::int IS NULL OR exitcode = %(exitcode)s)
+ORDER BY id LIMIT %(limit)s;
 
 -- name: tasks_in_state
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
        created, started, finished, worker, jobid, log, lease_expires, lease_token,
        timeout, max_retries, failures, lost
 FROM tasks WHERE queue_id = %(queue_id)s AND state = %(state)s AND id > %(after)s
+  AND (%(exitcode)s::int IS NULL OR exitcode = %(exitcode)s)
 ORDER BY id LIMIT %(limit)s;
 
 -- name: task_by_id
@@ -233,12 +257,38 @@ SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attem
        timeout, max_retries, failures, lost
 FROM tasks WHERE queue_id = %(queue_id)s AND id = %(task_id)s;
 
+-- name: task_for_change
+SELECT t.state, t.attempts, t.worker, t.jobid, t.started FROM tasks t
+JOIN queues q ON q.id = t.queue_id
+WHERE t.id = %(task_id)s AND q.owner = %(owner)s AND q.name = %(queue)s
+FOR UPDATE OF t;
+
+-- name: set_state
+-- An administrative change (see Store.set_state).  Pending waits where a requirement has
+-- not Succeeded, and starts with fresh failure and loss budgets.
+UPDATE tasks
+SET state = CASE WHEN %(state)s = 'Pending'
+                      AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
+                 THEN 'Waiting' ELSE %(state)s END,
+    exitcode = %(exitcode)s, message = %(message)s, attempts = %(attempts)s,
+    finished = CASE WHEN %(state)s = 'Pending' THEN NULL ELSE %(now)s END,
+    failures = CASE WHEN %(state)s = 'Pending' THEN 0 ELSE failures END,
+    lost = CASE WHEN %(state)s = 'Pending' THEN 0 ELSE lost END,
+    lease_expires = NULL, lease_token = NULL
+WHERE id = %(task_id)s
+RETURNING state, queue_id;
+
+-- name: block_dependents
+UPDATE tasks SET state = 'Waiting'
+WHERE state = 'Pending' AND id IN (SELECT task_id FROM requires WHERE req_id = ANY(%(ids)s));
+
 -- name: retry
 UPDATE tasks
 SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
                  THEN 'Waiting' ELSE 'Pending' END,
-    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL
-WHERE queue_id = %(queue_id)s AND state IN ('Failed', 'Killed');
+    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL,
+    priority = coalesce(%(priority)s::bigint, priority)
+WHERE queue_id = %(queue_id)s AND state = ANY(%(states)s::text[]);
 
 -- name: rerun_forget
 DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE queue_id = %(queue_id)s);

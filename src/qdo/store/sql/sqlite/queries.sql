@@ -72,9 +72,10 @@ WITH RECURSIVE up (id) AS (
 SELECT 1 FROM up WHERE id = :task_id LIMIT 1;
 
 -- name: claim
+-- (:reserve: they are not started yet; Store.finish(begun=...) marks them when they are)
 UPDATE tasks
 SET state = 'Running', attempts = attempts + 1, worker = :worker, jobid = :jobid,
-    started = :now, finished = NULL, exitcode = NULL, message = NULL,
+    started = CASE WHEN :reserve THEN NULL ELSE :now END, finished = NULL, exitcode = NULL, message = NULL,
     lease_expires = :now + :lease, lease_token = :token
 WHERE id IN (SELECT id FROM tasks
              WHERE queue_id = (SELECT id FROM queues
@@ -89,6 +90,11 @@ RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, at
 -- name: requires_of
 SELECT task_id, req_id FROM requires
 WHERE task_id IN (SELECT value FROM json_each(:ids)) ORDER BY task_id, req_id;
+
+-- name: begin
+-- A reserved task (claimed, not started) that its holder has started now.
+UPDATE tasks SET started = :started
+WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
 
 -- name: renew
 UPDATE tasks SET lease_expires = :now + :lease
@@ -138,28 +144,40 @@ WHERE state = 'Running' AND lease_expires < :now
 LIMIT 1;
 
 -- name: requeue_expired
--- A task whose holder vanished runs again, unless it lost max_lost holders already.
--- (SET expressions all see the row as it was before the update.)
+-- A task whose holder vanished runs again, unless it lost max_lost holders already.  One
+-- that was only reserved (started NULL: claimed, never started) lost nothing: it goes
+-- back as if handed back.  (SET expressions all see the row as it was before.)
 UPDATE tasks
-SET lost = lost + 1,
-    state = CASE WHEN lost + 1 >= (SELECT q.max_lost FROM queues q WHERE q.id = tasks.queue_id)
+SET lost = lost + (started IS NOT NULL),
+    state = CASE WHEN started IS NOT NULL AND lost + 1 >= (SELECT q.max_lost FROM queues q
+                                                           WHERE q.id = tasks.queue_id)
                  THEN 'Killed' ELSE 'Pending' END,
-    finished = CASE WHEN lost + 1 >= (SELECT q.max_lost FROM queues q WHERE q.id = tasks.queue_id)
+    finished = CASE WHEN started IS NOT NULL AND lost + 1 >= (SELECT q.max_lost FROM queues q
+                                                              WHERE q.id = tasks.queue_id)
                     THEN :now END,
-    message = CASE WHEN lost + 1 >= (SELECT q.max_lost FROM queues q WHERE q.id = tasks.queue_id)
+    message = CASE WHEN started IS NULL
+                   THEN 'claimed by worker ' || worker || ', lost (' || :why
+                        || ') before it started attempt ' || attempts || '; will run again'
+                   WHEN lost + 1 >= (SELECT q.max_lost FROM queues q WHERE q.id = tasks.queue_id)
                    THEN 'killed: its worker was lost ' || (lost + 1) || ' times'
                    ELSE 'worker ' || worker || ' lost (' || :why || ') during attempt '
                         || attempts || '; will run again' END,
     exitcode = NULL, lease_expires = NULL, lease_token = NULL
 WHERE state = 'Running'
-  AND ((:workers IS NULL AND lease_expires < :now)
-       OR worker IN (SELECT value FROM json_each(coalesce(:workers, '[]'))))
+  AND ((:workers IS NULL AND :jobids IS NULL AND lease_expires < :now)
+       OR worker IN (SELECT value FROM json_each(coalesce(:workers, '[]')))
+       OR jobid IN (SELECT value FROM json_each(coalesce(:jobids, '[]'))))
   AND (:queue_id IS NULL OR queue_id = :queue_id)
 -- (returns the attempt's history row)
-RETURNING id, attempts, 'Lost', worker, jobid, started, :now, NULL, message;
+RETURNING id, attempts, CASE WHEN started IS NULL THEN 'Returned' ELSE 'Lost' END, worker,
+          jobid, started, :now, NULL, message;
 
 -- name: running_workers
 SELECT DISTINCT worker FROM tasks WHERE queue_id = :queue_id AND state = 'Running';
+
+-- name: running_jobs
+SELECT DISTINCT jobid FROM tasks
+WHERE queue_id = :queue_id AND state = 'Running' AND jobid IS NOT NULL;
 
 -- name: counts
 SELECT state, count(*) FROM tasks WHERE queue_id = :queue_id GROUP BY state;
@@ -179,13 +197,16 @@ WHERE t.queue_id = :queue_id AND t.state = 'Waiting'
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
        created, started, finished, worker, jobid, log, lease_expires, lease_token,
        timeout, max_retries, failures, lost
-FROM tasks WHERE queue_id = :queue_id AND id > :after ORDER BY id LIMIT :limit;
+FROM tasks WHERE queue_id = :queue_id AND id > :after
+  AND (:exitcode IS NULL OR exitcode = :exitcode)
+ORDER BY id LIMIT :limit;
 
 -- name: tasks_in_state
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
        created, started, finished, worker, jobid, log, lease_expires, lease_token,
        timeout, max_retries, failures, lost
 FROM tasks WHERE queue_id = :queue_id AND state = :state AND id > :after
+  AND (:exitcode IS NULL OR exitcode = :exitcode)
 ORDER BY id LIMIT :limit;
 
 -- name: task_by_id
@@ -194,12 +215,39 @@ SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attem
        timeout, max_retries, failures, lost
 FROM tasks WHERE queue_id = :queue_id AND id = :task_id;
 
+-- name: task_for_change
+SELECT t.state, t.attempts, t.worker, t.jobid, t.started FROM tasks t
+JOIN queues q ON q.id = t.queue_id
+WHERE t.id = :task_id AND q.owner = :owner AND q.name = :queue;
+
+-- name: set_state
+-- An administrative change (see Store.set_state).  Pending waits where a requirement has
+-- not Succeeded, and starts with fresh failure and loss budgets.
+UPDATE tasks
+SET state = CASE WHEN :state = 'Pending'
+                      AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
+                 THEN 'Waiting' ELSE :state END,
+    exitcode = :exitcode, message = :message, attempts = :attempts,
+    finished = CASE WHEN :state = 'Pending' THEN NULL ELSE :now END,
+    failures = CASE WHEN :state = 'Pending' THEN 0 ELSE failures END,
+    lost = CASE WHEN :state = 'Pending' THEN 0 ELSE lost END,
+    lease_expires = NULL, lease_token = NULL
+WHERE id = :task_id
+RETURNING state;
+
+-- name: block_dependents
+-- Pending dependents of tasks in :ids (no longer Succeeded) wait again.
+UPDATE tasks SET state = 'Waiting'
+WHERE state = 'Pending'
+  AND id IN (SELECT task_id FROM requires WHERE req_id IN (SELECT value FROM json_each(:ids)));
+
 -- name: retry
 UPDATE tasks
 SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
                  THEN 'Waiting' ELSE 'Pending' END,
-    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL
-WHERE queue_id = :queue_id AND state IN ('Failed', 'Killed');
+    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL,
+    priority = coalesce(:priority, priority)
+WHERE queue_id = :queue_id AND state IN (SELECT value FROM json_each(:states));
 
 -- name: rerun_forget
 DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE queue_id = :queue_id);
