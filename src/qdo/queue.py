@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
 _stores: dict[tuple[str, ...], Store] = {}
 
+#: ``get()`` puts back the tasks of vanished holders whenever it finds nothing to claim,
+#: and at least this often (seconds) while it does.
+COLLECT_EVERY = 30.0
+
 
 def open_store(settings: config.Settings | None = None, user: str | None = None) -> Store:
     """The store that the settings point at, acting for ``user`` (default: the ``user``
@@ -201,6 +205,7 @@ class Queue:
         self.settings = settings or config.load()
         #: The status this queue had when ``qlist()`` listed it (None otherwise).
         self.listed: dict[str, Any] | None = None
+        self._next_collect = 0.0  # when get() next puts back expired leases anyway
 
     def __repr__(self) -> str:
         return f"<qdo.Queue {self.name!r} in {self.store.location}>"
@@ -283,17 +288,19 @@ class Queue:
         """Take the next task to run, or None if none came within ``timeout`` seconds.
 
         ``timeout=0`` (the default) does not wait; ``None`` waits for ever.  The task
-        is Running and reserved for this client for ``lease`` seconds (default from
-        the configuration); report it with ``task.set_state(...)``, and call
-        ``task.renew()`` if it runs longer than its lease.
+        is Running and reserved for this client: a background thread of this process
+        renews its ``lease`` (seconds, default from the configuration) until it is
+        reported with ``task.set_state(...)``.  If the process dies, the lease runs out
+        and the task goes back to Pending for someone else.
         """
         lease = self.settings.lease if lease is None else lease
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
-        checked = False
         if self.store.notifies and timeout != 0:
             self.store.listen(self.name)  # before the first look: no task slips by
         while True:
+            if time.monotonic() >= self._next_collect:
+                self._collect_expired()
             got = self.store.claim(self.name, worker_id(), 1, lease, batch_job_id())
             if got:
                 task = got[0]
@@ -301,9 +308,10 @@ class Queue:
                 assert task._token is not None and task.worker is not None
                 heartbeat().hold(self.store, task.worker, task.id, task._token, lease)
                 return task
-            if not checked:  # nothing to claim: tell a deleted queue from an empty one
-                self.store.get_queue(self.name)
-                checked = True
+            # nothing to claim: the tasks of holders that vanished come back (this also
+            # tells a deleted queue, UnknownQueue, from an empty one)
+            if self._collect_expired():
+                continue
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -314,6 +322,11 @@ class Queue:
             else:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _collect_expired(self) -> bool:
+        """Put back the tasks whose lease ran out; whether there were any."""
+        self._next_collect = time.monotonic() + COLLECT_EVERY
+        return bool(self.store.requeue_expired(self.name))
 
     def _report(
         self,

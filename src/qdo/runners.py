@@ -66,9 +66,6 @@ class Runner(ABC):
     slots: int
     stopping: bool = False
 
-    def __init__(self) -> None:
-        self._began: queue_module.SimpleQueue[tuple[Task, float]] = queue_module.SimpleQueue()
-
     @abstractmethod
     def free(self) -> int:
         """How many more tasks ``start`` accepts now."""
@@ -86,15 +83,6 @@ class Runner(ABC):
 
     def tune(self, batch: int) -> None:  # noqa: B027 - optional hook
         """The agent's current batch size (a runner may group work by it)."""
-
-    def began(self) -> list[tuple[Task, float]]:
-        """The tasks that really started since the last call (left the runner's own
-        backlog for a slot or a process), with when (epoch seconds)."""
-        out = []
-        with contextlib.suppress(queue_module.Empty):
-            while True:
-                out.append(self._began.get_nowait())
-        return out
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -163,7 +151,6 @@ class ShellRunner(Runner):
         self, slots: int, script: str | None, timeout: float | None, log_dir: Path,
         prefix: Sequence[str] = (),
     ) -> None:  # fmt: skip
-        super().__init__()
         self.slots = slots
         self.script = script
         self.prefix = list(prefix)  # runs each task through this (srun for --mpiproc)
@@ -189,7 +176,7 @@ class ShellRunner(Runner):
             t.start()
 
     def tune(self, batch: int) -> None:
-        self.chunk = max(1, batch // self.slots)
+        self.chunk = max(1, batch // self.slots // 4)
 
     def free(self) -> int:
         return self.slots * (1 + self.chunk) - self.busy
@@ -250,7 +237,6 @@ class ShellRunner(Runner):
                     )
                     continue
                 started = time.time()
-                self._began.put((task, started))
                 try:
                     result = self._run(task, spool)
                 except Exception as e:  # never lose a slot: report the task as failed
@@ -481,7 +467,6 @@ class FuncRunner(Runner):
         self, spec: str | Callable[..., Any], slots: int, timeout: float | None, log_dir: Path
     ):
         resolve_func(spec)  # fail here, with a clear message, not in every process
-        super().__init__()
         self.spec = spec
         self.slots = slots
         self.timeout = timeout
@@ -516,9 +501,6 @@ class FuncRunner(Runner):
             limited = self._limit(self.buffer[0]) is not None
             size = 1 if limited else self.chunk  # a time limit is kept task by task
             p.tasks = [self.buffer.popleft() for _ in range(min(size, len(self.buffer)))]
-            now = time.time()
-            for t in p.tasks:
-                self._began.put((t, now))
             limit = self._limit(p.tasks[0])
             p.deadline = time.monotonic() + limit if limit else float("inf")
             p.conn.send([(t.id, t.task) for t in p.tasks])

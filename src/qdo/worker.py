@@ -106,8 +106,8 @@ class Agent:
         self.todo: deque[Task] = deque()  # claimed, not started
         self.running: dict[int, Task] = {}
         self.outbox: list[Result] = []
-        self.begun: list[Begun] = []  # claimed tasks that started since the last report
-        self.outbox_since = 0.0  # when the oldest of these two was added
+        self.begun: list[Begun] = []  # tasks about to start, for the report before they do
+        self.outbox_since = 0.0
         self.mean_seconds: float | None = None  # running mean of task durations
         self.stop_signal: str | None = None
         self.stop_at = 0.0
@@ -184,8 +184,7 @@ class Agent:
                             idle_until = 0.0
                             continue
                 self._collect(timeout=self._sleep(now, idle_until, next_renew))
-                self._note_begun()
-                if (self.outbox or self.begun) and (
+                if self.outbox and (
                     len(self.outbox) >= self.summary.batch
                     or now - self.outbox_since >= REPORT_DELAY
                     or not self.running
@@ -214,7 +213,7 @@ class Agent:
         limit = max(0.0, next_renew - now)
         if self.stop_deadline is not None and self.stop_deadline != math.inf:
             limit = min(limit, max(0.0, self.stop_deadline - now))
-        if self.outbox or self.begun:
+        if self.outbox:
             limit = min(limit, REPORT_DELAY)
         if not self.running:
             return min(limit, max(0.0, idle_until - now))
@@ -237,7 +236,7 @@ class Agent:
         left = self._time_left()
         budget = None if left is None else max(0.0, left - CLAIM_MARGIN)
         # reserved: each counts as started (and, if this agent dies, as a lost attempt)
-        # only once a slot really starts it
+        # only once it is handed to a slot (see _dispatch)
         tasks = self.store.claim(self.queue.name, self.worker, n, self.opts.lease, self.jobid,
                                  max_seconds=budget, reserve=True)  # fmt: skip
         self.summary.time_left = None if tasks else left
@@ -245,7 +244,11 @@ class Agent:
         return bool(tasks)
 
     def _dispatch(self) -> None:
-        while self.todo and self.runner.free() > 0:
+        """Hand claimed tasks to the slots.  The database learns that they started
+        first, with the results waiting to be reported (one transaction): a task that
+        runs is never taken for one that did not, if this agent dies."""
+        starting: list[Task] = []
+        while self.todo and self.runner.free() > len(starting):
             task = self.todo.popleft()
             if not self._time_for(task):
                 # it fitted when it was claimed, but waited for a slot since: leave it to
@@ -253,6 +256,16 @@ class Agent:
                 why = "handed back unstarted (batch job time limit too close)"
                 self._later(Result.given_back(task, why))
                 continue
+            starting.append(task)
+        if not starting:
+            return
+        now = time.time()
+        for task in starting:
+            assert task._token is not None
+            self.begun.append(Begun(task.id, task._token, now))
+        self._report()
+        for task in starting:
+            task.started = timestamp(now)
             self.running[task.id] = task
             self.runner.start(task)
 
@@ -277,12 +290,13 @@ class Agent:
             task = self.running.pop(result.task.id, None)
             if task is None:
                 continue
-            if self.stop_signal and result.state is State.FAILED and (result.exitcode or 0) < 0:
+            killed_by = _signal_of(result.exitcode)
+            if self.stop_signal and result.state is State.FAILED and killed_by:
                 # killed by a signal while we stop: the batch system's time limit signals
                 # every process of the job, tasks too; they did not fail, hand them back
                 result = replace(result, state=State.PENDING, stopped=True,
                                  message=f"stopped by {self.stop_signal} (killed by signal "
-                                         f"{-(result.exitcode or 0)})")  # fmt: skip
+                                         f"{killed_by})")  # fmt: skip
             self._later(result)
             if result.stopped:
                 continue
@@ -305,31 +319,17 @@ class Agent:
         self.summary.batch = max(1, batch)
         self.runner.tune(self.summary.batch)
 
-    def _later(self, item: Result | Begun) -> None:
-        """Keep a result, or the start of a task, for the next report."""
-        if not self.outbox and not self.begun:
+    def _later(self, result: Result) -> None:
+        """Keep a result for the next report."""
+        if not self.outbox:
             self.outbox_since = time.monotonic()
-        if isinstance(item, Result):
-            self.outbox.append(item)
-        else:
-            self.begun.append(item)
-
-    def _note_begun(self) -> None:
-        """Note the claimed tasks that slots started, for the next report."""
-        for task, when in self.runner.began():
-            if task.started is None and task._token is not None:
-                task.started = timestamp(when)
-                self._later(Begun(task.id, task._token, when))
+        self.outbox.append(result)
 
     def _report(self) -> None:
-        self._note_begun()  # a result's start goes with it, never after it
         if not self.outbox and not self.begun:
             return
         outbox, self.outbox = self.outbox, []
-        # a task whose result goes too needs no mark: the result says when it started
-        done = {r.task.id for r in outbox}
-        begun = [b for b in self.begun if b.task_id not in done]
-        self.begun = []
+        begun, self.begun = self.begun, []
         refused = self.store.finish(self.worker, [r.outcome() for r in outbox], begun)
         self.summary.refused += len(refused)
         self.summary.returned += sum(1 for r in outbox if r.stopped and r.task.id not in refused)
@@ -380,6 +380,16 @@ class Agent:
         self.runner.stopping = True
         self.stop_deadline = self.stop_at + self.opts.grace
         self._give_back_todo()
+
+
+def _signal_of(exitcode: int | None) -> int | None:
+    """The signal that ended a task: a negative exit code, or 128 + N from a shell
+    whose command the signal killed first (SIGTERM reaches both; either may go first)."""
+    if exitcode is None:
+        return None
+    if exitcode < 0:
+        return -exitcode
+    return exitcode - 128 if exitcode - 128 in (signal.SIGTERM, signal.SIGINT) else None
 
 
 def job_end_time() -> float | None:

@@ -394,7 +394,7 @@ def test_log_and_tail(qdo_dir: Path) -> None:
     assert ok("log", "L", "1") == "line1\nline2\nline3\nline4\nline5\noops\n"
     assert ok("log", "L", "1", "--tail", "2") == "line5\noops\n"
     assert ok("log", "L", "1", "--tail", "100") == ok("log", "L", "1")
-    assert "no task 99" in fails("log", "L", "99")
+    assert "no task of queue 'L' with id 99" in fails("log", "L", "99")
     usage_error("log", "L", "1", "--tail", "x")
     assert_db_ok(qdo_dir)
 

@@ -9,7 +9,7 @@ import pytest
 
 from qdo.errors import DependencyCycle, QueueExists, TaskNotEditable, UnknownQueue, UnknownTask
 from qdo.models import QueueState, State
-from qdo.store.base import NewTask, Outcome, Store
+from qdo.store.base import Begun, NewTask, Outcome, Store
 
 pytestmark = pytest.mark.backends
 
@@ -210,6 +210,42 @@ def test_requeue_workers(store: Store, q: str) -> None:
     assert sorted(store.running_workers(q)) == ["alive:2", "dead:1"]
     assert len(store.requeue_workers(q, ["dead:1"])) == 2
     assert store.running_workers(q) == ["alive:2"]
+
+
+def test_requeue_by_batch_job(store: Store, q: str) -> None:
+    add(store, q, "a", "b", "c")
+    store.claim(q, "node1:7", 2, lease=60, jobid="101")
+    store.claim(q, "node2:7", 1, lease=60, jobid="102")
+    assert sorted(store.running_jobs(q)) == ["101", "102"]
+    back = store.requeue_workers(q, jobids=["101"], why="batch job ended")
+    assert len(back) == 2 and store.running_jobs(q) == ["102"]
+    (t,) = store.tasks(q, task_id=back[0])
+    assert t.state is State.PENDING and "batch job ended" in (t.message or "")
+    assert store.requeue_workers(q) == []  # nobody named: nothing happens
+
+
+def test_only_a_started_task_counts_as_lost(store: Store, q: str) -> None:
+    """A reserved task (claimed, not started) whose holder vanished lost nothing: it
+    comes back without using one of its ``max_lost`` lives; a started one uses one."""
+    store.set_queue_options(q, max_lost=1)
+    add(store, q, "ran", "waited")
+    ran, waited = store.claim(q, "w", 2, lease=0.05, reserve=True)
+    assert ran.started is None and waited.started is None
+    assert store.finish("w", [], begun=[Begun(ran.id, ran._token, time.time())]) == []
+    (marked,) = store.tasks(q, task_id=ran.id)
+    assert marked.started is not None and marked.state is State.RUNNING
+    time.sleep(0.1)
+    assert sorted(store.requeue_expired(q)) == sorted([ran.id, waited.id])
+    (r,) = store.tasks(q, task_id=ran.id)
+    (w,) = store.tasks(q, task_id=waited.id)
+    assert r.state is State.KILLED and r.lost == 1  # max_lost=1: its one life is gone
+    assert w.state is State.PENDING and w.lost == 0 and "before it started" in (w.message or "")
+    history = store.attempts([ran.id, waited.id])
+    assert [a.state for a in history[ran.id]] == ["Lost"]
+    assert [a.state for a in history[waited.id]] == ["Returned"]
+    # a mark for a task no longer held changes nothing
+    (again,) = store.claim(q, "w2", 1, lease=60)
+    assert store.finish("w", [], begun=[Begun(again.id, waited._token, time.time())]) == []
 
 
 def test_dependencies_release_when_all_succeed(store: Store, q: str) -> None:

@@ -415,3 +415,49 @@ def test_a_claimed_task_that_no_longer_fits_is_handed_back_alone() -> None:
     assert t.state is qdo.Task.PENDING and t.failures == 0
     assert "time limit too close" in (t.history[-1].message or "")
     assert q.tasks(id=after).state is qdo.Task.SUCCEEDED
+
+
+def test_killed_agent_counts_only_what_it_had_started(tmp_path: Path) -> None:
+    """Fair loss counting: a task the agent had claimed but not yet handed to a slot when
+    it was SIGKILLed comes back without using one of its ``max_lost`` lives (here only
+    one: a counted loss Kills it).  Before, every task it held was counted lost."""
+    ran = tmp_path / "ran"
+    q = qdo.create("Fair", max_lost=1)
+    q.add_multiple([f"echo $QDO_TASK_ID >> {ran}; sleep 0.01" for _ in range(2000)])
+    agent = qdo_do("Fair", "--workers", "2", "--lease", "1")
+    # short tasks: the agent's batch grows, so it holds a backlog beyond its slots
+    wait_until(lambda: ran.exists() and len(ran.read_text().split()) >= 200, what="tasks run")
+    agent.send_signal(signal.SIGKILL)
+    agent.communicate()
+    time.sleep(1.5)  # its leases run out
+    q.status()  # which collects them
+    held = [t for t in q.tasks(history=True) if t.attempts and t.state is not qdo.Task.SUCCEEDED]
+    counted = [t for t in held if t.lost]
+    spared = [t for t in held if not t.lost]
+    assert spared, "the agent held no task it had not started: nothing was tested"
+    for t in spared:
+        assert t.state is qdo.Task.PENDING and "before it started" in (t.message or "")
+        assert t.history[-1].state == "Returned"
+    for t in counted:
+        assert t.state is qdo.Task.KILLED and t.history[-1].state == "Lost"
+    ran_ids = {int(x) for x in ran.read_text().split()}
+    assert not {t.id for t in spared} & ran_ids, "a task that ran was not counted"
+
+
+def test_a_shell_whose_command_the_stop_signal_killed_is_handed_back() -> None:
+    """A batch system's time limit signals every process of the job: a task's command
+    may die before its shell does, and the shell then exits 143 (128 + SIGTERM).  That
+    task did not fail: it goes back to Pending, like one killed by the signal itself."""
+    q = qdo.create("T143")
+    t = q.add("sleep 31.25; exit $?")
+    proc = qdo_do("T143", "--grace", "20")
+    wait_until(lambda: alive("sleep 31.25"), what="the task's command to start")
+    proc.send_signal(signal.SIGTERM)
+    for pid in alive("sleep 31.25"):
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":  # not its shell
+            os.kill(pid, signal.SIGTERM)  # as slurmstepd does: the command too
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    task = q.tasks(id=t)
+    assert task.state is qdo.Task.PENDING and task.failures == 0, task.message
+    assert "stopped by SIGTERM (killed by signal 15)" in (task.message or "")
