@@ -10,7 +10,7 @@ import socket
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from . import config, jobstate
 from .errors import (
@@ -410,6 +410,18 @@ class Queue:
         QDO's name for it."""
         return {**self.status(), "user": self.store.user}
 
+    @overload
+    def tasks(
+        self, id: None = None, state: State | str | None = None, exitcode: int | None = None,
+        *, history: bool = False,
+    ) -> list[Task]: ...  # fmt: skip
+
+    @overload
+    def tasks(
+        self, id: int | str, state: State | str | None = None, exitcode: int | None = None,
+        *, history: bool = False,
+    ) -> Task: ...  # fmt: skip
+
     def tasks(
         self,
         id: int | str | None = None,
@@ -417,7 +429,7 @@ class Queue:
         exitcode: int | None = None,
         *,
         history: bool = False,
-    ) -> Any:
+    ) -> Task | list[Task]:
         """With ``id`` (an int or an int-like string): that task of this queue, a
         :class:`Task`; UnknownTask (a ValueError and a LookupError) if there is none
         (in ``state``, with ``exitcode``, when those are given too).
