@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing import get_context
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +92,39 @@ def in_child(func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)`` in a freshly spawned Python process; its return value."""
     with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN) as pool:
         return pool.submit(func, *args).result()
+
+
+def released(func: Callable[..., Any], args_of: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``func(*args, barrier)`` for each tuple of ``args_of``, each in a spawned
+    process, all released together by the barrier; return their results (in the order
+    they came).  A process that fails aborts the barrier, and its error is raised here."""
+    barrier = SPAWN.Barrier(len(args_of))
+    out = SPAWN.Queue()
+    procs = [SPAWN.Process(target=_released, args=(func, args, barrier, out)) for args in args_of]
+    for p in procs:
+        p.start()
+    results = []
+    try:
+        for _ in procs:
+            results.append(out.get(timeout=1800))
+    except Empty:
+        raise RuntimeError("a consumer process did not report within 30 minutes") from None
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+    failed = [r for r in results if isinstance(r, str)]
+    if failed:
+        raise RuntimeError(f"a consumer process failed: {failed[0]}")
+    return results
+
+
+def _released(func: Callable[..., Any], args: tuple[Any, ...], barrier: Any, out: Any) -> None:
+    try:
+        out.put(func(*args, barrier))
+    except BaseException as e:
+        barrier.abort()
+        out.put(f"{type(e).__name__}: {e}")
+        raise
 
 
 def qdo_command() -> list[str]:

@@ -26,10 +26,19 @@ import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
-from _common import SPAWN, Config, Ratio, Report, Row, in_child, progress, scratch_dir, use_qdo_dir
+from _common import (
+    Config,
+    Ratio,
+    Report,
+    Row,
+    in_child,
+    progress,
+    released,
+    scratch_dir,
+    use_qdo_dir,
+)
 from huey import SqliteHuey
 from huey.consumer import Worker
 from huey.storage import SqliteStorage
@@ -117,37 +126,12 @@ def huey_consume(path: str, normal_sync: bool, barrier: Barrier) -> tuple[int, f
 
 
 # -- both ---------------------------------------------------------------------------------
-def _worker(func: Callable[..., Any], args: tuple[Any, ...], barrier: Barrier, out: Any) -> None:
-    try:
-        out.put(func(*args, barrier))
-    except BaseException as e:
-        barrier.abort()
-        out.put(f"{type(e).__name__}: {e}")
-        raise
-
-
 def consume(func: Callable[..., Any], *args: Any) -> tuple[float, list[int]]:
     """Run ``func(*args, barrier)`` in WORKERS processes released together.
 
     Returns the total rate (tasks/s) and each process's count.
     """
-    barrier = SPAWN.Barrier(WORKERS)
-    out = SPAWN.Queue()
-    procs = [SPAWN.Process(target=_worker, args=(func, args, barrier, out)) for _ in range(WORKERS)]
-    for p in procs:
-        p.start()
-    results = []
-    try:
-        for _ in procs:
-            results.append(out.get(timeout=1800))
-    except Empty:
-        raise RuntimeError("a consumer process did not report within 30 minutes") from None
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-    failed = [r for r in results if isinstance(r, str)]
-    if failed:
-        raise RuntimeError(f"a consumer process failed: {failed[0]}")
+    results = released(func, [args] * WORKERS)
     counts = [r[0] for r in results]
     start, end = min(r[1] for r in results), max(r[2] for r in results)
     return sum(counts) / (end - start), counts

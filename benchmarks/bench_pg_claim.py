@@ -32,11 +32,9 @@ import asyncio
 import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
-from queue import Empty
 from typing import Any
 
 from _common import (
-    SPAWN,
     Config,
     Ratio,
     Report,
@@ -46,6 +44,7 @@ from _common import (
     pg_server_version,
     pg_url,
     progress,
+    released,
 )
 
 TARGET = 5_000  # tasks/s, the 8 processes together
@@ -178,39 +177,12 @@ def peer_check(url: str, n: int) -> None:
 
 
 # -- both ---------------------------------------------------------------------------------
-def _worker(func: Callable[..., Any], args: tuple[Any, ...], barrier: Barrier, out: Any) -> None:
-    try:
-        out.put(func(*args, barrier))
-    except BaseException as e:
-        barrier.abort()
-        out.put(f"{type(e).__name__}: {e}")
-        raise
-
-
 def consume(func: Callable[..., Any], *args: Any) -> tuple[float, list[int]]:
     """Run ``func(*args, index, barrier)`` in WORKERS processes released together.
 
     Returns the seconds from the first start to the last end, and each process's count.
     """
-    barrier = SPAWN.Barrier(WORKERS)
-    out = SPAWN.Queue()
-    procs = [
-        SPAWN.Process(target=_worker, args=(func, (*args, i), barrier, out)) for i in range(WORKERS)
-    ]
-    for p in procs:
-        p.start()
-    results = []
-    try:
-        for _ in procs:
-            results.append(out.get(timeout=1800))
-    except Empty:
-        raise RuntimeError("a consumer process did not report within 30 minutes") from None
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-    failed = [r for r in results if isinstance(r, str)]
-    if failed:
-        raise RuntimeError(f"a consumer process failed: {failed[0]}")
+    results = released(func, [(*args, i) for i in range(WORKERS)])
     start, end = min(r[1] for r in results), max(r[2] for r in results)
     return end - start, [r[0] for r in results]
 

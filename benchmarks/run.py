@@ -8,6 +8,8 @@ Usually started by ``benchmarks/run.sh`` (which sets up .venv and installs the p
                                       # sched-noop, sched-grid, sched-shapes (or: sched)
     benchmarks/run.sh pg              # pg-claim, pg-load, pg-status: PostgreSQL (issue 5),
                                       # not run by default; pg-where: where their time goes
+    benchmarks/run.sh heartbeat       # get (SQLite, run by default) and pg-get (PostgreSQL,
+                                      # not by default): the heartbeat's cost (issue 11)
     benchmarks/run.sh launch          # qdo launch vs a Slurm job array on the test cluster
                                       # (issue 6), not run by default
 
@@ -48,15 +50,18 @@ BENCHMARKS = {
     "pg-status": "bench_pg_status",
     "pg-where": "bench_pg_where",
     "launch": "bench_launch",
+    "get": "bench_get",  # issue 11: SQLite
+    "pg-get": "bench_get:run_pg",  # issue 11: PostgreSQL (module:function; default: run)
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4
     "pg": ["pg-claim", "pg-load", "pg-status"],  # issue 5
+    "heartbeat": ["get", "pg-get"],  # issue 11
 }
 #: Not run by default: they need a PostgreSQL server (scripts/postgres start, or
 #: $QDO_BENCH_PG_URL); name them, or the group "pg".  launch needs the Slurm cluster
 #: of scripts/slurm (started if it is down) and takes about 15 minutes.
-NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where", "launch"}
+NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where", "pg-get", "launch"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +74,7 @@ def parse_args() -> argparse.Namespace:
         f"{', '.join(n for n in BENCHMARKS if n not in NOT_BY_DEFAULT)}; "
         f"sched: the three sched-* ones; pg: the three pg-* ones, on PostgreSQL, "
         f"which need a server: scripts/postgres start, or $QDO_BENCH_PG_URL; "
+        f"heartbeat: get and pg-get, the heartbeat's cost (pg-get needs that server too); "
         f"launch: qdo launch vs a job array, on the Slurm cluster of scripts/slurm)",
     )
     parser.add_argument(
@@ -163,8 +169,9 @@ def main() -> int:
 
     figures = {}
     for name in names:
-        module = importlib.import_module(BENCHMARKS[name])
-        report = module.run(cfg)
+        module_name, _, func = BENCHMARKS[name].partition(":")
+        module = importlib.import_module(module_name)
+        report = getattr(module, func or "run")(cfg)
         print_report(report, cfg)
         figures[name] = {
             "title": report.title,
