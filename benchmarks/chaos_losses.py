@@ -14,6 +14,7 @@ tasks that no agent had started.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -66,12 +67,14 @@ def main() -> None:
             a.wait()
         time.sleep(1.5)
         qdo("recover", "C")  # the last leases
-        rows = [line.split(None, 3) for line in qdo("tasks", "C").splitlines()[1:]]
-        killed = {int(r[0]) for r in rows if r[1] == "Killed"}
+        rows = [json.loads(line) for line in qdo("tasks", "C", "--json").splitlines()]
+        killed = {r["id"] for r in rows if r["state"] == "Killed"}
+        losses = sum(r["lost"] for r in rows)
         started = {int(x) for x in ran.read_text().split()}
         never = killed - started
         print(f"qdo from {args.src}: {args.tasks} tasks, {kills} agents SIGKILLed; "
-              f"{len(killed)} ended Killed, {len(never)} of them never ran "
+              f"{losses} lost attempts counted; {len(killed)} tasks ended Killed, "
+              f"{len(never)} of them never ran "
               f"({100 * len(never) / max(1, len(killed)):.0f}%)")  # fmt: skip
 
 
