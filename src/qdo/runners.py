@@ -428,7 +428,9 @@ def call(func: Callable[..., Any], payload: Any) -> Any:
 
 
 def _func_main(conn: Connection, spec: str | Callable[..., Any]) -> None:
-    """A function worker process: run chunks of (id, payload) until told to stop."""
+    """A function worker process: run chunks of (id, payload) until told to stop,
+    sending each task's result as soon as it has one (if the process dies, the agent
+    then knows which task it died in, and that the rest of the chunk never started)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when to stop
     func = resolve_func(spec)
     while True:
@@ -438,16 +440,14 @@ def _func_main(conn: Connection, spec: str | Callable[..., Any]) -> None:
             return
         if chunk is None:
             return
-        out: list[tuple[int, str | None, str | None, float]] = []
         for task_id, payload in chunk:
             started = time.monotonic()
             try:
                 call(func, payload)
-                out.append((task_id, None, None, time.monotonic() - started))
+                conn.send((task_id, None, None, time.monotonic() - started))
             except Exception as e:
                 why = f"{type(e).__name__}: {e}"
-                out.append((task_id, why, traceback.format_exc(), time.monotonic() - started))
-        conn.send(out)
+                conn.send((task_id, why, traceback.format_exc(), time.monotonic() - started))
 
 
 class _Proc:
@@ -529,15 +529,25 @@ class FuncRunner(Runner):
         return out
 
     def _receive(self, p: _Proc) -> list[Result]:
-        try:
-            done = p.conn.recv()
-        except (EOFError, OSError):  # the process died: its tasks failed
-            return self._restart(p, State.FAILED, "the function's worker process died")
-        by_id = {t.id: t for t in p.tasks}
-        p.tasks = []
         out = []
-        for task_id, error, trace, seconds in done:
-            task = by_id[task_id]
+        while p.tasks:
+            try:
+                if out and not p.conn.poll():
+                    break
+                task_id, error, trace, seconds = p.conn.recv()
+            except (EOFError, OSError):
+                # the process died in the first task it has not answered for: that one
+                # failed; the rest of its chunk never started, and goes back in line
+                p.process.join(timeout=5)
+                code = p.process.exitcode
+                how = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
+                self.buffer.extendleft(reversed(p.tasks[1:]))
+                p.tasks = p.tasks[:1]
+                return out + self._restart(
+                    p, State.FAILED, f"the function's worker process died ({how}) in this task"
+                )
+            task = p.tasks.pop(0)
+            assert task.id == task_id
             if error is None:
                 out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds))
                 continue

@@ -56,14 +56,17 @@ def _one_wait_gets_through(
     """Thread A waits (timeout 0) once on ``first``; thread B waits on ``second`` over and
     over until A is through.  concurrent.futures takes the futures' locks in id order, so
     this can never deadlock when each future has a lock of its own.  True if A got
-    through within 3 s."""
+    through; False on a deadlock: neither thread got a step further for a whole minute
+    (a busy machine makes them slow, never still)."""
     through = threading.Event()
+    steps = [0]
 
     def run(fs: list[cf.Future[Any]]) -> None:
         if how == "wait":
             cf.wait(fs, timeout=0)
         else:
-            list(cf.as_completed(fs, timeout=1))
+            list(cf.as_completed(fs))  # all done already: no timeout to run out
+        steps[0] += 1
 
     def a() -> None:
         for _ in range(5):
@@ -82,7 +85,12 @@ def _one_wait_gets_through(
         ta = threading.Thread(target=a, daemon=True)
         tb.start()
         ta.start()
-        return through.wait(2.5)
+        last, still = steps[0], 0  # seconds without a step by either thread
+        while not through.wait(1.0):
+            last, still = (steps[0], 0) if steps[0] != last else (last, still + 1)
+            if still >= 60:
+                return False
+        return True
     finally:
         sys.setswitchinterval(interval)
 

@@ -286,6 +286,13 @@ def slow(seconds):
 
 def noop(**kw):
     pass
+
+def crash(i, how=None):
+    if how == "exit":
+        os._exit(3)
+    if how == "segfault":
+        import ctypes
+        ctypes.string_at(0)
 """
 
 
@@ -461,3 +468,19 @@ def test_a_shell_whose_command_the_stop_signal_killed_is_handed_back() -> None:
     task = q.tasks(id=t)
     assert task.state is qdo.Task.PENDING and task.failures == 0, task.message
     assert "stopped by SIGTERM (killed by signal 15)" in (task.message or "")
+
+
+@pytest.mark.parametrize("how", ["exit", "segfault"])
+def test_a_func_task_that_kills_its_process_fails_alone(funcs: Path, how: str) -> None:
+    """A --func task that kills its worker process (os._exit, a segfault) fails alone:
+    the tasks that ran before it in the same chunk keep their success, the ones after
+    it run in a new process."""
+    q = qdo.create("Crash")
+    ids = q.add_multiple([{"i": i, **({"how": how} if i == 300 else {})} for i in range(400)])
+    proc = run_qdo("do", "Crash", "--workers", "2", "--func", "qdo_test_funcs:crash")
+    assert proc.returncode == 0, proc.stderr
+    failed = q.tasks(state="Failed")
+    assert [t.id for t in failed] == [ids[300]], [t.message for t in failed[:3]]
+    code = "exit code 3" if how == "exit" else "killed by signal 11"
+    assert f"worker process died ({code})" in (failed[0].message or "")
+    assert len(q.tasks(state="Succeeded")) == 399
