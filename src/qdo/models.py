@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 #: parameters, not data.  Put data in files and pass their names.
 MAX_PAYLOAD_BYTES = 1_000_000
 
+#: Lists and objects nested deeper than this are refused: decoding them takes a deep
+#: recursion, which would fail in whoever claims the task, not where it was added.
+MAX_PAYLOAD_DEPTH = 100
+
 #: Priorities are stored as 64-bit integers.
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
 
@@ -101,9 +105,14 @@ def encode_payload(task: object) -> tuple[str, bool]:
     else:
         if task is None:
             raise InvalidPayload("a task must be a shell command (str) or a JSON value, not None")
+        if _too_deep(task):
+            raise InvalidPayload(
+                f"task {_short(task)} nests lists or objects more than {MAX_PAYLOAD_DEPTH} "
+                "deep: flatten it, or keep the data in a file and pass its name"
+            )
         try:
             text = json.dumps(task, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise InvalidPayload(
                 f"task {_short(task)} is not a str and does not serialize to JSON: {e}"
             ) from e
@@ -116,12 +125,47 @@ def encode_payload(task: object) -> tuple[str, bool]:
     return text, is_json
 
 
+def _too_deep(value: object) -> bool:
+    """Whether lists and dicts nest deeper than MAX_PAYLOAD_DEPTH (walked without
+    recursion; a value that contains itself counts as too deep)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            if depth > MAX_PAYLOAD_DEPTH:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (list, tuple, dict)))
+    return False
+
+
+class UnreadablePayload:
+    """The payload of a task that cannot be decoded (written by something other than
+    ``add``, or by an older qdo): whoever claims it fails it, with ``why``."""
+
+    __slots__ = ("text", "why")
+
+    def __init__(self, text: str, why: str) -> None:
+        self.text, self.why = text, why
+
+    def __repr__(self) -> str:
+        return f"<unreadable payload: {self.why}>"
+
+
 def decode_payload(text: str, is_json: bool) -> Any:
-    return json.loads(text) if is_json else text
+    if not is_json:
+        return text
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        return UnreadablePayload(text, f"{type(e).__name__}: {e}")
 
 
 def _short(value: object, width: int = 60) -> str:
-    r = repr(value)
+    try:
+        r = repr(value)
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deep to show>"
     return r if len(r) <= width else r[: width - 3] + "..."
 
 

@@ -31,6 +31,7 @@ from .models import (
     QueueState,
     State,
     Task,
+    UnreadablePayload,
     check_priority,
     check_queue_name,
     check_user_name,
@@ -306,6 +307,11 @@ class Queue:
                 task = got[0]
                 task._handle, task._held = self, True
                 assert task._token is not None and task.worker is not None
+                if isinstance(task.task, UnreadablePayload):  # it fails alone; go on
+                    why = f"qdo cannot read this task's payload ({task.task.why})"
+                    self.store.finish(task.worker, [Outcome(task.id, task._token,
+                                                            State.FAILED, None, why)])  # fmt: skip
+                    continue
                 heartbeat().hold(self.store, task.worker, task.id, task._token, lease)
                 return task
             # nothing to claim: the tasks of holders that vanished come back (this also

@@ -529,7 +529,7 @@ class FuncRunner(Runner):
         return out
 
     def _receive(self, p: _Proc) -> list[Result]:
-        out = []
+        out: list[Result] = []
         while p.tasks:
             try:
                 if out and not p.conn.poll():

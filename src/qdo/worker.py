@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from .errors import InvalidInput
-from .models import State, Task, timestamp
+from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue, batch_job_id, worker_id
 from .runners import Result, Runner, ShellRunner, log_path
 from .store.base import Begun
@@ -250,6 +250,10 @@ class Agent:
         starting: list[Task] = []
         while self.todo and self.runner.free() > len(starting):
             task = self.todo.popleft()
+            if isinstance(task.task, UnreadablePayload):  # fails alone, runs nowhere
+                why = f"qdo cannot read this task's payload ({task.task.why})"
+                self._later(Result(task, State.FAILED, None, why))
+                continue
             if not self._time_for(task):
                 # it fitted when it was claimed, but waited for a slot since: leave it to
                 # a worker with more time, and go on with the others

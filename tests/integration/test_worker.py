@@ -16,6 +16,7 @@ import pytest
 import qdo
 from qdo.errors import InvalidInput
 from qdo.runners import direct_argv
+from qdo.store.base import NewTask
 from tests.conftest import die_holding, run_qdo
 
 pytestmark = pytest.mark.backends
@@ -484,3 +485,30 @@ def test_a_func_task_that_kills_its_process_fails_alone(funcs: Path, how: str) -
     code = "exit code 3" if how == "exit" else "killed by signal 11"
     assert f"worker process died ({code})" in (failed[0].message or "")
     assert len(q.tasks(state="Succeeded")) == 399
+
+
+def test_a_poison_payload_fails_alone() -> None:
+    """A payload nested 990 deep used to be accepted by add() and to crash every agent
+    that claimed it (RecursionError).  add() refuses it now; one that is in the database
+    anyway (written by other means) fails alone, for an agent and for get()."""
+    deep: list[object] = []
+    for _ in range(990):
+        deep = [deep]
+    q = qdo.create("Poison")
+    with pytest.raises(InvalidInput, match="nests"):
+        q.add(deep)
+    with pytest.raises(InvalidInput, match="nests"):
+        q.add_multiple([{"ok": 1}, {"bad": deep}])
+    assert q.tasks() == []
+    text = "[" * 990 + "]" * 990  # as a crafted database or archive holds it
+    before = q.add_multiple(["true", "true"])
+    q.store.add_many("Poison", [NewTask(text, True), NewTask(text, True)])
+    proc = run_qdo("do", "Poison", "--workers", "2", "--script", "true")
+    assert proc.returncode == 0, proc.stderr
+    failed = q.tasks(state="Failed")
+    assert len(failed) == 2 and "cannot read this task's payload" in (failed[0].message or "")
+    assert [t.id for t in q.tasks(state="Succeeded")] == before
+    q.rerun()
+    got = [q.get(), q.get(), q.get()]
+    assert [t.id for t in got if t is not None] == before  # get() passes the poison by
+    assert len(q.tasks(state="Failed")) == 2
