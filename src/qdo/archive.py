@@ -48,6 +48,8 @@ def dump(store: Store, queue: str, path: str | os.PathLike[str]) -> dict[str, in
     path = Path(path)
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory: give the archive's file name")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"no directory {path.parent} to write {path.name} in: create it first")
     tmp = path.with_name(f".{path.name}.part{os.getpid()}")
     digest = hashlib.sha256()
     counts = {"tasks": 0, "requires": 0, "attempts": 0}

@@ -241,8 +241,16 @@ class _Progress:
         self.counts: dict[str, int] | None = None
         self.counted = 0.0
         self.shown = False
+        self.told_stop = False
 
     def __call__(self, s: Any) -> None:
+        if s.stopped_by and not self.told_stop:
+            self.told_stop = True
+            self.clear()
+            self.out.write(f"qdo do {self.queue.name}: {s.stopped_by}: starting nothing more; "
+                           "running tasks get --grace seconds, then go back to Pending "
+                           "(again: stop them now)\n")  # fmt: skip
+            self.out.flush()
         now = time.monotonic()
         if now - self.last < self.every:
             return
@@ -553,6 +561,35 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _some_seconds(least: float) -> Any:
+    """An argparse type: seconds, more than 0 and at least ``least``."""
+
+    def parse(text: str) -> float:
+        value = _seconds(text)
+        if not value > 0 or value < least:
+            raise argparse.ArgumentTypeError(
+                f"expected seconds, more than 0{f' and at least {least:g}' if least else ''}, "
+                f"got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+#: The most slots one agent runs: beyond that, run more agents (qdo launch --jobs).
+MAX_WORKERS = 1024
+
+
+def _workers(text: str) -> int:
+    n = _positive_int(text)
+    if n > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_WORKERS} workers in one qdo do, got {n}: run more agents "
+            "(qdo launch Q N --jobs J) for more"
+        )
+    return n
+
+
 def _count(text: str) -> int:
     try:
         n = int(text)
@@ -628,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requires", type=_ids, default=None, metavar="ID,...",
                    help="ids of tasks that must succeed first")  # fmt: skip
     p.add_argument("--json", action="store_true", help="TASK is a JSON parameter task")
-    p.add_argument("--timeout", type=_seconds, metavar="SEC",
+    p.add_argument("--timeout", type=_some_seconds(0), metavar="SEC",
                    help="kill the task if it runs longer (it becomes Killed)")  # fmt: skip
     p.add_argument("--max-retries", type=_count, metavar="N",
                    help="run it again up to N times if it fails (default: queue's)")  # fmt: skip
@@ -642,7 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("queue", metavar="QUEUE", nargs="?")
     p.add_argument("--json", action="store_true")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--interval", type=_some_seconds(0.1), default=2.0,
+                   help="seconds between refreshes (default 2)")  # fmt: skip
     p = queue_command("tasks", cmd_tasks, "list a queue's tasks (-v: also exit code, "
                       "attempts, times, worker and message)")  # fmt: skip
     p.add_argument("--state", type=_state, metavar="STATE", help=", ".join(STATE_NAMES))
@@ -653,10 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue_command("do", cmd_do, "run the queue's tasks here until none is left")
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_workers,
         default=1,
         metavar="N",
-        help="tasks to run at once (default 1)",
+        help=f"tasks to run at once (default 1, at most {MAX_WORKERS})",
     )
     p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
     p.add_argument("--mpiproc", type=_positive_int, metavar="K",
@@ -669,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_some_seconds(0),
         metavar="SEC",
         help="kill a task that runs longer (it becomes Killed)",
     )
@@ -699,10 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lease",
-        type=_seconds,
+        type=_some_seconds(1.0),
         default=60.0,
         metavar="SEC",
-        help="lease of a claimed task, renewed while it runs (default 60)",
+        help="lease of a claimed task, renewed while it runs (default 60, at least 1)",
     )
     queue_command("pause", cmd_pause, "stop handing out tasks (running ones finish)")
     queue_command("resume", cmd_resume, "hand out tasks again")

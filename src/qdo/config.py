@@ -117,6 +117,9 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = True) -> Set
     """Resolve every setting: environment, then the qdorc file, then the default."""
     env = os.environ if env is None else env
     path = rc_path(env)
+    if path.is_dir():
+        raise ConfigError(f"the qdorc location {path} is a directory: point QDORC_LOCATION "
+                          "at a file (it need not exist yet)")  # fmt: skip
     notes: list[str] = []
     from_file: dict[str, str] = {}
     if path.is_file():
@@ -145,6 +148,10 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = True) -> Set
         )
     _number("db_port", values["db_port"])
     _number("lease", values["lease"])
+    qdo_dir = Path(values["qdo_dir"]).expanduser()
+    if qdo_dir.exists() and not qdo_dir.is_dir():
+        raise ConfigError(f"qdo_dir {qdo_dir} (from {sources['qdo_dir']}) is a file, not a "
+                          "directory: point QDO_DIR at a directory")  # fmt: skip
     return Settings(values, sources, path, notes)
 
 

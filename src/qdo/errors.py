@@ -109,8 +109,9 @@ class LeaseLost(QdoError):
         self.task_id = task_id
         self.worker = worker
         super().__init__(
-            f"task {task_id} is no longer held by {worker} (its lease expired or the queue "
-            "was reset); the result was not recorded"
+            f"task {task_id} is no longer held by {worker}: its lease ran out (the process "
+            "stopped renewing it), someone set its state (set_task_state), or the queue was "
+            "rerun; this result was not recorded"
         )
 
 

@@ -19,6 +19,7 @@ from .errors import (
     InvalidState,
     LeaseLost,
     QueueExists,
+    TaskNotEditable,
     UnknownQueue,
     UnknownTask,
 )
@@ -295,6 +296,11 @@ class Queue:
         and the task goes back to Pending for someone else.
         """
         lease = self.settings.lease if lease is None else lease
+        for name, value in (("timeout", timeout), ("lease", lease)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float)) or value < 0
+                                      or (name == "lease" and not value > 0)):  # fmt: skip
+                raise InvalidInput(f"{name} must be a number of seconds, got {_short(value)}")
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         if self.store.notifies and timeout != 0:
@@ -345,7 +351,12 @@ class Queue:
         if state not in FINAL_STATES and state is not State.PENDING:
             raise InvalidState(state, [s.value for s in (*FINAL_STATES, State.PENDING)])
         exitcode = _exit_code(state, err)
-        assert task._token is not None
+        message = _message(message)
+        if task._token is None:
+            raise TaskNotEditable(
+                f"task {task.id} was reported already ({task.state.value}) by this client: "
+                "a task is reported once (q.set_task_state changes it by hand)"
+            )
         outcome = Outcome(task.id, task._token, state, exitcode, message, log)
         worker = task.worker or worker_id()
         refused = self.store.finish(worker, [outcome])
@@ -356,10 +367,14 @@ class Queue:
             raise LeaseLost(task.id, worker)
         task.state, task.exitcode, task.message = state, exitcode, message
         task.log = log or task.log
+        task._token = None  # reported: it is held no more
 
     def _renew(self, task: Task, seconds: float | None) -> None:
         worker = task.worker or worker_id()
-        assert task._token is not None
+        if task._token is None:
+            raise TaskNotEditable(
+                f"task {task.id} was reported already: there is no lease to renew"
+            )
         lease = self.settings.lease if seconds is None else seconds
         if self.store.renew(worker, [(task.id, task._token)], lease):
             heartbeat().release(self.store, task.id, task._token)
@@ -386,6 +401,7 @@ class Queue:
         if state not in FINAL_STATES and state is not State.PENDING:
             raise InvalidState(state, [s.value for s in (State.PENDING, *FINAL_STATES)])
         exitcode = _exit_code(state, err)
+        message = _message(message)
         who = f"{login_name()}@{worker_id()}"
         new = self.store.set_state(self.name, task_id, state, exitcode, message, who)
         heartbeat().release(self.store, task_id)  # in case this process held it
@@ -604,12 +620,19 @@ def _new_task(index: int | None, task: Any, priority: Any, requires: Any) -> New
         raise InvalidPayload(f"task #{index}: {e}") from e
 
 
+#: The most a retry or loss budget may be (they are 32-bit integers in the database).
+MAX_LIMIT = 1_000_000
+
+
 def _check_limits(max_retries: Any, max_lost: Any) -> None:
     for name, value, low in (("max_retries", max_retries, 0), ("max_lost", max_lost, 1)):
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < low
-        ):
-            raise InvalidInput(f"{name} must be an integer of at least {low}, got {value!r}")
+            isinstance(value, bool) or not isinstance(value, int)
+            or not low <= value <= MAX_LIMIT
+        ):  # fmt: skip
+            raise InvalidInput(
+                f"{name} must be an integer from {low} to {MAX_LIMIT:,}, got {value!r}"
+            )
 
 
 def _check_timeout(timeout: Any) -> float | None:
@@ -650,15 +673,28 @@ def _is_state(value: Any) -> bool:
 
 
 def _exit_code(state: State, err: Any) -> int | None:
-    """The exit code to record: ``err`` if given (an integer), else 0 for Succeeded."""
+    """The exit code to record: ``err`` if given (a 32-bit integer), else 0 for
+    Succeeded."""
     if err is None:
         return 0 if state is State.SUCCEEDED else None
-    if isinstance(err, bool):
-        raise InvalidInput(f"err must be an integer exit code, got {err!r}")
-    try:
-        return operator.index(err)
-    except TypeError:
-        raise InvalidInput(f"err must be an integer exit code, got {err!r}") from None
+    code = None
+    if not isinstance(err, bool):
+        with contextlib.suppress(TypeError):
+            code = operator.index(err)
+    if code is None or not -(2**31) <= code < 2**31:
+        raise InvalidInput(f"err must be an integer exit code (32 bits), got {_short(err)}")
+    return code
+
+
+def _message(message: Any) -> str | None:
+    if message is not None and not isinstance(message, str):
+        raise InvalidInput(f"message must be a str or None, got {_short(message)}")
+    return message
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _requires(requires: Any) -> tuple[int, ...]:

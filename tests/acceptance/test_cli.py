@@ -717,3 +717,23 @@ def test_broken_pipe_reader_gone(big_queue: str) -> None:
             os.close(write_end)
         assert proc.stderr == "", (args, proc.stderr)
         assert proc.returncode == 0, args
+
+
+def test_bad_values_get_one_clear_error_and_change_nothing(tmp_path: Path) -> None:
+    """Issue 12 item 6: each of these gave a traceback, a raw errno message, or changed
+    something (the queue was created before its retry budget overflowed)."""
+    assert "max_retries must be an integer from 0" in fails(
+        "create", "Q", "--max-retries", "1000000000000000000000"
+    )
+    assert "no queue" in fails("status", "Q")  # it was not created
+    ok("create", "Q")
+    for args in (["status", "Q", "--watch", "--interval", "-1"],
+                 ["do", "Q", "--workers", "100000"], ["do", "Q", "--lease", "0"],
+                 ["do", "Q", "--timeout", "0"], ["add", "Q", "x", "--timeout", "0"]):  # fmt: skip
+        line = usage_error(*args)
+        assert "expected" in line or "at most" in line, line
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("")
+    assert "is a file, not a directory" in fails("list", env={"QDO_DIR": str(a_file)})
+    assert "is a directory" in fails("list", env={"QDORC_LOCATION": str(tmp_path)})
+    assert "no directory" in fails("dump", "Q", str(tmp_path / "missing" / "q.qdo"))

@@ -297,3 +297,28 @@ def test_database_is_wal_and_versioned(qdo_dir: Path, sqlite_only: None) -> None
     with sqlite3.connect(qdo_dir / "qdo.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version FROM qdo_schema").fetchone()[0] == SCHEMA_VERSION == 4
+
+
+def test_bad_api_values_are_qdo_errors() -> None:
+    """Issue 12 item 6: raw OverflowError / TypeError / a wrong "lease expired"."""
+    q = qdo.create("bad")
+    q.add_multiple(["a", "b"])
+    task = q.get()
+    assert task is not None
+    with pytest.raises(InvalidInput, match="32 bits"):
+        task.set_state(qdo.Task.FAILED, err=2**70)
+    with pytest.raises(InvalidInput, match="message must be a str"):
+        task.set_state(qdo.Task.FAILED, message=object())  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="timeout must be a number"):
+        q.get(timeout="10")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="lease must be a number"):
+        q.get(lease=0)
+    with pytest.raises(InvalidInput, match="max_lost must be an integer from 1"):
+        qdo.create("huge", max_lost=10**30)
+    with pytest.raises(UnknownQueue):
+        qdo.connect("huge")  # refused before anything was created
+    task.set_state(qdo.Task.SUCCEEDED)
+    with pytest.raises(QdoError, match="reported already") as e:
+        task.set_state(qdo.Task.FAILED)  # twice: not a lost lease
+    assert not isinstance(e.value, LeaseLost)
+    assert q.tasks(id=task.id).state is qdo.Task.SUCCEEDED

@@ -191,10 +191,10 @@ def test_lost_workers_are_counted_then_killed() -> None:
 
 def test_long_task_keeps_its_lease_by_renewal(tmp_path: Path) -> None:
     q = qdo.create("Long")
-    t = q.add(f"echo run >> {tmp_path / 'runs'}; sleep 2")
-    first = qdo_do("Long", "--lease", "0.6")
+    t = q.add(f"echo run >> {tmp_path / 'runs'}; sleep 3.5")  # three leases and more
+    first = qdo_do("Long", "--lease", "1")
     time.sleep(0.3)
-    second = qdo_do("Long", "--lease", "0.6", "--wait")  # would take it if the lease lapsed
+    second = qdo_do("Long", "--lease", "1", "--wait")  # would take it if the lease lapsed
     try:
         first.communicate(timeout=30)
         assert first.returncode == 0
@@ -512,3 +512,16 @@ def test_a_poison_payload_fails_alone() -> None:
     got = [q.get(), q.get(), q.get()]
     assert [t.id for t in got if t is not None] == before  # get() passes the poison by
     assert len(q.tasks(state="Failed")) == 2
+
+
+def test_the_first_ctrl_c_says_what_happens() -> None:
+    """The first Ctrl-C of ``qdo do`` used to show nothing until the grace was over."""
+    q = qdo.create("CtrlC")
+    q.add("sleep 30.5")
+    proc = qdo_do("CtrlC", "--grace", "1")
+    wait_until(lambda: alive("sleep 30.5"), what="the task to start")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "SIGINT: starting nothing more" in err and "go back to Pending" in err
+    assert q.tasks(state="Pending") and "stopped by SIGINT" in out
