@@ -9,11 +9,12 @@ setting ``name`` can also be given as the environment variable ``QDO_NAME``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, QdoWarning
 
 #: name -> (default, description).  Defaults may refer to {qdo_dir}.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -124,9 +125,15 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = True) -> Set
     from_file: dict[str, str] = {}
     if path.is_file():
         from_file = parse_rc(path)
+        if (from_file.get("db_pass") or mask_url(from_file.get("db_url", "")) !=
+                from_file.get("db_url", "")) and path.stat().st_mode & 0o077:  # fmt: skip
+            warning = (f"{path} holds a database password and others may read it: "
+                       f"chmod 600 {path}")  # fmt: skip
+            notes.append(warning)
+            warnings.warn(warning, QdoWarning, stacklevel=2)
     elif write_sample:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # yours alone
             path.write_text(sample_rc())
             notes.append(f"wrote a commented sample configuration to {path}")
         except OSError as e:
@@ -202,10 +209,22 @@ def _number(name: str, value: str) -> float:
 
 
 def mask_url(url: str) -> str:
-    """A connection URL or string with its password replaced by ********."""
+    """A connection URL or string with its password replaced by ********: in the user
+    part of a URL (up to its last '@', so a password may hold '/', ':' or '@'), and in
+    ``password=`` of a query string or of a ``key=value`` connection string."""
     import re
 
-    url = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1********@", url)
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        query = rest.find("?")
+        end = rest.rfind("@", 0, query if query >= 0 else len(rest))
+        if end < 0:
+            end = rest.rfind("@")  # a password with a '?' in it (masking more is no harm)
+        user, colon, _password = rest[:end].partition(":")
+        if end >= 0 and colon:
+            rest = f"{user}:********{rest[end:]}"
+        url = scheme + sep + rest
+        return re.sub(r"([?&]password=)[^&#]*", r"\1********", url)
     return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1********", url)
 
 

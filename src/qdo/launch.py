@@ -322,7 +322,10 @@ def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> tuple[
 
 
 def _secret_in_env() -> bool:
-    return bool(os.environ.get("QDO_DB_PASS")) or "@" in os.environ.get("QDO_DB_URL", "")
+    """Whether qdo's settings in the environment hold a password (then no value of
+    theirs may go on a command line, which every user of the machine can read)."""
+    url = os.environ.get("QDO_DB_URL", "")
+    return bool(os.environ.get("QDO_DB_PASS")) or config.mask_url(url) != url
 
 
 # -- watching ------------------------------------------------------------------------------

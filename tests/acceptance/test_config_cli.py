@@ -214,3 +214,48 @@ def test_postgres_url_in_qdorc(qdo_dir: Path) -> None:
     rows = settings_table(out)
     assert rows["db_url"][0] == "postgresql://me:********@127.0.0.1:1/x"
     assert rows["db_url"][1].startswith("file ")
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://me:pw/se@cret@127.0.0.1:1/x",  # a '/' and an '@' in the password
+    "postgresql://me@127.0.0.1:1/x?password=pw-se-cret",
+    "postgresql://127.0.0.1:1/x?sslmode=disable&password=pw-se-cret&connect_timeout=1",
+])  # fmt: skip
+def test_no_password_shape_is_printed(qdo_dir: Path, url: str) -> None:
+    """Issue 12 item 2: a password with '/' in it, or in ?password=, was printed by
+    `qdo config` and by connection errors."""
+    env = {"QDO_BACKEND": "postgres", "QDO_DB_URL": url, "QDO_PG_RECONNECT_SECONDS": "0"}
+    out = ok("config", env=env)
+    assert "se@cret" not in out and "pw-se-cret" not in out and "********" in out
+    line = fails("status", env=env)
+    assert "cret" not in line
+
+
+def test_qdorc_with_a_password_others_can_read_is_warned_of(qdo_dir: Path) -> None:
+    qdo_dir.mkdir(parents=True, exist_ok=True)
+    rc = qdo_dir / "qdorc"
+    rc.write_text("db_pass = hunter2\n")
+    rc.chmod(0o644)
+    proc = run_qdo("config")
+    assert proc.returncode == 0 and "chmod 600" in proc.stdout + proc.stderr
+    rc.chmod(0o600)
+    proc = run_qdo("config")
+    assert proc.returncode == 0 and "chmod 600" not in proc.stdout + proc.stderr
+
+
+def test_the_sqlite_database_is_yours_alone(qdo_dir: Path, sqlite_only: None) -> None:
+    """Issue 12 item 1: the SQLite file and the folder qdo makes for it were world-
+    readable (0644, 0755): every task and payload open to every user of the machine."""
+    ok("create", "Mine")
+    assert qdo_dir.stat().st_mode & 0o777 == 0o700
+    files = [p for p in qdo_dir.iterdir() if p.name.startswith("qdo.sqlite")]
+    assert files and all(p.stat().st_mode & 0o777 == 0o600 for p in files), files
+
+
+def test_no_password_goes_on_the_qsub_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdo.launch import _secret_in_env
+
+    monkeypatch.setenv("QDO_DB_URL", "postgresql://h/db?password=x")
+    assert _secret_in_env()
+    monkeypatch.setenv("QDO_DB_URL", "postgresql://h/db")
+    assert not _secret_in_env()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+from ..config import mask_url
 from ..errors import (
     ConfigError,
     DatabaseError,
@@ -779,6 +780,10 @@ def _describe(conninfo: str, schema: str) -> str:
         info = psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as e:
         raise ConfigError(f"bad PostgreSQL connection settings: {_text(e)}") from None
+    if "://" in conninfo:
+        # as written, masked: libpq reads a password holding an unquoted '/' as a host
+        # and a database name, so rebuilding the URL from its reading could show it
+        return f"{mask_url(conninfo)} (schema {schema})"
     host = info.get("host") or "localhost"
     port = info.get("port") or "5432"
     user = f"{info['user']}@" if info.get("user") else ""
@@ -810,8 +815,9 @@ def _close(conn: psycopg.Connection[Any]) -> None:
 
 
 def _text(error: BaseException) -> str:
-    """An error of libpq on one line (its hints come on lines of their own)."""
-    return " ".join(str(error).split())
+    """An error of libpq on one line (its hints come on lines of their own), with any
+    password it quotes masked."""
+    return mask_url(" ".join(str(error).split()))
 
 
 def _in_transaction(conn: psycopg.Connection[Any], verb: Callable[[psycopg.Cursor[Any]], T]) -> T:

@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,14 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # yours alone: the folder 0700 when qdo makes it, the file 0600 (SQLite gives its
+        # -wal and -shm files the file's own permissions)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            with suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as e:
+            raise DatabaseError(f"cannot create the qdo database {self.path}: {e.strerror}") from e
         fstype = filesystem_type(self.path.parent)
         if fstype in NETWORK_FILESYSTEMS:
             warnings.warn(
