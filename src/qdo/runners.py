@@ -33,6 +33,7 @@ from typing import Any
 from .errors import InvalidInput
 from .models import State, Task
 from .queue import pid_alive
+from .reaper import Reaper
 from .store.base import Outcome
 
 #: After SIGTERM, a task's process group gets this long before SIGKILL.
@@ -165,6 +166,7 @@ class ShellRunner(Runner):
         self.lock = threading.Lock()
         self.procs: dict[int, int] = {}  # task id -> pid (also its process group)
         self.stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.reaper = Reaper()  # the tasks' processes die with this agent, however it dies
         _no_inherit()
         self.killed: set[int] = set()
         self.made_dirs: set[Path] = set()
@@ -226,6 +228,7 @@ class ShellRunner(Runner):
             t.join(timeout=KILL_AFTER * 3)
         if not any(t.is_alive() for t in self.threads):
             os.close(self.stdin)
+            self.reaper.close()
 
     def _slot(self) -> None:
         spool = _Spool(self.log_dir / ".spool")
@@ -268,6 +271,7 @@ class ShellRunner(Runner):
             out.write(f"qdo: cannot run {argv[0]}: {e}\n".encode())
             return Result(task, State.FAILED, 127, f"cannot run {argv[0]}: {e.strerror}",
                           self._keep(spool, task), time.monotonic() - started)  # fmt: skip
+        self.reaper.started(pid)
         with self.lock:
             self.procs[task.id] = pid
         timed_out = False
@@ -283,6 +287,7 @@ class ShellRunner(Runner):
             assert status is not None
             code = os.waitstatus_to_exitcode(status)
         finally:
+            self.reaper.ended(pid)
             with self.lock:
                 self.procs.pop(task.id, None)
                 stopped = task.id in self.killed

@@ -525,3 +525,16 @@ def test_the_first_ctrl_c_says_what_happens() -> None:
     assert proc.returncode == 0, err
     assert "SIGINT: starting nothing more" in err and "go back to Pending" in err
     assert q.tasks(state="Pending") and "stopped by SIGINT" in out
+
+
+def test_a_task_dies_with_its_sigkilled_agent() -> None:
+    """A SIGKILLed agent's task used to run on (its whole process group: the shell and
+    what it started) while the task's next attempt started elsewhere: two copies at
+    once.  The agent's watchdog kills the group as soon as the agent is gone."""
+    q = qdo.create("Orphan")
+    q.add("sleep 61.25 & sleep 61.5; wait")
+    agent = qdo_do("Orphan", "--lease", "1")
+    wait_until(lambda: len(alive("sleep 61.")) >= 2, what="the task's processes")
+    agent.send_signal(signal.SIGKILL)
+    agent.communicate()
+    wait_until(lambda: not alive("sleep 61."), timeout=30, what="the task's processes to die")
