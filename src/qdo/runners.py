@@ -18,6 +18,8 @@ import select
 import shlex
 import shutil
 import signal
+import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -414,6 +416,11 @@ def resolve_func(spec: str | Callable[..., Any]) -> Callable[..., Any]:
     module, sep, name = spec.partition(":")
     if not sep:
         module, _, name = spec.rpartition(".")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        # as `python -m` does: `qdo do --func mypkg.tasks:f` finds ./mypkg (the `qdo`
+        # command's sys.path starts with its own bin folder, not the current one)
+        sys.path.insert(0, here)
     try:
         func = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as e:
@@ -432,12 +439,13 @@ def call(func: Callable[..., Any], payload: Any) -> Any:
     return func(payload)
 
 
-def _func_main(conn: Connection, spec: str | Callable[..., Any]) -> None:
+def _func_main(conn: Connection, spec: str | Callable[..., Any], log_dir: Path) -> None:
     """A function worker process: run chunks of (id, payload) until told to stop,
     sending each task's result as soon as it has one (if the process dies, the agent
     then knows which task it died in, and that the rest of the chunk never started)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when to stop
     func = resolve_func(spec)
+    output = _Output()
     while True:
         try:
             chunk = conn.recv()
@@ -445,20 +453,55 @@ def _func_main(conn: Connection, spec: str | Callable[..., Any]) -> None:
             return
         if chunk is None:
             return
-        for task_id, payload in chunk:
+        for task_id, payload, queue in chunk:
             started = time.monotonic()
+            mark = output.mark()
             try:
                 call(func, payload)
-                conn.send((task_id, None, None, time.monotonic() - started))
+                error = trace = None
             except Exception as e:
-                why = f"{type(e).__name__}: {e}"
-                conn.send((task_id, why, traceback.format_exc(), time.monotonic() - started))
+                error, trace = f"{type(e).__name__}: {e}", traceback.format_exc()
+                sys.stderr.write(trace)
+            output.keep_since(mark, log_dir, queue, task_id)  # what it printed: its log
+            conn.send((task_id, error, trace, time.monotonic() - started))
+
+
+class _Output:
+    """A function worker process's stdout and stderr (Python's and the C level's) go to
+    one scratch file; what a task wrote there is copied to its log, as a shell task's
+    output is.  One file for all tasks: a file opened per task halved the rate."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="qdo-func-")  # noqa: SIM115 (for good)
+        self.fd = self.file.fileno()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.fd, 1)
+        os.dup2(self.fd, 2)
+
+    def mark(self) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def keep_since(self, mark: int, log_dir: Path, queue: str, task_id: int) -> None:
+        end = self.mark()
+        if end == mark:
+            return
+        path = log_path(log_dir, queue, task_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as out:
+            out.write(os.pread(self.fd, end - mark, mark))
+        if end > 1 << 20:  # start the scratch file over now and then
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
 
 
 class _Proc:
-    def __init__(self, ctx: Any, spec: str | Callable[..., Any]) -> None:
+    def __init__(self, ctx: Any, spec: str | Callable[..., Any], log_dir: Path) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_func_main, args=(child, spec), daemon=True)
+        self.process = ctx.Process(target=_func_main, args=(child, spec, log_dir),
+                                   daemon=True)  # fmt: skip
         self.process.start()
         child.close()
         self.tasks: list[Task] = []
@@ -477,8 +520,12 @@ class FuncRunner(Runner):
         self.timeout = timeout
         self.log_dir = log_dir
         self.chunk = 1
-        self.ctx = mp.get_context("spawn")
-        self.procs = [_Proc(self.ctx, spec) for _ in range(slots)]
+        # a function of the script being run (qdo.connect(...).do(func=f) in it) can
+        # reach a spawned process only by running that script again, which fails unless
+        # it has `if __name__ == "__main__":`; a forked one has it already
+        in_main = getattr(spec, "__module__", None) == "__main__"
+        self.ctx = mp.get_context("fork" if in_main and os.name == "posix" else "spawn")
+        self.procs = [_Proc(self.ctx, spec, log_dir) for _ in range(slots)]
         self.buffer: deque[Task] = deque()
         self.ready: list[Result] = []
 
@@ -508,7 +555,7 @@ class FuncRunner(Runner):
             p.tasks = [self.buffer.popleft() for _ in range(min(size, len(self.buffer)))]
             limit = self._limit(p.tasks[0])
             p.deadline = time.monotonic() + limit if limit else float("inf")
-            p.conn.send([(t.id, t.task) for t in p.tasks])
+            p.conn.send([(t.id, t.task, t.queue) for t in p.tasks])
 
     def results(self, timeout: float, drain: bool = False) -> list[Result]:
         self._send()
@@ -556,10 +603,7 @@ class FuncRunner(Runner):
             if error is None:
                 out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds))
                 continue
-            log = log_path(self.log_dir, task.queue, task.id)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a") as f:
-                f.write(trace)
+            log = log_path(self.log_dir, task.queue, task.id)  # the traceback is in it
             out.append(Result(task, State.FAILED, 1, error, str(log), seconds))
         return out
 
@@ -572,7 +616,7 @@ class FuncRunner(Runner):
         p.process.kill()
         p.process.join()
         p.conn.close()
-        self.procs[self.procs.index(p)] = _Proc(self.ctx, self.spec)
+        self.procs[self.procs.index(p)] = _Proc(self.ctx, self.spec, self.log_dir)
         stopped = self.stopping
         return [Result(t, state, None, why, None, 0.0, stopped=stopped) for t in tasks]
 

@@ -538,3 +538,48 @@ def test_a_task_dies_with_its_sigkilled_agent() -> None:
     agent.send_signal(signal.SIGKILL)
     agent.communicate()
     wait_until(lambda: not alive("sleep 61."), timeout=30, what="the task's processes to die")
+
+
+def test_first_hour_with_func(tmp_path: Path) -> None:
+    """Issue 12 item 7: ``print()`` in a --func task goes to ``qdo log``, not the
+    terminal; ``qdo do --func mypkg.tasks:process`` imports from the current folder; a
+    script that calls ``q.do(func=f)`` without ``if __name__ == "__main__":`` works."""
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tasks.py").write_text(
+        "import os\n"
+        "def process(n):\n"
+        "    print('hello from', n)\n"
+        "    os.write(1, b'and from C\\n')\n"
+        "    if n == 2:\n"
+        "        raise ValueError('two is bad')\n"
+    )
+    q = qdo.create("Hour")
+    ids = q.add_multiple([{"n": 1}, {"n": 2}])
+    qdo_cmd = Path(sys.executable).parent / "qdo"  # the console script, as users run it
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([str(qdo_cmd), "do", "Hour", "--func", "mypkg.tasks:process"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "hello from" not in proc.stdout + proc.stderr
+    printed = run_qdo("log", "Hour", str(ids[0]), check=True).stdout
+    assert printed == "hello from 1\nand from C\n"
+    failed = run_qdo("log", "Hour", str(ids[1]), check=True).stdout
+    assert failed.startswith("hello from 2\nand from C\n") and "ValueError: two is bad" in failed
+
+    script = tmp_path / "myscript.py"  # no main guard, as a first script is written
+    script.write_text(
+        "import qdo\n"
+        "def square(x):\n"
+        "    print(x * x)\n"
+        "q = qdo.connect('Script', create_ok=True)\n"
+        "q.add_multiple([{'x': i} for i in range(5)])\n"
+        "summary = q.do(workers=2, func=square)\n"
+        "print('done', summary.by_state)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "done {'Succeeded': 5}" in proc.stdout, proc.stdout + proc.stderr
