@@ -440,3 +440,17 @@ def test_many_threads_waiting_on_futures_of_two_schedulers() -> None:
     finally:
         one.shutdown()
         two.shutdown()
+
+
+def test_waiting_on_a_scheduler_never_started_says_so() -> None:
+    """The seed's ``C = map(lambda a: a.result(), C)`` without ``sch.start()`` hung
+    silently; now it warns, and a TimeoutError says why."""
+
+    sch = Scheduler()
+    f = Queue(sch, max_workers=1).submit(lambda: 1)
+    with pytest.raises(cf.TimeoutError, match=r"not running \(call sch.start\(\)\)"):
+        f.result(timeout=0.01)
+    with pytest.warns(RuntimeWarning, match="call sch.start"):
+        threading.Timer(0.2, sch.start).start()  # another thread starts it: that works
+        assert f.result() == 1
+    sch.wait()

@@ -34,6 +34,7 @@ def test_environment_wins_over_file(tmp_path: Path) -> None:
     rc = tmp_path / "qdorc"
     rc.write_text("# comment\nbackend = sqlite\ndb_name = fromfile.db\nQDO_LEASE = 30\n"
                   "db_pass = s3cr#t\n")  # fmt: skip
+    rc.chmod(0o600)  # a password others may read is warned of
     env = {"QDO_DIR": str(tmp_path), "QDO_DB_NAME": "fromenv.db"}
     s = config.load(env)
     assert s["db_name"] == "fromenv.db" and s.sources["db_name"] == "environment QDO_DB_NAME"

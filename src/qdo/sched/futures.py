@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import concurrent.futures as cf
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures._base import PENDING
 from typing import TYPE_CHECKING, Any
@@ -221,6 +222,33 @@ class TaskFuture(cf.Future[Any], Node):
 
     def __bool__(self) -> bool:  # a future is true, whatever its len() would say
         return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        """As ``concurrent.futures.Future.result``; waiting on a scheduler that is not
+        running (never started, or stopped) warns, and its TimeoutError says so."""
+        return self._waited(super().result, timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._waited(super().exception, timeout)  # type: ignore[no-any-return]
+
+    def _waited(self, wait: Callable[[float | None], Any], timeout: float | None) -> Any:
+        idle = self._state == PENDING and not self._scheduler._running  # (running ones end)
+        if idle and timeout is None:
+            warnings.warn(
+                f"waiting for {self.name} on a scheduler that is not running: call "
+                "sch.start() (or this waits until another thread does)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        try:
+            return wait(timeout)
+        except cf.TimeoutError as e:
+            if self._scheduler._running:
+                raise
+            raise cf.TimeoutError(
+                f"{self.name} did not finish within {timeout:g} s: its scheduler is not "
+                "running (call sch.start())"
+            ) from e
 
     def cancel(self) -> bool:
         """Cancel the task, and every task that depends on it, if it has not started."""
