@@ -259,3 +259,15 @@ def test_no_password_goes_on_the_qsub_command_line(monkeypatch: pytest.MonkeyPat
     assert _secret_in_env()
     monkeypatch.setenv("QDO_DB_URL", "postgresql://h/db")
     assert not _secret_in_env()
+
+
+def test_an_unreachable_server_is_said_at_once(qdo_dir: Path) -> None:
+    """Issue 12 item 4: an unreachable PostgreSQL gave a minute of silence; now the
+    first failed attempt says that qdo keeps trying, for how long, and which knob."""
+    env = {"QDO_BACKEND": "postgres", "QDO_DB_URL": "postgresql://me:pw@127.0.0.1:1/x",
+           "QDO_PG_RECONNECT_SECONDS": "2"}  # fmt: skip
+    proc = run_qdo("status", env=env)
+    assert proc.returncode == 1
+    first, *_, last = proc.stderr.splitlines()
+    assert "cannot reach PostgreSQL" in first and "QDO_PG_RECONNECT_SECONDS" in first
+    assert last.startswith("qdo: error: cannot connect") and "pw" not in proc.stderr

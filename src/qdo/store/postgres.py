@@ -12,6 +12,7 @@ instead of polling.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
@@ -70,6 +71,9 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 ATTEMPTS = 3
 #: How long a lost connection is tried again (a server restart) before an error.
 RECONNECT_SECONDS = float(os.environ.get("QDO_PG_RECONNECT_SECONDS", "60"))
+#: Seconds one connection attempt may take (a host that drops packets says nothing).
+CONNECT_TIMEOUT = 5
+log = logging.getLogger("qdo.postgres")
 
 T = TypeVar("T")
 
@@ -106,9 +110,11 @@ class PostgresStore(Store):
         ``RECONNECT_SECONDS`` before giving up."""
         deadline = time.monotonic() + RECONNECT_SECONDS
         delay = 0.1
+        said = False
         while True:
             try:
-                conn = psycopg.connect(self.conninfo, autocommit=autocommit, connect_timeout=30,
+                conn = psycopg.connect(self.conninfo, autocommit=autocommit,
+                                       connect_timeout=CONNECT_TIMEOUT,
                                        application_name="qdo")  # fmt: skip
                 break
             except psycopg.OperationalError as e:
@@ -116,8 +122,16 @@ class PostgresStore(Store):
                     raise DatabaseError(
                         f"cannot connect to PostgreSQL at {self.location}: {_text(e)}"
                     ) from e
+                if not said:  # no silent minute: say at once that it waits, and how long
+                    said = True
+                    left = max(0.0, deadline - time.monotonic())
+                    log.warning("qdo: cannot reach PostgreSQL at %s (%s): trying again for "
+                                "up to %.0f s (QDO_PG_RECONNECT_SECONDS)", self.location,
+                                _text(e), left)  # fmt: skip
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        if said:
+            log.warning("qdo: reached PostgreSQL at %s again", self.location)
         with conn.transaction() if not autocommit else _nothing():
             conn.execute(
                 pgsql.SQL("SET search_path TO {}, pg_catalog").format(pgsql.Identifier(self.schema))
