@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -36,6 +37,15 @@ from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store
 
 FORMAT = "qdo-archive"
 VERSION = 1
+#: An archive is untrusted input.  Ids above this are refused: near 2**63 they would
+#: leave no id for any later add in the whole database.
+MAX_TASK_ID = 2**48
+#: A line longer than this (decompressed) is refused before it is all in memory: a
+#: payload is at most 1 MB, and JSON escaping may make it 6 times as long.
+MAX_LINE = 8 << 20
+#: A lease may run at most this far past the restore (seconds): a crafted one far in
+#: the future would keep its task Running for ever.
+MAX_LEASE_AHEAD = 86_400.0
 COLUMNS = {"task": list(TASK_COLUMNS), "requires": list(REQUIRE_COLUMNS),
            "attempt": list(ATTEMPT_COLUMNS)}  # fmt: skip
 _TAGS = {"task": "t", "requires": "r", "attempt": "a"}
@@ -126,15 +136,20 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
     counts = {"task": 0, "requires": 0, "attempt": 0}
     widths = {kind: len(cols) for kind, cols in COLUMNS.items()}
     ended = False
+    last_id = 0
     try:
         with gzip.open(path, "rb") as f:
-            first = f.readline()
+            first = f.readline(MAX_LINE)
             if not first:
                 raise BadArchive(str(path), "it is empty")
             digest.update(first)
             header = _header(path, first)
+            low, high, _n = header["span"]
             yield "header", header
-            for lineno, data in enumerate(f, 2):
+            for lineno, data in enumerate(iter(lambda: f.readline(MAX_LINE), b""), 2):
+                if len(data) >= MAX_LINE and not data.endswith(b"\n"):
+                    raise BadArchive(str(path), f"line {lineno} is longer than {MAX_LINE:,} "
+                                                "bytes: no qdo writes such lines")  # fmt: skip
                 if ended:
                     raise BadArchive(str(path), f"line {lineno} comes after the end")
                 obj = json.loads(data)
@@ -147,9 +162,11 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
                 kind = _KINDS[tag]
                 if not isinstance(row, list) or len(row) != widths[kind]:
                     raise BadArchive(str(path), f"line {lineno} is not a {kind} record")
-                why = _CHECKS[kind](row)
+                why = _CHECKS[kind](row) or _in_span(kind, row, low, high, last_id)
                 if why:
                     raise BadArchive(str(path), f"line {lineno}: {why}")
+                if kind == "task":
+                    last_id = row[0]
                 counts[kind] += 1
                 yield kind, row
     except BadArchive:
@@ -255,6 +272,20 @@ def _check_task(row: list[Any]) -> str:
     return ""
 
 
+def _in_span(kind: str, row: list[Any], low: int, high: int, last_id: int) -> str:
+    """What the ids of a record must be: tasks in strictly rising order (no id twice)
+    within the header's span; requirements and attempts of tasks of the archive."""
+    if kind == "task":
+        if not low <= row[0] <= high or row[0] <= last_id:
+            return f"task id {row[0]} out of order or outside the span {low}-{high}"
+        if row[14] is not None and row[14] > time.time() + MAX_LEASE_AHEAD:
+            return f"task {row[0]} has a lease that runs out only in the far future"
+        return ""
+    if not low <= row[0] <= high or (kind == "requires" and row[2] and not low <= row[1] <= high):
+        return f"a {kind} record names a task that is not in the archive: {row[:2]!r}"
+    return ""
+
+
 def _check_requires(row: list[Any]) -> str:
     ok = _int(row[0], 1) and _int(row[1], 1) and isinstance(row[2], bool)
     return "" if ok else f"an impossible requirement {row!r}"
@@ -283,7 +314,7 @@ def _check_header(header: dict[str, Any]) -> str:
         "max_retries": _int(q.get("max_retries"), 0),
         "max_lost": _int(q.get("max_lost"), 1),
         "owner": isinstance(q.get("owner"), str),
-        "span": all(_int(v, 0) for v in span),
+        "span": all(_int(v, 0) and v <= MAX_TASK_ID for v in span) and span[0] <= span[1],
     }
     bad = [name for name, ok in checks.items() if not ok]
     return f"impossible {', '.join(bad)}" if bad else ""

@@ -429,6 +429,14 @@ def cmd_log(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     task = q.tasks(id=args.id)
     path = Path(task.log or log_path(q.settings.log_dir, args.queue, args.id))
+    folder = q.settings.log_dir.resolve()
+    if not path.resolve().is_relative_to(folder):
+        # a log path comes from the database, which an archive may have filled: never
+        # read a file that is not a task log of this qdo
+        raise InvalidInput(
+            f"task {args.id}'s log is recorded as {path}, outside the log folder {folder}: "
+            "qdo reads no file there"
+        )
     if not path.exists():
         if task.state in (State.SUCCEEDED, State.FAILED, State.KILLED):
             print(f"(task {args.id} printed nothing; it {task.state.value.lower()})",

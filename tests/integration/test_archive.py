@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -593,3 +594,89 @@ def test_cli_restore_into_another_database_keeps_ids(qdo_dir: Path, tmp_path: Pa
 
 def test_bad_archive_is_a_qdo_error() -> None:
     assert issubclass(BadArchive, QdoError) and issubclass(BadArchive, InvalidInput)
+
+
+def _resealed(lines: list[bytes], change: Callable[[list[Any]], list[Any]]) -> bytes:
+    """An archive whose header and records ``change`` rewrote, with counts and checksum
+    made right again: what someone crafting an archive would write."""
+    objs = [json.loads(line) for line in lines]
+    header, *recs, end = objs
+    header, *recs = change([header, *recs])
+    body = [json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in (header, *recs)]
+    digest = hashlib.sha256()
+    for line in body:
+        digest.update(line)
+    kinds = {"t": "tasks", "r": "requires", "a": "attempts"}
+    counts = {k: sum(1 for r in recs if r[0] == tag) for tag, k in kinds.items()}
+    end["end"].update(counts, sha256=digest.hexdigest())
+    return _gzip_lines([*body, json.dumps(end).encode() + b"\n"])
+
+
+def _first_task(objs: list[Any]) -> list[Any]:
+    return next(r for r in objs[1:] if r[0] == "t")[1]
+
+
+@pytest.mark.backends
+def test_crafted_archives_are_refused(backend: str, qdo_dir: Path, tmp_path: Path) -> None:
+    """Issue 12 item 5: an archive is untrusted input.  Ids near 2**63 (every later add
+    in the database failed), a lease far in the future (Running for ever), a task id
+    twice or a requirement of a task not in it (tracebacks), a decompression bomb (4 GB
+    of memory before refusing): each is refused in one line, and nothing changes."""
+    store = make_store(backend, qdo_dir)
+    lines = gzip.decompress(_good_archive(store, tmp_path)).splitlines(keepends=True)
+    before = whole_store(store)
+
+    def huge_ids(objs: list[Any]) -> list[Any]:
+        objs[0]["span"][1] = 2**63 - 2
+        _first_task(objs)[0] = 2**63 - 2
+        return objs
+
+    def lease_for_ever(objs: list[Any]) -> list[Any]:
+        t = _first_task(objs)
+        t[3], t[11], t[14], t[15] = "Running", "w:1", 1e15, 7
+        return objs
+
+    def twice(objs: list[Any]) -> list[Any]:
+        first = next(i for i, r in enumerate(objs) if i and r[0] == "t")
+        return [*objs[: first + 1], objs[first], *objs[first + 1 :]]
+
+    def foreign(objs: list[Any]) -> list[Any]:
+        return [*objs, ["r", [objs[0]["span"][1] + 1000, objs[0]["span"][0], True]]]
+
+    crafted = {
+        "ids near 2**63": (_resealed(lines, huge_ids), "span"),
+        "a lease for ever": (_resealed(lines, lease_for_ever), "far future"),
+        "a task twice": (_resealed(lines, twice), "out of order"),
+        "a requirement of a task not in it": (_resealed(lines, foreign), "not in the archive"),
+        "a decompression bomb": (gzip.compress(lines[0] + b" " * (64 << 20)), "longer than"),
+    }
+    for label, (blob, why) in crafted.items():
+        path = tmp_path / "crafted.qdo"
+        path.write_bytes(blob)
+        with pytest.raises(BadArchive, match=why) as err:
+            qdo.restore(path, "Fresh", store=store)
+        assert "\n" not in str(err.value), label
+    assert whole_store(store) == before
+    store.close()
+
+
+def test_qdo_log_reads_no_file_outside_the_log_folder(qdo_dir: Path, tmp_path: Path) -> None:
+    """A restored task's log may be recorded as any path: `qdo log` read it (say
+    /etc/passwd).  It reads only files in the log folder."""
+    store = make_store("sqlite", qdo_dir)
+    lines = gzip.decompress(_good_archive(store, tmp_path)).splitlines(keepends=True)
+    secret = tmp_path / "not-a-log.txt"
+    secret.write_text("private\n")
+
+    def elsewhere(objs: list[Any]) -> list[Any]:
+        _first_task(objs)[13] = str(secret)
+        return objs
+
+    path = tmp_path / "crafted.qdo"
+    path.write_bytes(_resealed(lines, elsewhere))
+    q, _n, _offset = qdo.restore(path, "Fresh")
+    first = q.tasks()[0]
+    proc = run_qdo("log", "Fresh", str(first.id))
+    assert proc.returncode == 1 and "outside the log folder" in proc.stderr
+    assert "private" not in proc.stdout
+    store.close()
