@@ -468,7 +468,9 @@ def test_a_shell_whose_command_the_stop_signal_killed_is_handed_back() -> None:
     assert proc.returncode == 0, err
     task = q.tasks(id=t)
     assert task.state is qdo.Task.PENDING and task.failures == 0, task.message
-    assert "stopped by SIGTERM (killed by signal 15)" in (task.message or "")
+    # "stopped by SIGTERM (killed by signal 15)"; on a loaded machine the agent may stop
+    # it itself first ("stopped by worker shutdown"): handed back either way
+    assert "stopped by" in (task.message or ""), task.message
 
 
 @pytest.mark.parametrize("how", ["exit", "segfault"])
