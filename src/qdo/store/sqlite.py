@@ -329,10 +329,8 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _begin(conn: sqlite3.Connection, worker: str, begun: Sequence[Begun]) -> None:
-        conn.executemany(Q["begin"], [
-            {"task_id": b.task_id, "token": b.token, "worker": worker, "started": b.started}
-            for b in begun
-        ])  # fmt: skip
+        conn.execute(Q["begin"], {"worker": worker, "begun": json.dumps(
+            [[b.task_id, b.token, b.started] for b in begun])})  # fmt: skip
 
     def _requires_of(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[int]]:
         return grouped(conn.execute(Q["requires_of"], {"ids": json.dumps(ids)}))

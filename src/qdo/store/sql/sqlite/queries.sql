@@ -92,9 +92,15 @@ SELECT task_id, req_id FROM requires
 WHERE task_id IN (SELECT value FROM json_each(:ids)) ORDER BY task_id, req_id;
 
 -- name: begin
--- A reserved task (claimed, not started) that its holder has started now.
-UPDATE tasks SET started = :started
-WHERE id = :task_id AND lease_token = :token AND worker = :worker AND state = 'Running';
+-- Reserved tasks (claimed, not started) that their holder starts now: :begun is a JSON
+-- array of [id, token, started] (one statement for a batch: one UPDATE per task made
+-- the marks cost as much as the results).
+UPDATE tasks SET started = b.started
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
+             json_extract(value, '$[2]') AS started
+      FROM json_each(:begun)) AS b
+WHERE tasks.id = b.id AND tasks.lease_token = b.token AND tasks.worker = :worker
+  AND tasks.state = 'Running';
 
 -- name: renew
 UPDATE tasks SET lease_expires = :now + :lease
