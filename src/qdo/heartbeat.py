@@ -1,8 +1,8 @@
 """The client library's heartbeat: a live holder never loses the tasks it got.
 
 A task handed out by :meth:`qdo.Queue.get` is held under a lease.  One background
-thread per process renews the leases of every task the process holds, a third of a
-lease before each runs out, until the task is reported, handed back, or its lease is
+thread per process renews the lease of every task the process holds, each time a
+third of it has passed, until the task is reported, handed back, or its lease is
 found lost (an administrator set its state, or the queue was rerun).  It talks to the
 database on a connection of its own (the stores keep one per thread).
 

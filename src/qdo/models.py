@@ -151,6 +151,11 @@ class UnreadablePayload:
     def __repr__(self) -> str:
         return f"<unreadable payload: {self.why}>"
 
+    @property
+    def failure(self) -> str:
+        """The message of the task that fails for it."""
+        return f"qdo cannot read this task's payload ({self.why})"
+
 
 def decode_payload(text: str, is_json: bool) -> Any:
     if not is_json:

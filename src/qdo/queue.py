@@ -33,6 +33,7 @@ from .models import (
     State,
     Task,
     UnreadablePayload,
+    _short,
     check_priority,
     check_queue_name,
     check_user_name,
@@ -314,9 +315,8 @@ class Queue:
                 task._handle, task._held = self, True
                 assert task._token is not None and task.worker is not None
                 if isinstance(task.task, UnreadablePayload):  # it fails alone; go on
-                    why = f"qdo cannot read this task's payload ({task.task.why})"
-                    self.store.finish(task.worker, [Outcome(task.id, task._token,
-                                                            State.FAILED, None, why)])  # fmt: skip
+                    failed = Outcome(task.id, task._token, State.FAILED, None, task.task.failure)
+                    self.store.finish(task.worker, [failed])
                     continue
                 heartbeat().hold(self.store, task.worker, task.id, task._token, lease)
                 return task
@@ -690,11 +690,6 @@ def _message(message: Any) -> str | None:
     if message is not None and not isinstance(message, str):
         raise InvalidInput(f"message must be a str or None, got {_short(message)}")
     return message
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _requires(requires: Any) -> tuple[int, ...]:

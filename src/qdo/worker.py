@@ -251,8 +251,7 @@ class Agent:
         while self.todo and self.runner.free() > len(starting):
             task = self.todo.popleft()
             if isinstance(task.task, UnreadablePayload):  # fails alone, runs nowhere
-                why = f"qdo cannot read this task's payload ({task.task.why})"
-                self._later(Result(task, State.FAILED, None, why))
+                self._later(Result(task, State.FAILED, None, task.task.failure))
                 continue
             if not self._time_for(task):
                 # it fitted when it was claimed, but waited for a slot since: leave it to
