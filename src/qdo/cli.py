@@ -215,7 +215,10 @@ def cmd_do(args: argparse.Namespace) -> int:
     progress.clear()
     print(f"ran {_n(summary.ran, 'task')} in {summary.seconds:.1f} s  {_states(summary.by_state)}")
     if summary.stopped_by:
-        print(f"stopped by {summary.stopped_by}: {_n(summary.returned, 'task')} handed back")
+        # at once: in a batch job the time limit's SIGKILL may follow within seconds,
+        # and stdout to the job's log is block-buffered
+        print(f"stopped by {summary.stopped_by}: {_n(summary.returned, 'task')} handed back",
+              flush=True)  # fmt: skip
     if summary.refused:
         print(f"warning: {_n(summary.refused, 'result')} refused: their leases had expired "
               "(raise --lease?)")  # fmt: skip
