@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, config, display
-from .errors import InvalidInput, QdoError
+from .errors import ConfigError, InvalidInput, QdoError
 from .models import State, check_priority
 from .queue import Queue, connect, create, load, qlist, restore
 
@@ -352,6 +352,54 @@ def cmd_delete(args: argparse.Namespace) -> int:
         )
     n = q.delete()
     print(f"deleted queue {args.queue} and its {n:,} tasks")
+    return 0
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    if args.role is None:
+        if args.mode != "list":
+            raise InvalidInput("say whom to share with: --with ROLE")
+        shares = q.shares()
+        for role, how in shares:
+            print(f"{role}\t{how}")
+        if not shares:
+            print(f"{args.queue} is shared with nobody", file=sys.stderr)
+        return 0
+    if args.mode == "list":
+        raise InvalidInput("say how: --read, --write or --revoke")
+    mode: str | None = None if args.mode == "revoke" else args.mode
+    q.share(args.role, mode)
+    said = {"read": "may read", "write": "may read and change (add, run, reset)",
+            None: "may no longer reach"}[mode]  # fmt: skip
+    print(f"{args.role} {said} {args.queue}")
+    return 0
+
+
+def cmd_admin_init_db(args: argparse.Namespace) -> int:
+    from .queue import open_store
+    from .store.postgres import PostgresStore
+
+    settings = config.load()
+    if settings["backend"] != "postgres":
+        raise ConfigError(
+            "init-db sets up a shared PostgreSQL database (QDO_BACKEND=postgres); a SQLite "
+            "file needs no set-up and is yours alone"
+        )
+    store = open_store(settings)
+    assert isinstance(store, PostgresStore)
+    if store.row_security:
+        raise ConfigError(
+            f"connect as the role that owns {store.location} to set it up (this connection "
+            "is subject to its row-level security)"
+        )
+    created = store.open_to(args.group, args.users)
+    print(f"{store.location}: shared database ready; members of role {args.group}"
+          f"{' (created)' if created else ''} may use it, each seeing only their own queues "
+          "and those shared with them (qdo share)")  # fmt: skip
+    for member in args.users:
+        print(f"  {member}: member of {args.group}")
+    print("each user connects as their own role (db_user/db_pass, or db_url, in their qdorc)")
     return 0
 
 
@@ -833,7 +881,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="under another name")
     command("config", cmd_config, "the settings in effect and where each came from")
+    p = queue_command("share", cmd_share, "let another PostgreSQL role read or change a "
+                      "queue of yours (without --with: whom it is shared with)")  # fmt: skip
+    p.add_argument("--with", dest="role", metavar="ROLE", help="the role to share with")
+    how = p.add_mutually_exclusive_group()
+    for flag, help in (("read", "it may read the queue (the default with --with)"),
+                       ("write", "it may also add, run, retry and rerun its tasks"),
+                       ("revoke", "it may no longer reach the queue")):  # fmt: skip
+        how.add_argument(f"--{flag}", dest="mode", action="store_const", const=flag, help=help)
+    p.set_defaults(mode="list")
+    admin = sub.add_parser(
+        "admin",
+        help="for the owner of a shared PostgreSQL database",
+        description="for the owner of a shared PostgreSQL database",
+    )
+    verbs = admin.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)
+    p = verbs.add_parser(
+        "init-db",
+        help="set up a shared database: every user connects as "
+        "their own role, and its row-level security keeps them apart",
+    )
+    p.set_defaults(func=cmd_admin_init_db)
+    p.add_argument("-v", "--verbose", action="store_true", help="on errors, the whole cause chain")
+    p.add_argument("--group", default="qdo_users", metavar="ROLE",
+                   help="the role whose members may use the database (created if missing; "
+                        "default qdo_users)")  # fmt: skip
+    p.add_argument("--users", type=_roles, default=[], metavar="ROLE,...",
+                   help="existing roles to make members of --group")  # fmt: skip
     return parser
+
+
+def _roles(text: str) -> list[str]:
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    if not roles:
+        raise argparse.ArgumentTypeError("give role names separated by commas")
+    return roles
 
 
 def _glue_batchopts(argv: Sequence[str]) -> list[str]:

@@ -143,3 +143,15 @@ class BadArchive(InvalidInput):
     def __init__(self, path: str, why: str) -> None:
         self.path = path
         super().__init__(f"{path} is not a usable qdo archive ({why}): nothing was restored")
+
+
+class NotAllowed(QdoError):
+    """The database refused: the queue is another user's, not shared with you for this
+    (a shared PostgreSQL keeps each role to its own queues; see ``qdo share``)."""
+
+    def __init__(self, where: str, why: str) -> None:
+        self.where = where
+        super().__init__(
+            f"PostgreSQL at {where} refused: {why} (another user's queues are reached only "
+            "when they share them with you: qdo share QUEUE --with ROLE --read|--write)"
+        )

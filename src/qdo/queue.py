@@ -49,6 +49,8 @@ _stores: dict[tuple[str, ...], Store] = {}
 #: ``get()`` puts back the tasks of vanished holders whenever it finds nothing to claim,
 #: and at least this often (seconds) while it does.
 COLLECT_EVERY = 30.0
+#: How a queue may be shared (Queue.share): read it, or read and change it.
+SHARE_MODES = ("read", "write", None)
 
 
 def open_store(settings: config.Settings | None = None, user: str | None = None) -> Store:
@@ -532,6 +534,21 @@ class Queue:
 
     def resume(self) -> None:
         self.store.set_queue_state(self.name, QueueState.ACTIVE)
+
+    def share(self, role: str, mode: str | None = "read") -> None:
+        """Let PostgreSQL role ``role`` read this queue (``"read"``: its tasks, logs'
+        records and status), or also add, run and reset its tasks (``"write"``), or no
+        longer (``None``).  Only on a shared database (``qdo admin init-db``), where the
+        database itself enforces it; only the queue's owner can share it."""
+        if mode not in SHARE_MODES:
+            raise InvalidInput(f"share mode {mode!r}: use 'read', 'write' or None (no longer)")
+        if not isinstance(role, str) or not role:
+            raise InvalidInput(f"share with {role!r}: give the name of a PostgreSQL role")
+        self.store.share(self.name, role, mode)
+
+    def shares(self) -> list[tuple[str, str]]:
+        """(role, "read" | "write") for each role this queue is shared with."""
+        return self.store.shares(self.name)
 
     def retry(self) -> int:
         """Failed and Killed tasks go back to Pending; return how many."""

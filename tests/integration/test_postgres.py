@@ -171,7 +171,9 @@ def test_client_keeps_its_task_when_its_session_is_killed(url: str) -> None:
 def listeners(url: str, store: Store, queue: str) -> set[int]:
     """The sessions (pids) that listen for tasks of ``queue`` (their last statement a
     LISTEN)."""
-    channel = f"qdo_{os.environ['QDO_DB_SCHEMA']}_{store.get_queue(queue).id}"
+    schema = os.environ["QDO_DB_SCHEMA"]
+    [(channel,)] = sql(url, f'SELECT channel FROM "{schema}".queues WHERE id = %s',
+                       (store.get_queue(queue).id,))  # fmt: skip
     rows = sql(url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                "AND state = 'idle' AND query = %s", (f'LISTEN "{channel}"',))  # fmt: skip
     return {int(r[0]) for r in rows}

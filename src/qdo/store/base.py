@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..errors import ConfigError
 from ..models import Attempt, QueueInfo, QueueState, State, Task, decode_payload, timestamp
 
 #: The columns of a task in an archive, and in what ``export_queue`` yields, in order.
@@ -114,6 +115,13 @@ class Counts:
 
     def by_state_names(self) -> dict[str, int]:
         return {state.value: n for state, n in self.by_state.items()}
+
+
+NO_SHARING = (
+    "sharing a queue needs a shared PostgreSQL database (its owner sets it up with "
+    "`qdo admin init-db`), where each user connects as their own role; a SQLite file "
+    "is one user's (qdo creates it readable by you alone)"
+)
 
 
 class Store(ABC):
@@ -330,6 +338,19 @@ class Store(ABC):
         while (left := deadline - time.monotonic()) > 0 and not (stop and stop()):
             time.sleep(min(left, 1.0))
         return False
+
+    # -- sharing -------------------------------------------------------------------------
+    def share(self, queue: str, role: str, mode: str | None) -> None:
+        """Let ``role`` read (``mode="read"``), or read and change (``"write"``), a queue
+        of this user's; ``None``: no longer.  Only a shared PostgreSQL database has roles
+        to share with (``qdo admin init-db``)."""
+        del queue, role, mode
+        raise ConfigError(NO_SHARING)
+
+    def shares(self, queue: str) -> list[tuple[str, str]]:
+        """(role, mode) of each role a queue is shared with, by role."""
+        del queue
+        raise ConfigError(NO_SHARING)
 
     # -- archives ------------------------------------------------------------------------
     @abstractmethod

@@ -27,6 +27,8 @@ from ..errors import (
     ConfigError,
     DatabaseError,
     DependencyCycle,
+    InvalidInput,
+    NotAllowed,
     NotQdoDatabase,
     QueueExists,
     SchemaTooNew,
@@ -61,11 +63,13 @@ except ImportError as e:  # pragma: no cover - depends on the install
         "the PostgreSQL backend needs psycopg 3: pip install 'qdo-queue[postgres]'"
     ) from e
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 Q = sql.load("postgres", "queries.sql")
 SCHEMA = sql.load("postgres", "schema.sql")["create_schema"]
+GRANTS = sql.load("postgres", "schema.sql")["grant_to_users"]
 
+_COPY = re.compile(r"COPY (\w+) \(([\w, ]+)\)\s+FROM STDIN;?")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 #: How often a verb is tried when its connection keeps dropping.
 ATTEMPTS = 3
@@ -92,6 +96,10 @@ class PostgresStore(Store):
         self.conninfo = conninfo
         self.schema = schema
         self.user = user or login_name()
+        #: whether the tables' row-level security applies to this role (a shared
+        #: database, ``qdo admin init-db``); then the role's own name is its user
+        self.row_security = False
+        self.role = ""  # the role this store connects as
         self.location = _describe(conninfo, schema)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -100,6 +108,11 @@ class PostgresStore(Store):
         self._pid = os.getpid()
         try:
             self._initialize()
+            role, self.row_security = _one(self._conn(), Q["session"])
+            self._conn().commit()
+            self.role = str(role)
+            if self.row_security and user is None:
+                self.user = self.role
         except BaseException:
             self.close()  # a refused database keeps no session open
             raise
@@ -190,6 +203,9 @@ class PostgresStore(Store):
                         f"the connection to {self.location} dropped during a commit: "
                         "whether it took effect is unknown (look before doing it again)"
                     ) from e
+            except psycopg.errors.InsufficientPrivilege as e:
+                # the policies of a shared database, or a privilege the role lacks
+                raise NotAllowed(self.location, _text(e)) from e
             except psycopg.errors.TransactionRollback as e:
                 # chosen as a deadlock's victim: rolled back whole, so it runs again
                 if attempt == ATTEMPTS:
@@ -244,11 +260,31 @@ class PostgresStore(Store):
 
     def _notify(self, cur: psycopg.Cursor[Any], queue_ids: Iterable[int]) -> None:
         """Wake the workers waiting for these queues (delivered at COMMIT)."""
-        for queue_id in sorted(set(queue_ids)):
-            cur.execute("SELECT pg_notify(%s, '')", (self._channel(queue_id),))
+        ids = sorted(set(queue_ids))
+        if ids:
+            cur.execute(Q["notify"], {"ids": ids})
 
-    def _channel(self, queue_id: int) -> str:
-        return f"qdo_{self.schema}_{queue_id}"
+    @contextmanager
+    def _copy(self, cur: psycopg.Cursor[Any], statement: str) -> Iterator[psycopg.Copy]:
+        """``COPY table (columns) FROM STDIN``; PostgreSQL refuses COPY FROM into a table
+        whose row-level security applies, so for such a role the rows go to a temporary
+        table first, then in with one INSERT that the policies check."""
+        if not self.row_security:
+            with cur.copy(statement) as copy:
+                yield copy
+            return
+        m = _COPY.fullmatch(statement.strip())
+        assert m is not None, statement
+        table, columns = m.group(1), m.group(2)
+        staged = pgsql.Identifier(f"qdo_new_{table}")
+        cur.execute(pgsql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {} INCLUDING "
+                              "DEFAULTS) ON COMMIT DELETE ROWS").format(
+                                  staged, pgsql.Identifier(table)))  # fmt: skip
+        cols = pgsql.SQL(columns)
+        with cur.copy(pgsql.SQL("COPY pg_temp.{} ({}) FROM STDIN").format(staged, cols)) as copy:
+            yield copy
+        cur.execute(pgsql.SQL("INSERT INTO {} ({}) SELECT {} FROM pg_temp.{}").format(
+            pgsql.Identifier(table), cols, cols, staged))  # fmt: skip
 
     # -- queues ---------------------------------------------------------------------------
     def _queue_row(self, cur: psycopg.Cursor[Any], name: str) -> tuple[Any, ...]:
@@ -257,8 +293,16 @@ class PostgresStore(Store):
             raise UnknownQueue(name)
         return tuple(row)
 
-    def _queue_id(self, cur: psycopg.Cursor[Any], name: str) -> int:
-        return int(self._queue_row(cur, name)[0])
+    def _queue_id(self, cur: psycopg.Cursor[Any], name: str, change: bool = False) -> int:
+        """The id of queue ``name``; with ``change``, for a verb that changes it: a role
+        it is shared with to read gets NotAllowed, not a change of nothing (the policies
+        would skip its rows without a word)."""
+        row = self._queue_row(cur, name)
+        writable = Q["queue_writable"]
+        if change and self.row_security and cur.execute(writable, row[:1]).fetchone() is None:
+            raise NotAllowed(self.location, f"queue {name!r} of {row[6]} is shared with "
+                                 "you to read, not to change")  # fmt: skip
+        return int(row[0])
 
     def create_queue(self, name: str) -> QueueInfo:
         return self._run(lambda cur: self._insert_queue(cur, name))
@@ -278,6 +322,7 @@ class PostgresStore(Store):
 
     def set_queue_state(self, name: str, state: QueueState) -> None:
         def verb(cur: psycopg.Cursor[Any]) -> None:
+            self._queue_id(cur, name, change=True)
             params = {"name": name, "state": state.value, "owner": self.user}
             row = cur.execute(Q["queue_set_state"], params).fetchone()
             if row is None:
@@ -291,6 +336,7 @@ class PostgresStore(Store):
         self, name: str, *, max_retries: int | None = None, max_lost: int | None = None
     ) -> QueueInfo:
         def verb(cur: psycopg.Cursor[Any]) -> QueueInfo:
+            self._queue_id(cur, name, change=True)
             params = {"name": name, "owner": self.user, "max_retries": max_retries,
                       "max_lost": max_lost}  # fmt: skip
             row = cur.execute(Q["queue_set_options"], params).fetchone()
@@ -302,6 +348,9 @@ class PostgresStore(Store):
 
     def delete_queue(self, name: str) -> int:
         def verb(cur: psycopg.Cursor[Any]) -> int:
+            if self.row_security and self._queue_row(cur, name)[6] != self.role:
+                raise NotAllowed(self.location, f"queue {name!r} is {self.user}'s: only its "
+                                 "owner may delete it")  # fmt: skip
             queue_id, n = _one(cur, Q["queue_delete"], {"name": name, "owner": self.user})
             if queue_id is None:
                 raise UnknownQueue(name)
@@ -320,7 +369,7 @@ class PostgresStore(Store):
         def verb(cur: psycopg.Cursor[Any]) -> range:
             row = cur.execute(Q["queue_get"], {"name": queue, "owner": self.user}).fetchone()
             if row is not None:
-                queue_id = int(row[0])
+                queue_id = self._queue_id(cur, queue, change=True)
             elif create_queue:
                 queue_id = self._insert_queue(cur, queue).id
             else:
@@ -330,7 +379,7 @@ class PostgresStore(Store):
             now = _one(cur, Q["now"])[0]
             next_id = first
             requires: list[tuple[int, int]] = []
-            with cur.copy(Q["copy_tasks"]) as copy:
+            with self._copy(cur, Q["copy_tasks"]) as copy:
                 for t in tasks:
                     for r in t.requires:
                         requires.append((next_id, r))
@@ -340,7 +389,7 @@ class PostgresStore(Store):
             cur.execute(Q["set_last_task_id"], {"last": next_id - 1})
             if requires:
                 self._check_exist(cur, {r for _, r in requires}, before=first)
-                with cur.copy(Q["copy_requires"]) as copy:
+                with self._copy(cur, Q["copy_requires"]) as copy:
                     for pair in sorted(set(requires)):
                         copy.write_row(pair)
                 dependents = sorted({t for t, _ in requires})
@@ -358,6 +407,8 @@ class PostgresStore(Store):
             out = _in_transaction(conn, verb)
             conn.commit()
             return out
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise NotAllowed(self.location, _text(e)) from e
         except psycopg.OperationalError as e:
             self._drop()
             raise DatabaseError(
@@ -378,6 +429,7 @@ class PostgresStore(Store):
 
     def add_requires(self, queue: str, task_id: int, requires: Sequence[int]) -> None:
         def verb(cur: psycopg.Cursor[Any]) -> None:
+            self._queue_id(cur, queue, change=True)
             params = {"task_id": task_id, "queue": queue, "owner": self.user}
             row = cur.execute(Q["task_state"], params).fetchone()
             if row is None:
@@ -408,6 +460,8 @@ class PostgresStore(Store):
         }  # fmt: skip
 
         def verb(cur: psycopg.Cursor[Any]) -> tuple[list[Any], dict[int, list[int]]]:
+            if self.row_security:
+                self._queue_id(cur, queue, change=True)
             rows = cur.execute(Q["claim"], params).fetchall()
             return rows, (self._requires_of(cur, [r[0] for r in rows]) if rows else {})
 
@@ -503,7 +557,7 @@ class PostgresStore(Store):
     ) -> list[int]:  # fmt: skip
         if not workers and not jobids:
             return []
-        queue_id = self._run(lambda cur: self._queue_id(cur, queue))
+        queue_id = self._run(lambda cur: self._queue_id(cur, queue, change=True))
         return self._requeue(queue_id, list(workers or ()), why, list(jobids or ()))
 
     def _requeue(
@@ -534,7 +588,13 @@ class PostgresStore(Store):
             local.channels = {}
         channels: dict[str, str] = local.channels
         if queue not in channels:
-            channel = self._channel(self._run(lambda cur: self._queue_id(cur, queue)))
+
+            def channel_of(cur: psycopg.Cursor[Any]) -> str:
+                return str(
+                    _one(cur, Q["queue_channel"], {"queue_id": self._queue_id(cur, queue)})[0]
+                )
+
+            channel = self._run(channel_of)
             listener.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
             channels[queue] = channel
         return listener
@@ -624,6 +684,7 @@ class PostgresStore(Store):
         message: str | None, who: str,
     ) -> State:  # fmt: skip
         def verb(cur: psycopg.Cursor[Any]) -> State:
+            self._queue_id(cur, queue, change=True)
             params = {"task_id": task_id, "queue": queue, "owner": self.user}
             row = cur.execute(Q["task_for_change"], params).fetchone()
             if row is None:
@@ -652,7 +713,7 @@ class PostgresStore(Store):
         priority: int | None = None,
     ) -> int:  # fmt: skip
         def verb(cur: psycopg.Cursor[Any]) -> int:
-            queue_id = self._queue_id(cur, queue)
+            queue_id = self._queue_id(cur, queue, change=True)
             params = {"queue_id": queue_id, "priority": priority,
                       "states": [s.value for s in states]}  # fmt: skip
             n = cur.execute(Q["retry"], params).rowcount
@@ -663,7 +724,7 @@ class PostgresStore(Store):
 
     def rerun(self, queue: str) -> int:
         def verb(cur: psycopg.Cursor[Any]) -> int:
-            params = {"queue_id": self._queue_id(cur, queue)}
+            params = {"queue_id": self._queue_id(cur, queue, change=True)}
             cur.execute(Q["rerun_forget"], params)
             n = cur.execute(Q["rerun_reset"], params).rowcount
             cur.execute(Q["rerun_block"], params)
@@ -675,7 +736,7 @@ class PostgresStore(Store):
     # -- batch jobs -----------------------------------------------------------------------
     def add_job(self, queue: str, jobid: str, profile: str, workers: int) -> None:
         def verb(cur: psycopg.Cursor[Any]) -> None:
-            cur.execute(Q["job_insert"], {"queue_id": self._queue_id(cur, queue),
+            cur.execute(Q["job_insert"], {"queue_id": self._queue_id(cur, queue, change=True),
                                           "jobid": jobid, "profile": profile,
                                           "workers": workers})  # fmt: skip
 
@@ -692,6 +753,53 @@ class PostgresStore(Store):
         def verb(cur: psycopg.Cursor[Any]) -> bool:
             params = {"queue_id": self._queue_id(cur, queue), "max_seconds": max_seconds}
             return bool(_one(cur, Q["pending_fits"], params)[0])
+
+        return self._run(verb)
+
+    # -- sharing --------------------------------------------------------------------------
+    def share(self, queue: str, role: str, mode: str | None) -> None:
+        def verb(cur: psycopg.Cursor[Any]) -> None:
+            params = {"name": queue, "owner": self.user, "grantee": role, "mode": mode}
+            if mode is None:
+                self._queue_id(cur, queue)
+                cur.execute(Q["share_drop"], params)
+                return
+            if not _one(cur, Q["role_exists"], {"role": role})[0]:
+                raise InvalidInput(f"no role {role!r} in this PostgreSQL cluster: share with "
+                                   "the role another user connects as")  # fmt: skip
+            if cur.execute(Q["share_set"], params).fetchone() is None:
+                raise UnknownQueue(queue)
+
+        self._run(verb)
+
+    def shares(self, queue: str) -> list[tuple[str, str]]:
+        def verb(cur: psycopg.Cursor[Any]) -> list[tuple[str, str]]:
+            params = {"queue_id": self._queue_id(cur, queue)}
+            return [(r[0], r[1]) for r in cur.execute(Q["shares_of"], params)]
+
+        return self._run(verb)
+
+    def open_to(self, group: str, members: Sequence[str] = ()) -> bool:
+        """Make this schema a shared database (``qdo admin init-db``): the members of
+        role ``group`` (created if missing, NOLOGIN) may use its tables, each under the
+        row-level security policies, so each sees only its own queues and those shared
+        with it.  Run by the role that owns the tables.  True if ``group`` was created."""
+
+        def verb(cur: psycopg.Cursor[Any]) -> bool:
+            created = not _one(cur, Q["role_exists"], {"role": group})[0]
+            if created:
+                cur.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(pgsql.Identifier(group)))
+            names = {"schema": pgsql.Identifier(self.schema), "group": pgsql.Identifier(group)}
+            cur.execute(pgsql.SQL(GRANTS).format(**names))
+            for member in members:
+                if not _one(cur, Q["role_exists"], {"role": member})[0]:
+                    raise InvalidInput(
+                        f"no role {member!r} in this PostgreSQL cluster: create "
+                        f"it first (CREATE ROLE {member} LOGIN PASSWORD ...)"
+                    )
+                cur.execute(pgsql.SQL("GRANT {} TO {}").format(
+                    pgsql.Identifier(group), pgsql.Identifier(member)))  # fmt: skip
+            return created
 
         return self._run(verb)
 
@@ -742,7 +850,7 @@ class PostgresStore(Store):
             high = 0
             requires: list[tuple[int, int]] = []
             attempts: list[tuple[Any, ...]] = []
-            with cur.copy(Q["copy_import_tasks"]) as copy:
+            with self._copy(cur, Q["copy_import_tasks"]) as copy:
                 for kind, r in records:
                     if kind == "task":
                         high = max(high, r[0] + offset)
@@ -752,11 +860,11 @@ class PostgresStore(Store):
                     elif kind == "attempt":
                         attempts.append((r[0] + offset, *r[1:]))
             if requires:
-                with cur.copy(Q["copy_requires"]) as copy:
+                with self._copy(cur, Q["copy_requires"]) as copy:
                     for pair in requires:
                         copy.write_row(pair)
             if attempts:
-                with cur.copy(Q["copy_import_attempts"]) as copy:
+                with self._copy(cur, Q["copy_import_attempts"]) as copy:
                     for a in attempts:
                         copy.write_row(a)
             cur.execute(Q["set_last_task_id"], {"last": high})

@@ -19,6 +19,40 @@ INSERT INTO queues (owner, name, state, created) VALUES (%(owner)s, %(name)s, 'A
 ON CONFLICT (owner, name) DO NOTHING
 RETURNING id, name, state, created, max_retries, max_lost, owner;
 
+-- name: queue_channel
+SELECT channel FROM queues WHERE id = %(queue_id)s;
+
+-- name: queue_writable
+-- (the same rows the policies let the current role change)
+SELECT w FROM qdo_writable() w WHERE w = %s;
+
+-- name: notify
+-- Wake the workers waiting for these queues (delivered at COMMIT); the channel's name
+-- is a token only the roles that may read the queue know, and nothing else is sent.
+SELECT pg_notify(channel, '') FROM queues WHERE id = ANY(%(ids)s) ORDER BY id;
+
+-- name: session
+-- Who this connection acts as, and whether the tables' policies apply to it (not to
+-- the role that owns them, nor to a superuser).
+SELECT current_user, row_security_active('tasks');
+
+-- name: share_set
+INSERT INTO shares (queue_id, owner, grantee, mode)
+SELECT id, owner, %(grantee)s, %(mode)s FROM queues WHERE owner = %(owner)s AND name = %(name)s
+ON CONFLICT (queue_id, grantee) DO UPDATE SET mode = excluded.mode
+RETURNING queue_id;
+
+-- name: share_drop
+DELETE FROM shares
+WHERE queue_id = (SELECT id FROM queues WHERE owner = %(owner)s AND name = %(name)s)
+  AND grantee = %(grantee)s;
+
+-- name: shares_of
+SELECT grantee, mode FROM shares WHERE queue_id = %(queue_id)s ORDER BY grantee;
+
+-- name: role_exists
+SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(role)s);
+
 -- name: queue_get
 SELECT id, name, state, created, max_retries, max_lost, owner FROM queues
 WHERE owner = %(owner)s AND name = %(name)s;
@@ -42,10 +76,11 @@ WITH gone AS (DELETE FROM queues WHERE owner = %(owner)s AND name = %(name)s RET
 SELECT (SELECT id FROM gone), (SELECT count(*) FROM tasks WHERE queue_id = (SELECT id FROM gone));
 
 -- name: lock_last_task_id
-SELECT last_task_id FROM qdo_schema WHERE one = 1 FOR UPDATE;
+-- (functions: a role that does not own the tables may read last_task_id, not write it)
+SELECT qdo_lock_ids();
 
 -- name: set_last_task_id
-UPDATE qdo_schema SET last_task_id = %(last)s WHERE one = 1 AND last_task_id < %(last)s;
+SELECT qdo_used_ids();
 
 -- name: copy_tasks
 COPY tasks (id, queue_id, payload, is_json, state, priority, created, timeout, max_retries)

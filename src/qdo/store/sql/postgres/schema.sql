@@ -89,3 +89,22 @@ CREATE VIEW unmet_requires AS
     WHERE p.state IS NULL OR p.state <> 'Succeeded';
 
 INSERT INTO qdo_schema (one, application, version) VALUES (1, 'qdo', 3);
+
+-- name: grant_to_users
+-- `qdo admin init-db`: what the members of {group} may do with this schema's tables.
+-- Which rows they reach is up to the policies (migrations/0006_isolation.sql): their
+-- own queues, and those shared with them.  Nobody but the owner may change a task's
+-- id, queue or payload, a queue's owner, name or channel, or last_task_id (only through
+-- qdo_lock_ids/qdo_used_ids).
+GRANT USAGE ON SCHEMA {schema} TO {group};
+GRANT SELECT ON qdo_schema, unmet_requires TO {group};
+GRANT SELECT, INSERT, DELETE ON queues, tasks, requires, attempts, jobs, shares TO {group};
+GRANT UPDATE (state, max_retries, max_lost) ON queues TO {group};
+GRANT UPDATE (state, priority, exitcode, message, attempts, started, finished, worker, jobid,
+              log, lease_expires, lease_token, timeout, max_retries, failures, lost)
+    ON tasks TO {group};
+GRANT UPDATE (state, worker, jobid, started, finished, exitcode, message)
+    ON attempts TO {group};
+GRANT UPDATE (mode) ON shares TO {group};
+GRANT USAGE ON SEQUENCE queues_id_seq TO {group};
+GRANT EXECUTE ON FUNCTION qdo_lock_ids(), qdo_used_ids() TO {group};
