@@ -52,6 +52,7 @@ BENCHMARKS = {
     "launch": "bench_launch",
     "get": "bench_get",  # issue 11: SQLite
     "pg-get": "bench_get:run_pg",  # issue 11: PostgreSQL (module:function; default: run)
+    "pg-shared": "bench_pg_shared",  # issue 12: the cost of row-level security
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4

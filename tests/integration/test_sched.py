@@ -121,6 +121,38 @@ def test_generator_that_breaks_its_promise(sch: Scheduler) -> None:
         h.result()
 
 
+def test_number_of_results_counts_once_future_arguments_are_known(sch: Scheduler) -> None:
+    # the seed's pattern with x itself a future: the count comes when x does
+    Q = Queue(sch, max_workers=2)
+
+    def short(x):  # type: ignore[no-untyped-def]
+        yield from x[:-1]  # one item fewer than it announces
+
+    short.number_of_results = lambda x: len(x)  # type: ignore[attr-defined]
+    x = Q.submit(lambda: [10, 20, 30])
+    g = Q.submit(short, x)
+    with pytest.raises(TypeError, match="once its arguments are known"):
+        len(g)
+    items = [g[i] for i in range(3)]
+    sch.start()
+    sch.wait()
+    assert len(g) == 3
+    assert [items[0].result(), items[1].result()] == [10, 20]
+    with pytest.raises(IndexError, match="yielded 2 items of the 3 it announced"):
+        items[2].result()
+    with pytest.raises(IndexError, match="announced 3 results; no item 3"):
+        g[3]
+
+    def long(x):  # type: ignore[no-untyped-def]
+        yield from [*x, 0]
+
+    long.number_of_results = lambda x: len(x)  # type: ignore[attr-defined]
+    h = Q.submit(long, Q.submit(lambda: [1, 2]))
+    sch.wait()
+    with pytest.raises(IndexError, match="more than the 2 results it announced"):
+        h.result()
+
+
 def test_futures_anywhere_in_arguments_and_after(sch: Scheduler) -> None:
     Q = Queue(sch, max_workers=2)
     a = Q.submit(lambda: 1)

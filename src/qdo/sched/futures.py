@@ -262,6 +262,11 @@ class TaskFuture(cf.Future[Any], Node):
 
     def __len__(self) -> int:
         if self._announced is None:
+            if getattr(self.fn, "number_of_results", None) is not None:
+                raise TypeError(
+                    f"{self.name} counts its results once its arguments are known (some are "
+                    "futures): ask len() after it starts, or index its items meanwhile"
+                )
             raise TypeError(f"{self.name} announced no number_of_results")
         return self._announced
 

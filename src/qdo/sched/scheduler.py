@@ -475,12 +475,23 @@ class Queue:
             try:
                 assert task.fn is not None
                 call_args, call_kwargs = _arguments(task)
+                if task._items is not None and task._announced is None:
+                    self._announce(task, call_args, call_kwargs)
                 result = task.fn(*call_args, **call_kwargs)
                 if task._items is not None:
                     result = self._drain_generator(task, result)
             except BaseException as e:  # the task's own error: its future holds it
                 error = e
         return self._complete(task, slot, start, result, error)
+
+    def _announce(self, future: TaskFuture, args: Any, kwargs: Any) -> None:
+        """A generator task whose arguments were futures learns its number of results
+        now that they are known (at submit, with plain arguments, it learnt it then)."""
+        counter = getattr(future.fn, "number_of_results", None)
+        if counter is not None:
+            announced = int(counter(*args, **kwargs))
+            with self.scheduler._lock:  # _item() reads it
+                future._announced = announced
 
     def _drain_generator(self, future: TaskFuture, gen: Any) -> list[Any]:
         sch = self.scheduler
