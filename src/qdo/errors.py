@@ -155,3 +155,15 @@ class NotAllowed(QdoError):
             f"PostgreSQL at {where} refused: {why} (another user's queues are reached only "
             "when they share them with you: qdo share QUEUE --with ROLE --read|--write)"
         )
+
+
+class DiskFull(DatabaseError):
+    """The disk that holds the database is full: the change was not made (nothing of
+    it was written).  Free some space, and it can be made again."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        super().__init__(
+            f"disk full: {where} cannot grow ({detail}); nothing was written: free some "
+            "space and try again"
+        )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import InvalidInput
 from .models import State, Task
@@ -260,7 +260,7 @@ class ShellRunner(Runner):
                "QDO_TASK_ATTEMPT": str(task.attempts)}  # fmt: skip
         limit = task.timeout or self.timeout
         started = time.monotonic()
-        out = spool.file
+        out = spool.ready()
         try:
             # posix_spawn rather than subprocess: a third of the parent's CPU per task.
             # setsid: its own session, so Ctrl-C on the terminal reaches the agent, not
@@ -340,6 +340,13 @@ class _Spool:
         self.n += 1
         self.path = self.folder / f"{os.getpid()}-{threading.get_ident()}-{self.n}"
         self.file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the slot
+
+    def ready(self) -> BinaryIO:
+        """The file for the next task's output; made again if that failed last time
+        (a full disk: that task failed, the next one tries again)."""
+        if self.file.closed:
+            self._open()
+        return self.file
 
     def empty(self) -> bool:
         self.file.flush()
@@ -462,7 +469,10 @@ def _func_main(conn: Connection, spec: str | Callable[..., Any], log_dir: Path) 
             except Exception as e:
                 error, trace = f"{type(e).__name__}: {e}", traceback.format_exc()
                 sys.stderr.write(trace)
-            output.keep_since(mark, log_dir, queue, task_id)  # what it printed: its log
+            try:
+                output.keep_since(mark, log_dir, queue, task_id)  # what it printed: its log
+            except OSError as e:  # a full disk, say: this task fails, the process goes on
+                error = error or f"its output could not be kept in its log: {e}"
             conn.send((task_id, error, trace, time.monotonic() - started))
 
 

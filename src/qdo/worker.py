@@ -10,6 +10,7 @@ and hands them back too, and exits leaving nothing Running.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -18,18 +19,21 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import InvalidInput
+from .errors import DiskFull, InvalidInput
 from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue, batch_job_id, worker_id
 from .runners import Result, Runner, ShellRunner, log_path
 from .store.base import Begun
 
 __all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]
+
+T = TypeVar("T")
 
 #: Seconds of work an agent may hold unstarted per slot when tasks are short: enough to
 #: keep slots busy between claims, too little to starve other agents near the end.
@@ -40,6 +44,13 @@ REPORT_DELAY = 0.2
 #: A worker in a batch job claims tasks that declare at most the time it has left, less
 #: this: they will still fit when they start a moment later.
 CLAIM_MARGIN = 5.0
+#: On a full disk the agent waits this long before it tries again, twice as long each
+#: time it is still full, up to FULL_WAIT_MAX.
+FULL_WAIT = 1.0
+FULL_WAIT_MAX = 30.0
+#: Less free space than this where the task logs go counts as a full disk.
+LOW_SPACE = 64 * 1024
+log = logging.getLogger("qdo.worker")
 
 
 @dataclass
@@ -114,10 +125,15 @@ class Agent:
         self.job_end: float | None = None  # when the batch job's time limit hits (epoch)
         self.job_end_checked = -math.inf
         self.stop_deadline: float | None = None
+        self.log_dir = queue.settings.log_dir
+        # a full disk (the database's, or the logs'): why, and when to try again
+        self.full: str | None = None
+        self.full_until = 0.0
+        self.full_wait = FULL_WAIT
         self.runner: Runner = self._make_runner()
 
     def _make_runner(self) -> Runner:
-        log_dir = self.queue.settings.log_dir
+        log_dir = self.log_dir
         if self.opts.func is not None:
             from .runners import FuncRunner
 
@@ -148,27 +164,35 @@ class Agent:
             while True:
                 now = time.monotonic()
                 self.summary.seconds = now - start
-                if self.stop_signal and self.stop_deadline is None:
-                    self._begin_stop(now)
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self.runner.kill_all()  # grace is over; their results come back "stopped"
                     self.stop_deadline = math.inf
                 taking = self.stop_signal is None and not self._runtime_over(now)
-                if not taking:
-                    self.runner.stopping = True  # queued tasks come back unstarted
-                    if self.todo:
-                        self._give_back_todo()
-                if now >= next_collect:
-                    self.store.requeue_expired(self.queue.name)
-                    next_collect = now + min(self.opts.lease / 2, 10.0)
-                if now >= next_renew:
-                    self._renew()
-                    next_renew = now + self.opts.lease / 3
+                # a full disk: nothing is written (or started) until it is time to look
+                # again; tasks that run go on, and their results wait in the outbox
+                held = self.full is not None and not self._look_again(now)
+                # queued tasks come back unstarted
+                self.runner.stopping = not taking or held
                 empty = False
-                if taking and now >= idle_until and self._want() > 0:
-                    empty = not self._claim(self._want())
-                self._dispatch()
-                if not self.running and not self.todo:
+                try:
+                    if not held:
+                        if self.stop_signal and self.stop_deadline is None:
+                            self._begin_stop(now)
+                        if not taking and self.todo:
+                            self._give_back_todo()
+                        if now >= next_collect:
+                            self._db(self.store.requeue_expired, self.queue.name)
+                            next_collect = now + min(self.opts.lease / 2, 10.0)
+                        if now >= next_renew:
+                            self._renew()
+                            next_renew = now + self.opts.lease / 3
+                        if taking and now >= idle_until and self._want() > 0:
+                            empty = not self._claim(self._want())
+                        self._dispatch()
+                except DiskFull as e:
+                    self._disk_full(str(e), now)
+                    held = True
+                if not self.running and not self.todo and (not held or self.stop_signal):
                     if not taking or (empty and not self.opts.wait):
                         break
                     if empty:
@@ -184,23 +208,36 @@ class Agent:
                             idle_until = 0.0
                             continue
                 self._collect(timeout=self._sleep(now, idle_until, next_renew))
-                if self.outbox and (
-                    len(self.outbox) >= self.summary.batch
-                    or now - self.outbox_since >= REPORT_DELAY
-                    or not self.running
+                if (
+                    self.outbox
+                    and not held
+                    and (
+                        len(self.outbox) >= self.summary.batch
+                        or now - self.outbox_since >= REPORT_DELAY
+                        or not self.running
+                    )
                 ):
-                    self._report()
+                    try:
+                        self._report()
+                    except DiskFull as e:
+                        self._disk_full(str(e), now)
                 if self.progress and now >= next_progress:
                     self.summary.held = len(self.running) + len(self.todo)
                     self.progress(self.summary)
                     next_progress = now + 0.2
         finally:
             try:
-                if self.todo:
-                    self._give_back_todo()
                 self.runner.kill_all()
                 self._collect(timeout=0.0, drain=True)
+                if self.todo:
+                    self.outbox.extend(self._given_back(self.todo))
+                    self.todo.clear()
                 self._report()
+            except DiskFull as e:
+                # stopped while the disk is full: what could not be recorded comes back
+                # when its leases run out, as for an agent that died
+                log.warning("qdo do %s: %s; %d tasks are left to their leases",
+                            self.queue.name, e, len(self.outbox))  # fmt: skip
             finally:
                 self.runner.close()
                 restore()
@@ -211,6 +248,8 @@ class Agent:
     def _sleep(self, now: float, idle_until: float, next_renew: float) -> float:
         """How long to wait for a result before looking around again."""
         limit = max(0.0, next_renew - now)
+        if self.full is not None:
+            limit = min(limit, max(0.0, self.full_until - now))
         if self.stop_deadline is not None and self.stop_deadline != math.inf:
             limit = min(limit, max(0.0, self.stop_deadline - now))
         if self.outbox:
@@ -237,8 +276,8 @@ class Agent:
         budget = None if left is None else max(0.0, left - CLAIM_MARGIN)
         # reserved: each counts as started (and, if this agent dies, as a lost attempt)
         # only once it is handed to a slot (see _dispatch)
-        tasks = self.store.claim(self.queue.name, self.worker, n, self.opts.lease, self.jobid,
-                                 max_seconds=budget, reserve=True)  # fmt: skip
+        tasks = self._db(self.store.claim, self.queue.name, self.worker, n, self.opts.lease,
+                         self.jobid, max_seconds=budget, reserve=True)  # fmt: skip
         self.summary.time_left = None if tasks else left
         self.todo.extend(tasks)
         return bool(tasks)
@@ -266,7 +305,12 @@ class Agent:
         for task in starting:
             assert task._token is not None
             self.begun.append(Begun(task.id, task._token, now))
-        self._report()
+        try:
+            self._report()
+        except DiskFull:
+            self.begun = []  # not marked, so not started: back in line, in order
+            self.todo.extendleft(reversed(starting))
+            raise
         for task in starting:
             task.started = timestamp(now)
             self.running[task.id] = task
@@ -289,10 +333,19 @@ class Agent:
         return left is None or task.timeout <= left
 
     def _collect(self, timeout: float, drain: bool = False) -> None:
-        for result in self.runner.results(timeout, drain=drain):
+        results = self.runner.results(timeout, drain=drain)
+        full = bool(results) and _low_space(self.log_dir)
+        for result in results:
             task = self.running.pop(result.task.id, None)
             if task is None:
                 continue
+            if full and not result.stopped and result.state is not State.KILLED:
+                # what it wrote may be cut short: the task fails, and nothing more
+                # starts until there is room again
+                why = f"disk full: the log directory {self.log_dir} has no room"
+                result = replace(result, state=State.FAILED,
+                                 message=f"its output may be incomplete: {why}")  # fmt: skip
+                self._disk_full(why, time.monotonic())
             killed_by = _signal_of(result.exitcode)
             if self.stop_signal and result.state is State.FAILED and killed_by:
                 # killed by a signal while we stop: the batch system's time limit signals
@@ -329,11 +382,13 @@ class Agent:
         self.outbox.append(result)
 
     def _report(self) -> None:
+        """Report the results waiting in the outbox, and the tasks about to start; kept
+        for the next time if the database cannot take them (a full disk)."""
         if not self.outbox and not self.begun:
             return
-        outbox, self.outbox = self.outbox, []
-        begun, self.begun = self.begun, []
-        refused = self.store.finish(self.worker, [r.outcome() for r in outbox], begun)
+        outbox, begun = self.outbox, self.begun
+        refused = self._db(self.store.finish, self.worker, [r.outcome() for r in outbox], begun)
+        self.outbox, self.begun = [], []
         self.summary.refused += len(refused)
         self.summary.returned += sum(1 for r in outbox if r.stopped and r.task.id not in refused)
 
@@ -342,17 +397,52 @@ class Agent:
         if not held:
             return
         pairs = [(t.id, t._token or 0) for t in held]
-        lost = set(self.store.renew(self.worker, pairs, self.opts.lease))
+        lost = set(self._db(self.store.renew, self.worker, pairs, self.opts.lease))
         if lost:
             # someone else may hold these now: don't start them; running ones finish and
             # their reports will be refused
             self.todo = deque(t for t in self.todo if t.id not in lost)
 
     def _give_back_todo(self) -> None:
-        why = f"handed back unstarted ({self.stop_signal or 'runtime over'})"
-        self.outbox.extend(Result.given_back(t, why) for t in self.todo)
+        self.outbox.extend(self._given_back(self.todo))
         self.todo.clear()
         self._report()
+
+    def _given_back(self, tasks: Iterable[Task]) -> list[Result]:
+        why = f"handed back unstarted ({self.stop_signal or 'runtime over'})"
+        return [Result.given_back(t, why) for t in tasks]
+
+    # -- a full disk ----------------------------------------------------------------------
+    def _db(self, verb: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """A write to the store; the first to go through after a full disk says so."""
+        out = verb(*args, **kw)
+        if self.full is not None:
+            log.warning("qdo do %s: there is room again: carrying on", self.queue.name)
+            self.full = None
+            self.full_wait = FULL_WAIT
+        return out
+
+    def _disk_full(self, why: str, now: float) -> None:
+        """Write nothing and start nothing for a while: say why the first time."""
+        if self.full is None:
+            log.warning("qdo do %s: %s; holding %d results and %d running tasks, starting "
+                        "nothing until there is room (looking again every %g s at most)",
+                        self.queue.name, why, len(self.outbox), len(self.running),
+                        FULL_WAIT_MAX)  # fmt: skip
+        else:
+            self.full_wait = min(self.full_wait * 2, FULL_WAIT_MAX)
+        self.full = why
+        self.full_until = now + self.full_wait
+        self.runner.stopping = True  # what waits for a slot comes back unstarted
+
+    def _look_again(self, now: float) -> bool:
+        """After a full disk: is it time to try again (and is there room for logs)?"""
+        if now < self.full_until:
+            return False
+        if _low_space(self.log_dir):
+            self._disk_full(self.full or "disk full", now)
+            return False
+        return True
 
     # -- signals --------------------------------------------------------------------------
     def _install_signals(self) -> Callable[[], None]:
@@ -383,6 +473,18 @@ class Agent:
         self.runner.stopping = True
         self.stop_deadline = self.stop_at + self.opts.grace
         self._give_back_todo()
+
+
+def _low_space(path: Path) -> bool:
+    """Is the file system of ``path`` (or of its nearest existing parent) full?"""
+    for folder in (path, *path.parents):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            continue
+        free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use the reserve
+        return free * st.f_frsize < LOW_SPACE or (st.f_files > 0 and st.f_ffree == 0)
+    return False
 
 
 def _signal_of(exitcode: int | None) -> int | None:

@@ -5,6 +5,7 @@ nothing is left Running; the loader says "disk full" in one line and adds nothin
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -27,20 +28,16 @@ class Disk:
         self.filler = path / "filler"
 
     def fill(self) -> None:
-        with open(self.filler, "ab") as f:
-            chunk = b"\0" * 65536
-            try:
-                while True:
-                    f.write(chunk)
-                    f.flush()
-            except OSError:
-                pass
-            while True:  # the last bytes, a few at a time
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for size in (1 << 16, 512, 1):  # big writes, then the last bytes
                 try:
-                    f.write(b"\0" * 512)
-                    f.flush()
+                    while True:
+                        os.write(fd, b"\0" * size)
                 except OSError:
-                    break
+                    pass
+        finally:
+            os.close(fd)
 
     def free(self) -> None:
         self.filler.unlink()

@@ -27,6 +27,7 @@ from ..errors import (
     ConfigError,
     DatabaseError,
     DependencyCycle,
+    DiskFull,
     InvalidInput,
     NotAllowed,
     NotQdoDatabase,
@@ -206,6 +207,8 @@ class PostgresStore(Store):
             except psycopg.errors.InsufficientPrivilege as e:
                 # the policies of a shared database, or a privilege the role lacks
                 raise NotAllowed(self.location, _text(e)) from e
+            except psycopg.errors.DiskFull as e:  # rolled back whole: nothing was written
+                raise DiskFull(self.location, _text(e)) from e
             except psycopg.errors.TransactionRollback as e:
                 # chosen as a deadlock's victim: rolled back whole, so it runs again
                 if attempt == ATTEMPTS:
@@ -409,6 +412,8 @@ class PostgresStore(Store):
             return out
         except psycopg.errors.InsufficientPrivilege as e:
             raise NotAllowed(self.location, _text(e)) from e
+        except psycopg.errors.DiskFull as e:
+            raise DiskFull(self.location, _text(e)) from e
         except psycopg.OperationalError as e:
             self._drop()
             raise DatabaseError(

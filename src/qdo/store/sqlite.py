@@ -8,6 +8,7 @@ object survives ``fork`` and may be shared by threads.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from typing import Any
 from ..errors import (
     DatabaseError,
     DependencyCycle,
+    DiskFull,
     NotQdoDatabase,
     QdoWarning,
     QueueExists,
@@ -123,15 +125,19 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: takes the write lock at once, all or nothing."""
+        """A write transaction: takes the write lock at once, all or nothing.  A full
+        disk (while writing, or at the commit) rolls it back and raises DiskFull."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                conn.execute("ROLLBACK")
+            if _disk_full(e):
+                raise DiskFull(str(self.path), str(e)) from e
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -599,6 +605,16 @@ class SQLiteStore(Store):
         problems = [r[0] for r in conn.execute(Q["integrity_check"]) if r[0] != "ok"]
         problems += [f"foreign key: {tuple(r)}" for r in conn.execute(Q["foreign_key_check"])]
         return problems
+
+
+SQLITE_FULL = 13  # "database or disk is full" (sqlite3.h)
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Did SQLite (or the file system under it) run out of space?"""
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
+    return isinstance(error, OSError) and error.errno == errno.ENOSPC
 
 
 def _statements(script: str) -> Iterator[str]:
