@@ -55,6 +55,10 @@ SCHEMA_VERSION = 4
 
 #: Seconds a writer waits for SQLite's write lock before giving up.
 BUSY_TIMEOUT = 120.0
+#: A write transaction that holds the (only) write lock longer than this, in seconds,
+#: moves every lease on by twice as long before it commits: the time the holders could
+#: not renew, and as long again for its commit and for their renewals to get through.
+LONG_WRITE = 0.25
 
 #: Filesystems on which SQLite's locking is not reliable.
 NETWORK_FILESYSTEMS = {
@@ -129,8 +133,14 @@ class SQLiteStore(Store):
         disk (while writing, or at the commit) rolls it back and raises DiskFull."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
+        began = time.monotonic()
         try:
             yield conn
+            held = time.monotonic() - began
+            if held > LONG_WRITE:
+                # every holder's renewal waited behind this one: it must not cost them
+                # their leases (the next writer in line may be one who looks for expiry)
+                conn.execute(Q["extend_leases"], {"by": 2 * held})
             conn.execute("COMMIT")
         except BaseException as e:
             if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
@@ -323,9 +333,12 @@ class SQLiteStore(Store):
         params = {
             "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
             "lease": lease, "max_seconds": max_seconds, "reserve": reserve,
-            "now": time.time(), "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
+            "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
         with self._write() as conn:
+            # the clock is read once the write lock is ours: a lease dated from before a
+            # wait behind another writer would be short by that wait
+            params["now"] = time.time()
             rows = conn.execute(Q["claim"], params).fetchall()
             if not rows:
                 return []
@@ -342,9 +355,9 @@ class SQLiteStore(Store):
         return grouped(conn.execute(Q["requires_of"], {"ids": json.dumps(ids)}))
 
     def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
-        now = time.time()
         lost = []
         with self._write() as conn:
+            now = time.time()  # after any wait for the lock (see claim)
             for task_id, token in tokens:
                 params = {"task_id": task_id, "token": token, "worker": worker}
                 if not conn.execute(Q["renew"], {**params, "now": now, "lease": lease}).rowcount:
@@ -354,11 +367,11 @@ class SQLiteStore(Store):
     def finish(
         self, worker: str, outcomes: Sequence[Outcome], begun: Sequence[Begun] = ()
     ) -> list[int]:
-        now = time.time()
         refused: list[int] = []
         succeeded: list[int] = []
         history: list[tuple[Any, ...]] = []
         with self._write() as conn:
+            now = time.time()
             if begun:
                 self._begin(conn, worker, begun)
             for o in outcomes:
@@ -478,8 +491,8 @@ class SQLiteStore(Store):
         self, queue: str, task_id: int, state: State, exitcode: int | None,
         message: str | None, who: str,
     ) -> State:  # fmt: skip
-        now = time.time()
         with self._write() as conn:
+            now = time.time()
             params = {"task_id": task_id, "queue": queue, "owner": self.user}
             row = conn.execute(Q["task_for_change"], params).fetchone()
             if row is None:

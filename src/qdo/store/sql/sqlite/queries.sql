@@ -143,6 +143,13 @@ WHERE state = 'Waiting'
   AND id IN (SELECT task_id FROM requires WHERE req_id IN (SELECT value FROM json_each(:ids)))
   AND NOT EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id);
 
+-- name: extend_leases
+-- Run by a write that held the database for long (SQLiteStore._write): the holders of
+-- Running tasks could not renew meanwhile, so their leases move on (queue by queue: the
+-- index finds the Running tasks without a scan).
+UPDATE tasks SET lease_expires = lease_expires + :by
+WHERE queue_id IN (SELECT id FROM queues) AND state = 'Running';
+
 -- name: any_expired
 SELECT 1 FROM tasks
 WHERE state = 'Running' AND lease_expires < :now
