@@ -451,6 +451,9 @@ def _func_main(conn: Connection, spec: str | Callable[..., Any], log_dir: Path) 
     sending each task's result as soon as it has one (if the process dies, the agent
     then knows which task it died in, and that the rest of the chunk never started)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when to stop
+    # a process group of its own, with what its tasks start: the agent's watchdog kills
+    # the group if the agent dies, and a task's time limit kills all of it
+    os.setsid()
     func = resolve_func(spec)
     output = _Output()
     while True:
@@ -508,14 +511,28 @@ class _Output:
 
 
 class _Proc:
-    def __init__(self, ctx: Any, spec: str | Callable[..., Any], log_dir: Path) -> None:
+    def __init__(
+        self, ctx: Any, spec: str | Callable[..., Any], log_dir: Path, reaper: Reaper
+    ) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_func_main, args=(child, spec, log_dir),
                                    daemon=True)  # fmt: skip
         self.process.start()
+        self.reaper = reaper
+        reaper.started(self.process.pid)
         child.close()
         self.tasks: list[Task] = []
         self.deadline = float("inf")
+
+    def kill(self) -> None:
+        """SIGKILL the process and what it started (its group), and wait for it."""
+        _signal_group(self.process.pid, signal.SIGKILL)
+        self.process.kill()  # (in case it had no group of its own yet)
+        self.process.join()
+        self.ended()
+
+    def ended(self) -> None:
+        self.reaper.ended(self.process.pid)
 
 
 class FuncRunner(Runner):
@@ -535,9 +552,13 @@ class FuncRunner(Runner):
         # it has `if __name__ == "__main__":`; a forked one has it already
         in_main = getattr(spec, "__module__", None) == "__main__"
         self.ctx = mp.get_context("fork" if in_main and os.name == "posix" else "spawn")
-        self.procs = [_Proc(self.ctx, spec, log_dir) for _ in range(slots)]
+        self.reaper = Reaper()  # the worker processes die with this agent, however it dies
+        self.procs = [self._new_proc() for _ in range(slots)]
         self.buffer: deque[Task] = deque()
         self.ready: list[Result] = []
+
+    def _new_proc(self) -> _Proc:
+        return _Proc(self.ctx, self.spec, self.log_dir, self.reaper)
 
     def tune(self, batch: int) -> None:
         self.chunk = max(1, batch // self.slots)
@@ -623,10 +644,9 @@ class FuncRunner(Runner):
 
     def _restart(self, p: _Proc, state: State, why: str) -> list[Result]:
         tasks, p.tasks = p.tasks, []
-        p.process.kill()
-        p.process.join()
+        p.kill()
         p.conn.close()
-        self.procs[self.procs.index(p)] = _Proc(self.ctx, self.spec, self.log_dir)
+        self.procs[self.procs.index(p)] = self._new_proc()
         stopped = self.stopping
         return [Result(t, state, None, why, None, 0.0, stopped=stopped) for t in tasks]
 
@@ -638,7 +658,7 @@ class FuncRunner(Runner):
         for p in self.procs:
             if p.tasks:
                 tasks, p.tasks = p.tasks, []
-                p.process.kill()
+                p.kill()
                 self.ready.extend(
                     Result(t, State.PENDING, None, "stopped by worker shutdown", stopped=True)
                     for t in tasks
@@ -654,5 +674,7 @@ class FuncRunner(Runner):
         for p in self.procs:
             p.process.join(timeout=5)
             if p.process.is_alive():
-                p.process.kill()
-                p.process.join()
+                p.kill()
+            else:
+                p.ended()
+        self.reaper.close()

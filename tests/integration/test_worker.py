@@ -542,6 +542,60 @@ def test_a_task_dies_with_its_sigkilled_agent() -> None:
     wait_until(lambda: not alive("sleep 61."), timeout=30, what="the task's processes to die")
 
 
+def test_a_func_task_dies_with_its_sigkilled_agent(tmp_path: Path) -> None:
+    """The --func kind: the function's worker process (and what it started) used to
+    run on after its agent was SIGKILLed."""
+    (tmp_path / "slowmod.py").write_text(
+        "import subprocess, time\n"
+        "def slow(n):\n"
+        "    subprocess.Popen(['sleep', '62.25'])\n"
+        "    time.sleep(62.5)\n"
+    )
+    q = qdo.create("FuncOrphan")
+    q.add({"n": 1})
+    path = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    agent = qdo_do("FuncOrphan", "--func", "slowmod:slow", "--lease", "1",
+                   env={**os.environ, "PYTHONPATH": path})  # fmt: skip
+    wait_until(lambda: alive("sleep 62.25"), what="the task to start")
+    workers = [p for p in children(agent.pid) if "-S" not in cmdline(p)]  # not the watchdog
+    assert workers
+    agent.send_signal(signal.SIGKILL)
+    agent.wait()  # (not communicate: the worker holds the agent's stdout while it lives)
+    wait_until(lambda: not alive("sleep 62.25"), timeout=30, what="what the task started to die")
+    wait_until(lambda: not any(map(running, workers)), timeout=30,
+               what="the function's worker process to die")  # fmt: skip
+    agent.communicate(timeout=30)  # the pipes, closed by the last holder
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[
+                1
+            ] == str(pid):
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    """Alive, and no zombie waiting for a parent to reap it."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_first_hour_with_func(tmp_path: Path) -> None:
     """Issue 12 item 7: ``print()`` in a --func task goes to ``qdo log``, not the
     terminal; ``qdo do --func mypkg.tasks:process`` imports from the current folder; a
