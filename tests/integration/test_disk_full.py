@@ -5,118 +5,36 @@ nothing is left Running; the loader says "disk full" in one line and adds nothin
 from __future__ import annotations
 
 import json
-import os
 import select
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
 import qdo
-from tests.conftest import need_service, run_qdo
+from tests.conftest import run_qdo
+from tests.disks import Disk, database_disk
 
 pytestmark = pytest.mark.backends
 
 
-class Disk:
-    """A tmpfs at ``path``; ``fill()`` takes all its space, ``free()`` gives it back."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            for size in (1 << 16, 512, 1):  # big writes, then the last bytes
-                try:
-                    while True:
-                        os.write(fd, b"\0" * size)
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
-
-    def free(self) -> None:
-        self.filler.unlink()
-
-
-def mount_tmpfs(path: Path, size: str) -> None:
-    path.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
-        need_service("tmpfs", f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def server_on(disk: Path, wal: Path) -> Iterator[str]:
-    """A PostgreSQL server of its own whose tables live on ``disk`` (its write-ahead log
-    elsewhere: a server whose WAL cannot be written stops, which is another story)."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bins or os.geteuid() != 0:
-        need_service("tmpfs", "a private PostgreSQL server needs root and its binaries")
-    bin_dir = bins[-1].parent
-    for folder in (disk, wal):
-        shutil.chown(folder, "postgres")
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    data, port = disk / "data", free_port()
-    subprocess.run([*as_pg, str(bin_dir / "initdb"), "-D", str(data), f"--waldir={wal}/wal",
-                    "--no-sync", "-E", "UTF8", "--locale=C.UTF-8", "--auth=trust", "-U", "qdo"],
-                   check=True, capture_output=True)  # fmt: skip
-    options = f"-p {port} -k {wal} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", f"{wal}/log", "-w",
-                    "-o", options, "start"], check=True, capture_output=True)  # fmt: skip
-    try:
-        yield f"postgresql://qdo@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], check=False, capture_output=True)  # fmt: skip
-
-
 @pytest.fixture
 def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> Iterator[Disk]:
-    """The disk that holds the database: a tmpfs with qdo's directory (SQLite), or the
-    tables of a private PostgreSQL server."""
-    path = tmp_path / "disk"
     try:
-        with ExitStack() as stack:
-            if backend == "sqlite":
-                mount_tmpfs(path, "8m")
-                stack.callback(subprocess.run, ["umount", "-l", str(path)], check=False)
-                monkeypatch.setenv("QDO_DIR", str(path / "qdo"))
-            else:
-                # outside pytest's directories: the server's user must reach it
-                base = Path(tempfile.mkdtemp(prefix="qdo-disk-"))
-                stack.callback(shutil.rmtree, base, ignore_errors=True)
-                path, wal = base / "disk", base / "wal"
-                mount_tmpfs(path, "64m")
-                stack.callback(subprocess.run, ["umount", "-l", str(path)], check=False)
-                wal.mkdir()
-                shutil.chown(base, "postgres")
-                url = stack.enter_context(server_on(path, wal))
-                monkeypatch.setenv("QDO_DB_URL", url)
-            yield Disk(path)
-            for store in qdo.queue._stores.values():
-                store.close()
-            qdo.queue._stores.clear()
+        with database_disk(backend, tmp_path, monkeypatch) as (disk, _server):
+            yield disk
+            close_stores()
     finally:
-        for store in qdo.queue._stores.values():
-            store.close()
-        qdo.queue._stores.clear()
+        close_stores()
+
+
+def close_stores() -> None:
+    for store in qdo.queue._stores.values():
+        store.close()
+    qdo.queue._stores.clear()
 
 
 def counts(queue: str) -> dict[str, int]:
