@@ -112,7 +112,9 @@ def run(cfg: Config) -> Report:
         f"pg-shared: {n:,} no-op tasks as the tables' owner and as a member role "
         "(row-level security), same run",
         list(rows.values()),
-        [Ratio(f"ratio member / owner: {what}", rows["member", what], rows["owner", what])
-         for what in ("load", "drain")],  # fmt: skip
+        [
+            Ratio(f"ratio member / owner: {what}", rows["member", what], rows["owner", what])
+            for what in ("load", "drain")
+        ],  # fmt: skip
         [pg_server_version(url)],
     )

@@ -120,7 +120,7 @@ SHELL_TASKS = 600
 FUNC_TASKS = 200
 CRASH_EVERY = 50  # every 50th function task kills its worker process
 
-FUNC_MODULE = '''
+FUNC_MODULE = """
 import os, time
 def work(i, crash, record):
     if crash:
@@ -128,7 +128,7 @@ def work(i, crash, record):
     with open(record, "a") as f:
         f.write(f"{i}\\n")
     time.sleep(0.02)
-'''
+"""
 
 
 def seconds(i: int) -> float:
@@ -175,9 +175,7 @@ def until(predicate: Callable[[], bool], what: str, timeout: float = 300) -> Non
         time.sleep(0.1)
 
 
-def test_chaos_of_every_kind(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_chaos_of_every_kind(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Agents SIGKILLed while their tasks run, function tasks that kill their worker
     process, the database's disk full for a while, and (PostgreSQL) the server
     restarted: every task ends once, no two runs of a task ever overlap (each run holds
