@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import qdo.queue
 from qdo.heartbeat import heartbeat
 from qdo.store.base import Store
+from qdo.store.factory import close_all
 
 REQUIRED = {s.strip() for s in os.environ.get("QDO_TEST_REQUIRE", "").split(",") if s.strip()}
 
@@ -110,9 +110,7 @@ def qdo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> It
         monkeypatch.setenv("QDO_DB_SCHEMA", schema)
     yield home
     heartbeat().clear()  # the tasks this test got belong to its database only
-    for store in qdo.queue._stores.values():
-        store.close()
-    qdo.queue._stores.clear()
+    close_all()
     if schema is not None:
         drop_schema(postgres_or_skip(), schema)
 

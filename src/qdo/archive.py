@@ -30,10 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .errors import BadArchive, InvalidInput
 from .models import PRIORITY_MAX, PRIORITY_MIN, QueueInfo, QueueState, State, check_queue_name
 from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store
+from .version import __version__
 
 FORMAT = "qdo-archive"
 VERSION = 1

@@ -17,10 +17,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, config, display
+from . import config, display
+from .api import Queue, connect, create, load, qlist, restore
 from .errors import ConfigError, InvalidInput, QdoError
 from .models import State, check_priority
-from .queue import Queue, connect, create, load, qlist, restore
+from .version import __version__
 
 STATE_NAMES = [s.value for s in State]
 
@@ -337,7 +338,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_noop(args: argparse.Namespace) -> int:
     """What batch scripts run to see that qdo works here: the settings load, and the
     database opens."""
-    from .queue import open_store
+    from .store.factory import open_store
 
     open_store()
     return 0
@@ -377,7 +378,7 @@ def cmd_share(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_init_db(args: argparse.Namespace) -> int:
-    from .queue import open_store
+    from .store.factory import open_store
     from .store.postgres import PostgresStore
 
     settings = config.load()

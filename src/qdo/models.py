@@ -8,12 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from .errors import InvalidInput, InvalidPayload, InvalidPriority, InvalidQueueName, InvalidState
-
-if TYPE_CHECKING:
-    from .queue import Queue
 
 #: A payload larger than this (in UTF-8 bytes) is refused: queues hold commands and
 #: parameters, not data.  Put data in files and pass their names.
@@ -183,6 +180,20 @@ def timestamp(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, timezone.utc)
 
 
+class TaskHandle(Protocol):
+    """What a task record calls back into to change its task (its queue, which
+    passes itself in): kept to a protocol, so that records know nothing of queues."""
+
+    def _report(self, task: Task, state: State, err: int | None, message: str | None) -> None:
+        """Report the result of a task this client holds."""
+
+    def _set(self, task: Task, state: State, err: int | None, message: str | None) -> None:
+        """Set the state of a task by hand (whoever holds it loses it)."""
+
+    def _renew(self, task: Task, seconds: float | None) -> None:
+        """Extend the lease of a task this client holds."""
+
+
 @dataclass(slots=True, eq=False, repr=False)
 class Task:
     """One task as read from a queue.
@@ -225,7 +236,7 @@ class Task:
     failures: int = 0  # attempts that Failed
     lost: int = 0  # attempts whose worker vanished
     history: Sequence[Attempt] = ()  # earlier attempts, when asked for
-    _handle: Queue | None = field(default=None, repr=False, compare=False)
+    _handle: TaskHandle | None = field(default=None, repr=False, compare=False)
     _token: int | None = field(default=None, repr=False, compare=False)
     _held: bool = field(default=False, repr=False, compare=False)  # handed out by get()
 

@@ -1,4 +1,7 @@
-"""The public Python API of durable queues: ``qdo.create``, ``qdo.connect``, ``Queue``."""
+"""A queue and its verbs (``Queue``), over the store the settings point at.
+
+The public constructors (``qdo.create``, ``qdo.connect``, ...) and the verbs that run
+tasks (``do``, ``launch``) are in ``qdo.api``, above the node agent and batch launch."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import socket
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from . import config, jobstate
 from .errors import (
@@ -18,9 +21,7 @@ from .errors import (
     InvalidPayload,
     InvalidState,
     LeaseLost,
-    QueueExists,
     TaskNotEditable,
-    UnknownQueue,
     UnknownTask,
 )
 from .heartbeat import heartbeat
@@ -35,170 +36,16 @@ from .models import (
     UnreadablePayload,
     _short,
     check_priority,
-    check_queue_name,
-    check_user_name,
     encode_payload,
 )
+from .runtime import batch_job_id, dead_here, worker_id
 from .store.base import NewTask, Outcome, Store, login_name
-
-if TYPE_CHECKING:
-    from .worker import RunSummary
-
-_stores: dict[tuple[str, ...], Store] = {}
 
 #: ``get()`` puts back the tasks of vanished holders whenever it finds nothing to claim,
 #: and at least this often (seconds) while it does.
 COLLECT_EVERY = 30.0
 #: How a queue may be shared (Queue.share): read it, or read and change it.
 SHARE_MODES = ("read", "write", None)
-
-
-def open_store(settings: config.Settings | None = None, user: str | None = None) -> Store:
-    """The store that the settings point at, acting for ``user`` (default: the ``user``
-    setting, else the login name); opened once per process, location and user."""
-    settings = settings or config.load()
-    user = user or settings["user"] or None
-    if user is not None:
-        check_user_name(user)
-    if settings["backend"] == "postgres":
-        conninfo, schema = settings.postgres_conninfo(), settings["db_schema"]
-        key: tuple[str, ...] = ("postgres", conninfo, schema, user or "")
-        store = _stores.get(key)
-        if store is None:
-            from .store.postgres import PostgresStore
-
-            store = _stores[key] = PostgresStore(conninfo, schema=schema, user=user)
-        return store
-    from .store.sqlite import SQLiteStore
-
-    key = ("sqlite", str(settings.db_path.absolute()), user or "")
-    store = _stores.get(key)
-    if store is None:
-        store = _stores[key] = SQLiteStore(settings.db_path, user=user)
-    return store
-
-
-def create(
-    name: str,
-    *,
-    max_retries: int | None = None,
-    max_lost: int | None = None,
-    user: str | None = None,
-    store: Store | None = None,
-) -> Queue:
-    """Create a new, empty queue.  Raises QueueExists if it exists already.
-
-    ``max_retries``: how often a Failed task runs again (default 0); ``max_lost``: after
-    how many lost workers a task is Killed (default 3).  ``user``: whose queue it is
-    (default: yours).
-    """
-    check_queue_name(name)
-    _check_limits(max_retries, max_lost)
-    settings = config.load()
-    store = store or open_store(settings, user)
-    store.create_queue(name)
-    q = Queue(name, store=store, settings=settings)
-    if max_retries is not None or max_lost is not None:
-        q.set(max_retries=max_retries, max_lost=max_lost)
-    return q
-
-
-def connect(
-    name: str, create_ok: bool = False, *, user: str | None = None, store: Store | None = None
-) -> Queue:
-    """Open an existing queue (or create it, with ``create_ok=True``).
-
-    ``user``: whose queue (default: yours; another user's queue is only reached by
-    naming them).  Raises UnknownQueue if it does not exist and ``create_ok`` is false.
-    """
-    check_queue_name(name)
-    settings = config.load()
-    store = store or open_store(settings, user)
-    try:
-        store.get_queue(name)
-    except UnknownQueue:
-        if not create_ok:
-            raise
-        with contextlib.suppress(QueueExists):  # created by someone else meanwhile: fine
-            store.create_queue(name)
-    return Queue(name, store=store, settings=settings)
-
-
-def qlist(
-    *, user: str | None = None, all_users: bool = False, store: Store | None = None
-) -> list[Queue]:
-    """Your queues (or ``user``'s, or with ``all_users`` everybody's), by name, as
-    :class:`Queue` objects.  Each keeps the status it had when listed (all read at
-    once) in ``q.listed``: ``{'name', 'state', 'ntasks', 'blocked', 'user'}``."""
-    settings = config.load()
-    store = store or open_store(settings, user)
-    counts = store.all_counts(all_users)
-    out = []
-    for info in store.list_queues(all_users):
-        c = counts.get(info.id)
-        if c is None:
-            continue
-        # another user's queue is reached through a store acting for them
-        owner = store if info.owner == store.user else open_store(settings, info.owner)
-        q = Queue(info.name, store=owner, settings=settings)
-        q.listed = {**_status(info.name, info.state, c.by_state, c.blocked), "user": info.owner}
-        out.append(q)
-    return out
-
-
-#: The original QDO's other name for :func:`qlist`.
-queues = qlist
-
-
-def load(
-    name: str,
-    tasks: Iterable[Any],
-    priority: int = 0,
-    *,
-    store: Store | None = None,
-) -> range:
-    """Add a stream of tasks to a queue, creating the queue if needed; all or nothing.
-
-    Unlike :meth:`Queue.add_multiple` the tasks are never all in memory, and the ids
-    come back as a ``range``.  This is what ``qdo load`` calls.
-    """
-    check_queue_name(name)
-    check_priority(priority)
-    store = store or open_store()
-    rows = (_new_task(i, t, priority, ()) for i, t in enumerate(tasks))
-    return store.add_many(name, rows, create_queue=True)
-
-
-def restore(
-    path: str | os.PathLike[str],
-    as_name: str | None = None,
-    *,
-    user: str | None = None,
-    store: Store | None = None,
-) -> tuple[Queue, int, int]:
-    """Rebuild a queue from an archive written by :meth:`Queue.dump` (on any backend),
-    named ``as_name`` if given; all or nothing.  Returns (queue, tasks, id offset):
-    the tasks keep their ids where none of them was ever used here, else all move up
-    by the offset.  Raises BadArchive, QueueExists."""
-    from . import archive
-
-    if as_name is not None:
-        check_queue_name(as_name)
-    settings = config.load()
-    store = store or open_store(settings, user)
-    name, n, offset = archive.restore(store, path, as_name)
-    return Queue(name, store=store, settings=settings), n, offset
-
-
-def worker_id() -> str:
-    """How this process names itself as a worker: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def batch_job_id() -> str | None:
-    """The id of the batch job this process runs in, if any."""
-    env = os.environ
-    return env.get("QDO_JOB_ID") or env.get("SLURM_JOB_ID") or env.get("PBS_JOBID") or None
 
 
 class Queue:
@@ -514,19 +361,6 @@ class Queue:
                 return
             after = batch[-1].id
 
-    def do(self, workers: int = 1, **options: Any) -> RunSummary:
-        """Run this queue's tasks on this machine until none is left; return a summary.
-
-        Options as ``qdo do``: ``script``, ``func`` (a function or "module:function",
-        called with a parameter task's dict as keyword arguments), ``timeout``,
-        ``runtime``, ``wait``, ``grace``, ``lease``; ``progress`` is called with the
-        running summary a few times a second.
-        """
-        from .worker import WorkerOptions, do
-
-        progress = options.pop("progress", None)
-        return do(self, WorkerOptions(workers=workers, **options), progress)
-
     # -- controlling ----------------------------------------------------------------------
     def pause(self) -> None:
         """Hand out nothing more; Running tasks finish and report as usual."""
@@ -580,23 +414,13 @@ class Queue:
             why = "recovered by hand (qdo recover --all)"
             return len(ids + self.store.requeue_workers(self.name, running, why=why))
         host = socket.gethostname()
-        gone = [w for w in running if _dead_here(w, host)]
+        gone = [w for w in running if dead_here(w, host)]
         ended = jobstate.ended(self.store.running_jobs(self.name)) if dead else []
         if gone:
             ids += self.store.requeue_workers(self.name, gone)
         if ended:
             ids += self.store.requeue_workers(self.name, jobids=ended, why="batch job ended")
         return len(ids)
-
-    def launch(self, nworkers: int, jobs: int = 1, *, dry_run: bool = False,
-               **options: Any) -> list[str]:  # fmt: skip
-        """Submit ``jobs`` batch jobs, each running ``nworkers`` workers on this queue;
-        return their ids.  Options as ``qdo launch``: cores_per_worker, walltime,
-        batchqueue, batchopts, script, keep_env, mpiproc, profile, cores_per_node."""
-        from . import launch
-
-        opts = launch.LaunchOptions(workers=nworkers, jobs=jobs, **options)
-        return launch.launch(self, opts, dry_run=dry_run)
 
     def dump(self, path: str | os.PathLike[str]) -> dict[str, int]:
         """Write the queue (every task and field, requirements and attempts) to an
@@ -723,20 +547,3 @@ def _same_length(what: str, values: Sequence[Any], n: int) -> Sequence[Any]:
     if isinstance(values, (str, bytes)) or len(values) != n:
         raise InvalidInput(f"{what} must have one entry per task ({n}), got {len(values)}")
     return values
-
-
-def _dead_here(worker: str, host: str) -> bool:
-    """True if ``worker`` (host:pid) ran on this host and its process is gone."""
-    where, _, pid = worker.rpartition(":")
-    return where == host and pid.isdigit() and not pid_alive(int(pid))
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this machine exists (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -34,8 +34,8 @@ from typing import Any, BinaryIO
 
 from .errors import InvalidInput
 from .models import State, Task
-from .queue import pid_alive
 from .reaper import Reaper
+from .runtime import pid_alive
 from .store.base import Outcome
 
 #: After SIGTERM, a task's process group gets this long before SIGKILL.

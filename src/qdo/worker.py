@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 
 from .errors import DiskFull, InvalidInput
 from .models import State, Task, UnreadablePayload, timestamp
-from .queue import Queue, batch_job_id, worker_id
+from .queue import Queue
 from .runners import Result, Runner, ShellRunner, log_path
+from .runtime import batch_job_id, worker_id
 from .store.base import Begun
 
 __all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import qdo
+from qdo.store.factory import close_all
 from tests.disks import database_disk
 
 pytestmark = pytest.mark.backends
@@ -254,6 +255,4 @@ def test_chaos_of_every_kind(backend: str, tmp_path: Path, monkeypatch: pytest.M
                 assert t.state == "Succeeded", (t, t.message)
         assert shell.store.check() == []
         assert agents.kills >= 8
-        for store in qdo.queue._stores.values():
-            store.close()
-        qdo.queue._stores.clear()
+        close_all()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import qdo
+import qdo.store.factory
 from qdo.errors import (
     DependencyCycle,
     InvalidInput,
@@ -287,7 +288,7 @@ def test_newer_schema_refused(qdo_dir: Path, sqlite_only: None) -> None:
     db = qdo_dir / "qdo.sqlite"
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE qdo_schema SET version = 99")
-    qdo.queue._stores.clear()
+    qdo.store.factory._stores.clear()
     with pytest.raises(SchemaTooNew, match="99"):
         qdo.qlist()
 

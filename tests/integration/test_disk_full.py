@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import qdo
+from qdo.store.factory import close_all
 from tests.conftest import run_qdo
 from tests.disks import Disk, database_disk
 
@@ -32,9 +33,7 @@ def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> Itera
 
 
 def close_stores() -> None:
-    for store in qdo.queue._stores.values():
-        store.close()
-    qdo.queue._stores.clear()
+    close_all()
 
 
 def counts(queue: str) -> dict[str, int]:

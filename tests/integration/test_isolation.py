@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-import qdo
 from qdo.errors import ConfigError
+from qdo.store.factory import close_all
 from tests.conftest import postgres_or_skip, run_qdo
 
 
@@ -76,9 +76,7 @@ def roles(qdo_dir: Path) -> Iterator[tuple[Role, Role, str]]:
             group,
         )
     finally:
-        for store in qdo.queue._stores.values():
-            store.close()
-        qdo.queue._stores.clear()
+        close_all()
         with psycopg.connect(owner, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)",
