@@ -31,7 +31,7 @@ with open(sys.argv[1], "rb") as f:
         elif line[:1] == b"-":
             live.discard(int(line[1:]))
 os.unlink(sys.argv[1])
-for pid in ():
+for pid in live:
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:

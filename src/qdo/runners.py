@@ -84,6 +84,12 @@ class Runner(ABC):
     @abstractmethod
     def kill_all(self) -> None: ...
 
+    @abstractmethod
+    def kill(self, task_ids: set[int]) -> None:
+        """Stop these tasks at once (SIGKILL), or never start them: their leases are
+        lost, and another worker may run them now.  Their results come back as usual
+        (the database will refuse them)."""
+
     def tune(self, batch: int) -> None:  # noqa: B027 - optional hook
         """The agent's current batch size (a runner may group work by it)."""
 
@@ -171,6 +177,7 @@ class ShellRunner(Runner):
         self.reaper = Reaper()  # the tasks' processes die with this agent, however it dies
         _no_inherit()
         self.killed: set[int] = set()
+        self.cancelled: set[int] = set()  # lost their leases before they started
         self.made_dirs: set[Path] = set()
         self.threads = [
             threading.Thread(target=self._slot, name=f"qdo-slot-{i}", daemon=True)
@@ -218,6 +225,13 @@ class ShellRunner(Runner):
             timer.daemon = True
             timer.start()
 
+    def kill(self, task_ids: set[int]) -> None:
+        with self.lock:
+            self.cancelled.update(task_ids)  # the slots skip those not started yet
+            pids = [pid for task_id, pid in self.procs.items() if task_id in task_ids]
+            self.killed.update(t for t in task_ids if t in self.procs)
+        self._kill_hard(pids)
+
     @staticmethod
     def _kill_hard(pids: list[int]) -> None:
         for pid in pids:
@@ -236,10 +250,12 @@ class ShellRunner(Runner):
         spool = _Spool(self.log_dir / ".spool")
         try:
             while (task := self.jobs.get()) is not None:
-                if self.stopping:  # queued but not started: hand it back
-                    self.done.put(
-                        Result.given_back(task, "handed back unstarted (worker stopping)")
-                    )
+                with self.lock:
+                    lost = task.id in self.cancelled
+                    self.cancelled.discard(task.id)
+                if self.stopping or lost:  # queued but not started: hand it back
+                    why = "its lease was lost" if lost else "worker stopping"
+                    self.done.put(Result.given_back(task, f"handed back unstarted ({why})"))
                     continue
                 started = time.time()
                 try:
@@ -642,13 +658,30 @@ class FuncRunner(Runner):
         limit = self._limit(p.tasks[0])
         return self._restart(p, State.KILLED, f"timed out after {limit:g} s")
 
-    def _restart(self, p: _Proc, state: State, why: str) -> list[Result]:
+    def _restart(
+        self, p: _Proc, state: State, why: str, stopped: bool | None = None
+    ) -> list[Result]:
         tasks, p.tasks = p.tasks, []
         p.kill()
         p.conn.close()
         self.procs[self.procs.index(p)] = self._new_proc()
-        stopped = self.stopping
+        stopped = self.stopping if stopped is None else stopped
         return [Result(t, state, None, why, None, 0.0, stopped=stopped) for t in tasks]
+
+    def kill(self, task_ids: set[int]) -> None:
+        kept = [t for t in self.buffer if t.id not in task_ids]
+        if len(kept) < len(self.buffer):
+            why = "handed back unstarted (its lease was lost)"
+            self.ready.extend(Result.given_back(t, why) for t in self.buffer if t.id in task_ids)
+            self.buffer = deque(kept)
+        for p in self.procs:
+            if any(t.id in task_ids for t in p.tasks):
+                # the process and its chunk: the rest of the chunk never started
+                self.buffer.extendleft(t for t in reversed(p.tasks[1:]) if t.id not in task_ids)
+                p.tasks = p.tasks[:1]
+                self.ready.extend(
+                    self._restart(p, State.PENDING, "stopped: its lease was lost", stopped=True)
+                )
 
     def kill_all(self) -> None:
         self.stopping = True

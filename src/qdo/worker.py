@@ -129,6 +129,7 @@ class Agent:
         self.log_dir = queue.settings.log_dir
         # a full disk (the database's, or the logs'): why, and when to try again
         self.full: str | None = None
+        self.full_database = False  # the database's disk (else the logs')
         self.full_until = 0.0
         self.full_wait = FULL_WAIT
         self.runner: Runner = self._make_runner()
@@ -169,29 +170,29 @@ class Agent:
                     self.runner.kill_all()  # grace is over; their results come back "stopped"
                     self.stop_deadline = math.inf
                 taking = self.stop_signal is None and not self._runtime_over(now)
-                # a full disk: nothing is written (or started) until it is time to look
-                # again; tasks that run go on, and their results wait in the outbox
+                # a full disk: nothing new starts until it is time to look again; tasks
+                # that run go on (their leases renewed), their results wait in the outbox
                 held = self.full is not None and not self._look_again(now)
                 # queued tasks come back unstarted
                 self.runner.stopping = not taking or held
                 empty = False
                 try:
+                    if now >= next_renew:  # first, and always: what runs stays ours
+                        next_renew = now + self.opts.lease / 3
+                        self._renew()
+                    if self.stop_signal and self.stop_deadline is None:
+                        self._begin_stop(now)
+                    if not taking and self.todo:
+                        self._give_back_todo()
                     if not held:
-                        if self.stop_signal and self.stop_deadline is None:
-                            self._begin_stop(now)
-                        if not taking and self.todo:
-                            self._give_back_todo()
                         if now >= next_collect:
                             self._db(self.store.requeue_expired, self.queue.name)
                             next_collect = now + min(self.opts.lease / 2, 10.0)
-                        if now >= next_renew:
-                            self._renew()
-                            next_renew = now + self.opts.lease / 3
                         if taking and now >= idle_until and self._want() > 0:
                             empty = not self._claim(self._want())
                         self._dispatch()
                 except DiskFull as e:
-                    self._disk_full(str(e), now)
+                    self._disk_full(str(e), now, database=True)
                     held = True
                 if not self.running and not self.todo and (not held or self.stop_signal):
                     if not taking or (empty and not self.opts.wait):
@@ -221,7 +222,7 @@ class Agent:
                     try:
                         self._report()
                     except DiskFull as e:
-                        self._disk_full(str(e), now)
+                        self._disk_full(str(e), now, database=True)
                 if self.progress and now >= next_progress:
                     self.summary.held = len(self.running) + len(self.todo)
                     self.progress(self.summary)
@@ -346,7 +347,7 @@ class Agent:
                 why = f"disk full: the log directory {self.log_dir} has no room"
                 result = replace(result, state=State.FAILED,
                                  message=f"its output may be incomplete: {why}")  # fmt: skip
-                self._disk_full(why, time.monotonic())
+                self._disk_full(why, time.monotonic(), database=False)
             killed_by = _signal_of(result.exitcode)
             if self.stop_signal and result.state is State.FAILED and killed_by:
                 # killed by a signal while we stop: the batch system's time limit signals
@@ -400,9 +401,15 @@ class Agent:
         pairs = [(t.id, t._token or 0) for t in held]
         lost = set(self._db(self.store.renew, self.worker, pairs, self.opts.lease))
         if lost:
-            # someone else may hold these now: don't start them; running ones finish and
-            # their reports will be refused
+            # someone else may hold these now: start none of them, and stop those that
+            # run (a second copy may be starting elsewhere); their reports are refused
             self.todo = deque(t for t in self.todo if t.id not in lost)
+            running = {i for i in lost if i in self.running}
+            if running:
+                log.warning("qdo do %s: the leases of %d running tasks ran out before they "
+                            "were renewed (is this machine overloaded? raise --lease): "
+                            "stopping them", self.queue.name, len(running))  # fmt: skip
+                self.runner.kill(running)
 
     def _give_back_todo(self) -> None:
         self.outbox.extend(self._given_back(self.todo))
@@ -417,14 +424,18 @@ class Agent:
     def _db(self, verb: Callable[..., T], *args: Any, **kw: Any) -> T:
         """A write to the store; the first to go through after a full disk says so."""
         out = verb(*args, **kw)
-        if self.full is not None:
-            log.warning("qdo do %s: there is room again: carrying on", self.queue.name)
-            self.full = None
-            self.full_wait = FULL_WAIT
+        if self.full is not None and self.full_database:
+            self._room_again()
         return out
 
-    def _disk_full(self, why: str, now: float) -> None:
-        """Write nothing and start nothing for a while: say why the first time."""
+    def _room_again(self) -> None:
+        log.warning("qdo do %s: there is room again: carrying on", self.queue.name)
+        self.full = None
+        self.full_wait = FULL_WAIT
+
+    def _disk_full(self, why: str, now: float, database: bool) -> None:
+        """Start nothing for a while (the database's disk is full, or the logs'): say
+        why the first time."""
         if self.full is None:
             log.warning("qdo do %s: %s; holding %d results and %d running tasks, starting "
                         "nothing until there is room (looking again every %g s at most)",
@@ -433,6 +444,7 @@ class Agent:
         else:
             self.full_wait = min(self.full_wait * 2, FULL_WAIT_MAX)
         self.full = why
+        self.full_database = database
         self.full_until = now + self.full_wait
         self.runner.stopping = True  # what waits for a slot comes back unstarted
 
@@ -441,8 +453,10 @@ class Agent:
         if now < self.full_until:
             return False
         if _low_space(self.log_dir):
-            self._disk_full(self.full or "disk full", now)
+            self._disk_full(self.full or "disk full", now, database=False)
             return False
+        if not self.full_database:
+            self._room_again()  # (the database's disk is known to have room once written)
         return True
 
     # -- signals --------------------------------------------------------------------------

@@ -542,6 +542,30 @@ def test_a_task_dies_with_its_sigkilled_agent() -> None:
     wait_until(lambda: not alive("sleep 61."), timeout=30, what="the task's processes to die")
 
 
+@pytest.mark.parametrize("kind", ["shell", "func"])
+def test_a_task_whose_lease_is_lost_is_stopped(kind: str, tmp_path: Path) -> None:
+    """A live agent that finds a running task's lease gone (it renewed too late, or
+    someone set the task's state meanwhile) used to let it run on, beside the copy
+    another worker may have started: it stops it at once, and goes on."""
+    (tmp_path / "sleepmod.py").write_text("import subprocess\n"
+                                          "def nap(s):\n"
+                                          "    subprocess.run(['sleep', s])\n")  # fmt: skip
+    q = qdo.create("Lost")
+    first = q.add({"s": "63.25"} if kind == "func" else "sleep 63.25")
+    then = q.add({"s": "0"} if kind == "func" else "true")
+    args = ["--func", "sleepmod:nap"] if kind == "func" else []
+    path = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    agent = qdo_do("Lost", "--lease", "1", *args, env={**os.environ, "PYTHONPATH": path})
+    wait_until(lambda: alive("sleep 63.25"), what="the task to start")
+    q.set_task_state(first, "Failed", message="set by hand")  # its holder's lease is gone
+    wait_until(lambda: not alive("sleep 63.25"), timeout=30, what="the task to be stopped")
+    out, err = agent.communicate(timeout=60)
+    assert agent.returncode == 0, err
+    assert "stopping them" in err, err
+    assert q.tasks(first).state.value == "Failed" and q.tasks(first).message == "set by hand"
+    assert q.tasks(then).state.value == "Succeeded"
+
+
 def test_a_func_task_dies_with_its_sigkilled_agent(tmp_path: Path) -> None:
     """The --func kind: the function's worker process (and what it started) used to
     run on after its agent was SIGKILLed."""

@@ -432,6 +432,18 @@ def admin_change(
     return AdminChange(message or said, attempts + 1, row)
 
 
+#: At most this much time (seconds) is given back to every lease after an outage.
+MAX_OUTAGE_CREDIT = 60.0
+
+
+def outage_credit(last_ok: float) -> float:
+    """How far leases move on when a write goes through after writes failed (a full
+    disk, a server away): the time since the last one went through (``last_ok``, on the
+    monotonic clock), at most ``MAX_OUTAGE_CREDIT``.  The holders could not renew
+    meanwhile; a dead one's task comes back that much later."""
+    return min(max(0.0, time.monotonic() - last_ok), MAX_OUTAGE_CREDIT)
+
+
 def login_name() -> str:
     """The user a store acts for unless told otherwise: the login name."""
     try:

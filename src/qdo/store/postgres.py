@@ -52,6 +52,7 @@ from .base import (
     grouped,
     id_offset,
     login_name,
+    outage_credit,
     queue_info,
     task_from_row,
 )
@@ -107,6 +108,11 @@ class PostgresStore(Store):
         # every connection this process opened, and the thread it belongs to
         self._connections: dict[psycopg.Connection[Any], threading.Thread] = {}
         self._pid = os.getpid()
+        # when a verb last went through (monotonic), and whether one failed since (the
+        # server away, its disk full): the next to go through gives the leases the
+        # time back first (see _after_outage)
+        self._last_ok = time.monotonic()
+        self._failed = False
         try:
             self._initialize()
             role, self.row_security = _one(self._conn(), Q["session"])
@@ -189,15 +195,21 @@ class PostgresStore(Store):
         its work done and does nothing more), else the error says the outcome is unknown.
         """
         for attempt in range(1, ATTEMPTS + 1):
-            conn = self._conn()
             try:
-                out = _in_transaction(conn, verb)
+                conn = self._conn()
+            except DatabaseError:
+                self._stalled()
+                raise
+            try:
+                out = _in_transaction(conn, self._after_outage(verb))
                 try:
                     conn.commit()
                 except psycopg.OperationalError as e:
                     raise _Unsure() from e
+                self._last_ok, self._failed = time.monotonic(), False
                 return out
             except _Unsure as e:
+                self._stalled()
                 self._drop()
                 if not unsure_ok or attempt == ATTEMPTS:
                     raise DatabaseError(
@@ -208,6 +220,7 @@ class PostgresStore(Store):
                 # the policies of a shared database, or a privilege the role lacks
                 raise NotAllowed(self.location, _text(e)) from e
             except psycopg.errors.DiskFull as e:  # rolled back whole: nothing was written
+                self._stalled()
                 raise DiskFull(self.location, _text(e)) from e
             except psycopg.errors.TransactionRollback as e:
                 # chosen as a deadlock's victim: rolled back whole, so it runs again
@@ -216,10 +229,30 @@ class PostgresStore(Store):
                 time.sleep(0.01 * attempt)
             except psycopg.OperationalError as e:
                 broken = conn.closed or conn.broken
+                self._stalled()
                 self._drop()
                 if not broken or attempt == ATTEMPTS:
                     raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
         raise AssertionError("unreachable")
+
+    def _stalled(self) -> None:
+        self._failed = True
+
+    def _after_outage(
+        self, verb: Callable[[psycopg.Cursor[Any]], T]
+    ) -> Callable[[psycopg.Cursor[Any]], T]:
+        """``verb``, after (if one failed here since the last went through) moving every
+        lease on by the time since then: their holders could not renew meanwhile, and
+        this verb may be the one that judges them expired (the server's clock went on)."""
+        if not self._failed:
+            return verb
+        credit = outage_credit(self._last_ok)
+
+        def first(cur: psycopg.Cursor[Any]) -> T:
+            cur.execute(Q["extend_leases"], {"by": credit})
+            return verb(cur)
+
+        return first
 
     def _initialize(self) -> None:
         def init(cur: psycopg.Cursor[Any]) -> None:

@@ -47,6 +47,7 @@ from .base import (
     grouped,
     id_offset,
     login_name,
+    outage_credit,
     queue_info,
     task_from_row,
 )
@@ -79,6 +80,10 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
+        # when a write last went through (monotonic), and whether one failed since for
+        # want of room: the next to go through gives the leases the time back first
+        self._last_ok = time.monotonic()
+        self._failed = False
         # yours alone: the folder 0700 when qdo makes it, the file 0600 (SQLite gives its
         # -wal and -shm files the file's own permissions)
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -135,6 +140,11 @@ class SQLiteStore(Store):
         conn.execute("BEGIN IMMEDIATE")
         began = time.monotonic()
         try:
+            if self._failed:
+                # no write went through since the last one (a full disk), renewals
+                # neither: the leases get that time back before this one may judge any
+                # of them expired
+                conn.execute(Q["extend_leases"], {"by": outage_credit(self._last_ok)})
             yield conn
             held = time.monotonic() - began
             if held > LONG_WRITE:
@@ -142,10 +152,12 @@ class SQLiteStore(Store):
                 # their leases (the next writer in line may be one who looks for expiry)
                 conn.execute(Q["extend_leases"], {"by": 2 * held})
             conn.execute("COMMIT")
+            self._last_ok, self._failed = time.monotonic(), False
         except BaseException as e:
             if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
                 conn.execute("ROLLBACK")
             if _disk_full(e):
+                self._failed = True
                 raise DiskFull(str(self.path), str(e)) from e
             raise
 

@@ -22,6 +22,11 @@ RETURNING id, name, state, created, max_retries, max_lost, owner;
 -- name: queue_channel
 SELECT channel FROM queues WHERE id = %(queue_id)s;
 
+-- name: extend_leases
+-- Run first by a verb that follows an outage (the server away, its disk full): the
+-- holders of Running tasks could not renew meanwhile, so their leases move on.
+UPDATE tasks SET lease_expires = lease_expires + %(by)s WHERE state = 'Running';
+
 -- name: queue_writable
 -- (the same rows the policies let the current role change)
 SELECT w FROM qdo_writable() w WHERE w = %s;
