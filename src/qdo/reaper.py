@@ -5,13 +5,16 @@ would go on, while the tasks' next attempts start elsewhere: two copies at once.
 each agent starts one small watchdog process (not one per task; it imports nothing of
 qdo) and writes down, in a file, each process group it starts and ends.  When the
 pipe between them closes, because the agent exited however it did, the watchdog reads
-the file and SIGKILLs every group still on the list, then exits.  It ignores terminal
+the file and SIGKILLs every group still on the list, and every process whose
+environment holds the agent's token (``QDO_AGENT``: one it started but could not yet
+write down), then exits.  It ignores terminal
 and batch signals (they are the agent's to handle) and sits in a session of its own.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,20 @@ with open(sys.argv[1], "rb") as f:
         elif line[:1] == b"-":
             live.discard(int(line[1:]))
 os.unlink(sys.argv[1])
+# and whatever the agent started but had no time to write down (it died in between):
+# the tasks' environment carries the agent's token
+marker, me = b"\0QDO_AGENT=" + sys.argv[2].encode() + b"\0", os.getpid()
+for name in os.listdir("/proc"):
+    if not name.isdigit() or int(name) == me:
+        continue
+    try:
+        with open("/proc/" + name + "/environ", "rb") as f:
+            if marker not in b"\0" + f.read():
+                continue
+        live.add(os.getpgid(int(name)))
+        os.kill(int(name), signal.SIGKILL)
+    except OSError:
+        pass
 for pid in live:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -47,11 +64,14 @@ class Reaper:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: goes into the environment of every task (QDO_AGENT): how the watchdog knows
+        #: a process the agent started before it could write it down
+        self.token = secrets.token_hex(8)
         fd, self._path = tempfile.mkstemp(prefix="qdo-agent-", suffix=".groups")
         self._log: int | None = fd
         os.set_inheritable(fd, False)  # a task must not hold these open
         self._proc = subprocess.Popen(
-            [sys.executable, "-S", "-c", _WATCHDOG, self._path], stdin=subprocess.PIPE,
+            [sys.executable, "-S", "-c", _WATCHDOG, self._path, self.token], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             close_fds=True,
         )  # fmt: skip

@@ -175,6 +175,7 @@ class ShellRunner(Runner):
         self.procs: dict[int, int] = {}  # task id -> pid (also its process group)
         self.stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.reaper = Reaper()  # the tasks' processes die with this agent, however it dies
+        self.env["QDO_AGENT"] = self.reaper.token
         _no_inherit()
         self.killed: set[int] = set()
         self.cancelled: set[int] = set()  # lost their leases before they started
