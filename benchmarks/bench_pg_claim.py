@@ -58,32 +58,35 @@ DEFER_CHUNK = 10_000
 
 
 # -- qdo ----------------------------------------------------------------------------------
-def qdo_load(url: str, n: int) -> float:
-    """Seconds to put ``n`` no-op tasks into a new queue of a fresh schema."""
+def qdo_load(url: str, n: int, schema: str = QDO_SCHEMA, queue: str = "bench") -> float:
+    """Seconds to put ``n`` no-op tasks into a new queue (of a fresh schema)."""
     from qdo.store.base import NewTask
     from qdo.store.postgres import PostgresStore
 
-    store = PostgresStore(url, schema=QDO_SCHEMA)
-    store.create_queue("bench")
+    store = PostgresStore(url, schema=schema)
+    store.create_queue(queue)
     start = time.perf_counter()
-    ids = store.add_many("bench", [NewTask("true")] * n)
+    ids = store.add_many(queue, [NewTask("true")] * n)
     seconds = time.perf_counter() - start
     assert len(ids) == n
     store.close()
     return seconds
 
 
-def qdo_consume(url: str, batch: int, index: int, barrier: Barrier) -> tuple[int, float, float]:
+def qdo_consume(
+    url: str, schema: str, queue: str, batch: int, index: int, barrier: Barrier
+) -> tuple[int, float, float]:
+    """Claim ``batch`` tasks of ``queue`` and finish them until none is left."""
     from qdo.models import State
     from qdo.store.base import Outcome
     from qdo.store.postgres import PostgresStore
 
-    store = PostgresStore(url, schema=QDO_SCHEMA)
-    store.get_queue("bench")  # connected, before the clock starts
+    store = PostgresStore(url, schema=schema)
+    store.get_queue(queue)  # connected, before the clock starts
     worker = f"bench-{index}"
     barrier.wait()
     start, done = time.monotonic(), 0
-    while tasks := store.claim("bench", worker, batch, LEASE):
+    while tasks := store.claim(queue, worker, batch, LEASE):
         outcomes = [Outcome(t.id, t._token or 0, State.SUCCEEDED, 0) for t in tasks]
         refused = store.finish(worker, outcomes)
         assert not refused, refused
@@ -208,7 +211,7 @@ def run(cfg: Config) -> Report:
                 load_s = in_child(qdo_load, url, n)
                 if b == BATCH:
                     qdo_add.values.append(n / load_s)
-                seconds, counts = consume(qdo_consume, url, b)
+                seconds, counts = consume(qdo_consume, url, QDO_SCHEMA, "bench", b)
                 assert sum(counts) == n, counts
                 in_child(qdo_check, url, n)
                 row.values.append(n / seconds)

@@ -12,16 +12,13 @@ loop).  The member's rows divided by the owner's are the price of the isolation.
 
 from __future__ import annotations
 
-import time
 import uuid
-from multiprocessing.synchronize import Barrier
 
 from _common import Config, Ratio, Report, Row, in_child, pg_server_version, pg_url, progress
-from bench_pg_claim import WORKERS, consume
+from bench_pg_claim import WORKERS, consume, qdo_consume, qdo_load
 
 SCHEMA = "bench_pg_shared"
 BATCH = 100
-LEASE = 600.0
 
 
 def setup(url: str, member: str, password: str) -> None:
@@ -47,40 +44,6 @@ def teardown(url: str, member: str) -> None:
             conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def load(url: str, queue: str, n: int) -> float:
-    """Seconds to put ``n`` no-op tasks into a new queue."""
-    from qdo.store.base import NewTask
-    from qdo.store.postgres import PostgresStore
-
-    store = PostgresStore(url, schema=SCHEMA)
-    store.create_queue(queue)
-    start = time.perf_counter()
-    ids = store.add_many(queue, [NewTask("true")] * n)
-    seconds = time.perf_counter() - start
-    assert len(ids) == n
-    store.close()
-    return seconds
-
-
-def drain(url: str, queue: str, index: int, barrier: Barrier) -> tuple[int, float, float]:
-    from qdo.models import State
-    from qdo.store.base import Outcome
-    from qdo.store.postgres import PostgresStore
-
-    store = PostgresStore(url, schema=SCHEMA)
-    store.get_queue(queue)  # connected, before the clock starts
-    worker = f"bench-{index}"
-    barrier.wait()
-    start, done = time.monotonic(), 0
-    while tasks := store.claim(queue, worker, BATCH, LEASE):
-        outcomes = [Outcome(t.id, t._token or 0, State.SUCCEEDED, 0) for t in tasks]
-        assert not store.finish(worker, outcomes)
-        done += len(tasks)
-    end = time.monotonic()
-    store.close()
-    return done, start, end
-
-
 def run(cfg: Config) -> Report:
     n = cfg.size(50_000, 5_000)
     url = pg_url()
@@ -101,8 +64,8 @@ def run(cfg: Config) -> Report:
             for w, conn in who.items():
                 progress(f"pg-shared: run {i + 1}/{cfg.runs}, {w}, {n:,} tasks")
                 queue = f"{w}-{i}"
-                rows[w, "load"].values.append(n / in_child(load, conn, queue, n))
-                seconds, counts = consume(drain, conn, queue)
+                rows[w, "load"].values.append(n / in_child(qdo_load, conn, n, SCHEMA, queue))
+                seconds, counts = consume(qdo_consume, conn, SCHEMA, queue, BATCH)
                 assert sum(counts) == n, counts
                 rows[w, "drain"].values.append(n / seconds)
             in_child(teardown, url, member)

@@ -7,8 +7,8 @@ qdo) and writes down, in a file, each process group it starts and ends.  When th
 pipe between them closes, because the agent exited however it did, the watchdog reads
 the file and SIGKILLs every group still on the list, and every process whose
 environment holds the agent's token (``QDO_AGENT``: one it started but could not yet
-write down), then exits.  It ignores terminal
-and batch signals (they are the agent's to handle) and sits in a session of its own.
+write down), then exits.  It ignores terminal and batch signals (they are the agent's
+to handle) and sits in a session of its own.
 """
 
 from __future__ import annotations

@@ -453,7 +453,7 @@ class Agent:
         if now < self.full_until:
             return False
         if _low_space(self.log_dir):
-            self._disk_full(self.full or "disk full", now, database=False)
+            self._disk_full(self.full or "disk full", now, database=self.full_database)
             return False
         if not self.full_database:
             self._room_again()  # (the database's disk is known to have room once written)

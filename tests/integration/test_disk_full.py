@@ -61,6 +61,23 @@ def agent(queue: str, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def wait_out(proc: subprocess.Popen[str], disk: Disk) -> tuple[str, str]:
+    """The agent says the disk is full and waits, not crashed; once there is room it
+    finishes, and well.  Returns what it said up to then, and what it said after."""
+    try:
+        said = read_until(proc, "disk full")
+        assert "Traceback" not in said, said
+        assert proc.poll() is None  # waiting, not crashed
+        disk.free()
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    return said, err
+
+
 def test_agent_waits_out_a_full_disk_and_carries_on(disk: Disk, tmp_path: Path) -> None:
     go = tmp_path / "go"  # tasks wait for it: the disk fills while they run
     tasks = [f"echo output of {i}; while [ ! -e {go} ]; do sleep 0.05; done" for i in range(6)]
@@ -74,16 +91,10 @@ def test_agent_waits_out_a_full_disk_and_carries_on(disk: Disk, tmp_path: Path) 
             time.sleep(0.05)
         disk.fill()
         go.touch()
-        said = read_until(proc, "disk full")
-        assert "Traceback" not in said, said
-        assert proc.poll() is None  # waiting, not crashed
-        disk.free()
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err, err
+    except BaseException:
+        proc.kill()
+        raise
+    said, err = wait_out(proc, disk)
     assert "carrying on" in said + err, said + err
     final = counts("Q")
     assert final["Running"] == 0 and final["Pending"] == 0, final
@@ -101,16 +112,7 @@ def test_agent_started_on_a_full_disk_waits_for_space(disk: Disk) -> None:
     q = qdo.create("Q")
     q.add_multiple([f"echo {i}" for i in range(5)])
     disk.fill()
-    proc = agent("Q")
-    try:
-        said = read_until(proc, "disk full")
-        assert "Traceback" not in said, said
-        disk.free()
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+    wait_out(agent("Q"), disk)
     assert counts("Q")["Succeeded"] == 5
 
 

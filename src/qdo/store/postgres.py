@@ -198,7 +198,7 @@ class PostgresStore(Store):
             try:
                 conn = self._conn()
             except DatabaseError:
-                self._stalled()
+                self._failed = True
                 raise
             try:
                 out = _in_transaction(conn, self._after_outage(verb))
@@ -209,7 +209,7 @@ class PostgresStore(Store):
                 self._last_ok, self._failed = time.monotonic(), False
                 return out
             except _Unsure as e:
-                self._stalled()
+                self._failed = True
                 self._drop()
                 if not unsure_ok or attempt == ATTEMPTS:
                     raise DatabaseError(
@@ -220,7 +220,7 @@ class PostgresStore(Store):
                 # the policies of a shared database, or a privilege the role lacks
                 raise NotAllowed(self.location, _text(e)) from e
             except psycopg.errors.DiskFull as e:  # rolled back whole: nothing was written
-                self._stalled()
+                self._failed = True
                 raise DiskFull(self.location, _text(e)) from e
             except psycopg.errors.TransactionRollback as e:
                 # chosen as a deadlock's victim: rolled back whole, so it runs again
@@ -229,14 +229,11 @@ class PostgresStore(Store):
                 time.sleep(0.01 * attempt)
             except psycopg.OperationalError as e:
                 broken = conn.closed or conn.broken
-                self._stalled()
+                self._failed = True
                 self._drop()
                 if not broken or attempt == ATTEMPTS:
                     raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
         raise AssertionError("unreachable")
-
-    def _stalled(self) -> None:
-        self._failed = True
 
     def _after_outage(
         self, verb: Callable[[psycopg.Cursor[Any]], T]
@@ -334,11 +331,15 @@ class PostgresStore(Store):
         it is shared with to read gets NotAllowed, not a change of nothing (the policies
         would skip its rows without a word)."""
         row = self._queue_row(cur, name)
-        writable = Q["queue_writable"]
-        if change and self.row_security and cur.execute(writable, row[:1]).fetchone() is None:
-            raise NotAllowed(self.location, f"queue {name!r} of {row[6]} is shared with "
-                                 "you to read, not to change")  # fmt: skip
+        if change:
+            self._may_change(cur, row)
         return int(row[0])
+
+    def _may_change(self, cur: psycopg.Cursor[Any], row: Sequence[Any]) -> None:
+        """Raise NotAllowed if this role may read the queue of ``row`` but not change it."""
+        if self.row_security and cur.execute(Q["queue_writable"], row[:1]).fetchone() is None:
+            raise NotAllowed(self.location, f"queue {row[1]!r} of {row[6]} is shared with "
+                             "you to read, not to change")  # fmt: skip
 
     def create_queue(self, name: str) -> QueueInfo:
         return self._run(lambda cur: self._insert_queue(cur, name))
@@ -405,7 +406,8 @@ class PostgresStore(Store):
         def verb(cur: psycopg.Cursor[Any]) -> range:
             row = cur.execute(Q["queue_get"], {"name": queue, "owner": self.user}).fetchone()
             if row is not None:
-                queue_id = self._queue_id(cur, queue, change=True)
+                self._may_change(cur, row)
+                queue_id = int(row[0])
             elif create_queue:
                 queue_id = self._insert_queue(cur, queue).id
             else:
