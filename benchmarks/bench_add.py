@@ -70,7 +70,8 @@ def sqlite_into_qdo_schema(qdo_dir: str, n: int) -> float:
     """Seconds for raw ``executemany`` of qdo's own INSERT into a fresh qdo database."""
     use_qdo_dir(qdo_dir)
     import qdo
-    from qdo.store.sqlite import Q  # the statement qdo's add_many runs
+    from qdo.store.sqlite import insert_statement  # the statement qdo's add_many runs
+    from qdo.store.sqlstore import NEW_TASK_COLUMNS
 
     q = qdo.create("bench")
     queue_id = q.store.get_queue("bench").id
@@ -82,7 +83,8 @@ def sqlite_into_qdo_schema(qdo_dir: str, n: int) -> float:
     start = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(
-        Q["task_insert"], ((i, queue_id, t, 0, 0, now, None, None) for i, t in enumerate(tasks, 1))
+        insert_statement("tasks", NEW_TASK_COLUMNS),
+        ((i, queue_id, t, False, "Pending", 0, now, None, None) for i, t in enumerate(tasks, 1)),
     )
     conn.execute("COMMIT")
     seconds = time.perf_counter() - start

@@ -383,24 +383,25 @@ class Store(ABC):
         """Release connections held by this process."""
 
 
-def queue_info(row: Sequence[Any]) -> QueueInfo:
-    """A QueueInfo from (id, name, state, created, max_retries, max_lost, owner)."""
-    return QueueInfo(id=row[0], name=row[1], state=QueueState(row[2]), created=timestamp(row[3]),
-                     max_retries=row[4], max_lost=row[5], owner=row[6])  # fmt: skip
+def queue_info(row: Any) -> QueueInfo:
+    """A QueueInfo from a row of queues (id, name, state, created, max_retries, max_lost,
+    owner; by column name)."""
+    return QueueInfo(id=row["id"], name=row["name"], state=QueueState(row["state"]),
+                     created=timestamp(row["created"]), max_retries=row["max_retries"],
+                     max_lost=row["max_lost"], owner=row["owner"])  # fmt: skip
 
 
-def task_from_row(row: Sequence[Any], queue: str, requires: Sequence[int]) -> Task:
-    """A Task from a row of (id, queue_id, *TASK_COLUMNS[1:])."""
-    (task_id, _queue_id, payload, is_json, state, priority, exitcode, message, attempts,
-     created, started, finished, worker, jobid, log, lease_expires, token, timeout,
-     max_retries, failures, lost) = row  # fmt: skip
+def task_from_row(row: Any, queue: str, requires: Sequence[int]) -> Task:
+    """A Task from a row of tasks (by column name)."""
     return Task(
-        id=task_id, queue=queue, task=decode_payload(payload, bool(is_json)),
-        state=State(state), priority=priority, requires=tuple(requires), exitcode=exitcode,
-        message=message, attempts=attempts, created=timestamp(created),
-        started=timestamp(started), finished=timestamp(finished), worker=worker, jobid=jobid,
-        log=log, lease_expires=timestamp(lease_expires), timeout=timeout,
-        max_retries=max_retries, failures=failures, lost=lost, _token=token,
+        id=row["id"], queue=queue, task=decode_payload(row["payload"], bool(row["is_json"])),
+        state=State(row["state"]), priority=row["priority"], requires=tuple(requires),
+        exitcode=row["exitcode"], message=row["message"], attempts=row["attempts"],
+        created=timestamp(row["created"]), started=timestamp(row["started"]),
+        finished=timestamp(row["finished"]), worker=row["worker"], jobid=row["jobid"],
+        log=row["log"], lease_expires=timestamp(row["lease_expires"]), timeout=row["timeout"],
+        max_retries=row["max_retries"], failures=row["failures"], lost=row["lost"],
+        _token=row["lease_token"],
     )  # fmt: skip
 
 
@@ -414,12 +415,13 @@ class AdminChange(NamedTuple):
 
 
 def admin_change(
-    before: Sequence[Any], state: State, exitcode: int | None, message: str | None, who: str,
+    before: Any, state: State, exitcode: int | None, message: str | None, who: str,
     now: float,
 ) -> AdminChange:  # fmt: skip
-    """The change of a task that was (state, attempts, worker, jobid, started): it ends
-    the running attempt, else it is an attempt of its own, by ``who``."""
-    old, attempts, worker, jobid, started = before
+    """The change of a task that was ``before`` (a row of state, attempts, worker, jobid,
+    started): it ends the running attempt, else it is an attempt of its own, by ``who``."""
+    old, attempts, worker = before["state"], before["attempts"], before["worker"]
+    jobid, started = before["jobid"], before["started"]
     said = f"set to {state.value} by {who}"
     kind = "Returned" if state is State.PENDING else state.value
     if old == State.RUNNING.value:
@@ -460,32 +462,32 @@ def id_offset(span: tuple[int, int], last_used: int) -> int:
 
 def counts_by_queue(
     queue_ids: Iterable[int],
-    rows: Iterable[Sequence[Any]],
+    rows: Iterable[Any],
     blocked: Callable[[int], int],
 ) -> dict[int, Counts]:
-    """Counts of each queue from rows of (queue id, state, number); ``blocked(queue id)``
-    is asked only for a queue that has Waiting tasks."""
+    """Counts of each queue from rows of (queue_id, state, n); ``blocked(queue id)`` is
+    asked only for a queue that has Waiting tasks."""
     by_id = {i: dict.fromkeys(State, 0) for i in queue_ids}
-    for queue_id, state, n in rows:
-        if queue_id in by_id:
-            by_id[queue_id][State(state)] = n
+    for row in rows:
+        if row["queue_id"] in by_id:
+            by_id[row["queue_id"]][State(row["state"])] = row["n"]
     return {i: Counts(c, blocked(i) if c[State.WAITING] else 0) for i, c in by_id.items()}
 
 
-def grouped(pairs: Iterable[Sequence[Any]]) -> dict[int, list[int]]:
-    """``{a: [b, ...]}`` of rows of (a, b), in row order (a task's requirements)."""
+def requires_by_task(rows: Iterable[Any]) -> dict[int, list[int]]:
+    """``{task_id: [req_id, ...]}`` of rows of (task_id, req_id), in row order."""
     out: dict[int, list[int]] = {}
-    for a, b in pairs:
-        out.setdefault(a, []).append(b)
+    for row in rows:
+        out.setdefault(row["task_id"], []).append(row["req_id"])
     return out
 
 
-def attempts_by_task(rows: Iterable[Sequence[Any]]) -> dict[int, list[Attempt]]:
+def attempts_by_task(rows: Iterable[Any]) -> dict[int, list[Attempt]]:
     """Rows of ATTEMPT_COLUMNS as the Attempt history of each task, in row order."""
     out: dict[int, list[Attempt]] = {}
-    for task_id, n, state, worker, jobid, started, finished, exitcode, message in rows:
-        out.setdefault(task_id, []).append(Attempt(
-            n, state, worker, jobid, timestamp(started), timestamp(finished), exitcode,
-            message,
+    for r in rows:
+        out.setdefault(r["task_id"], []).append(Attempt(
+            r["attempt"], r["state"], r["worker"], r["jobid"], timestamp(r["started"]),
+            timestamp(r["finished"]), r["exitcode"], r["message"],
         ))  # fmt: skip
     return out

@@ -1,0 +1,183 @@
+"""What a SQL backend provides to the one store implementation (``sqlstore.SQLStore``).
+
+A dialect is transport only: connections, transactions and what to do when they
+fail, the clock, bulk inserts, notifications, how it spells the hooks of the shared
+SQL (``sql/queries.sql``) and its migrations.  It decides nothing about tasks.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+from ..errors import DatabaseError, SchemaTooNew
+from . import sql
+from .base import outage_credit
+
+#: The version of the tables, the same on every backend.  A new version adds a
+#: ``migrations/NNNN_*.sql`` for each dialect (one that only moves the number where that
+#: backend has nothing to change); a fresh database runs them too, so it never differs
+#: from a migrated one.
+SCHEMA_VERSION = 6
+
+#: A row of a result: indexed by column name (sqlite3.Row, or a dict on PostgreSQL).
+Row = Any
+T = TypeVar("T")
+
+
+class Repeat(enum.Enum):
+    """May a verb run again on a new connection after its connection dropped?"""
+
+    #: yes: run twice, it finds its work done and does nothing more
+    SAFE = "safe"
+    #: only if the drop came before its COMMIT was sent (else: an error, outcome unknown)
+    NOT_IF_UNSURE = "not if unsure"
+    #: never: it reads a stream that cannot be read again
+    NEVER = "never"
+
+
+class Tx:
+    """One transaction of a verb: runs the dialect's named statements.
+
+    Parameters are Python values; a dialect encodes lists and tables of rows its own
+    way.  ``time()`` is the store's clock as this transaction sees it."""
+
+    __slots__ = ("cur", "d", "_now")
+
+    def __init__(self, dialect: Dialect, cur: Any, now: float | None = None) -> None:
+        self.d = dialect
+        self.cur = cur
+        self._now = now
+
+    def time(self) -> float:
+        if self._now is None:
+            self._now = self.d.clock(self.cur)
+        return self._now
+
+    def execute(self, name: str, params: dict[str, Any]) -> Any:
+        st = self.d.queries[name]
+        if st.clock and self.d.clock_param:
+            params["now"] = self.time()
+        if st.lists or st.tables:
+            self.d.encode(st, params)
+        return self.cur.execute(st.text, params)
+
+    def rows(self, name: str, /, **params: Any) -> list[Row]:
+        return list(self.execute(name, params).fetchall())
+
+    def row(self, name: str, /, **params: Any) -> Row | None:
+        return self.execute(name, params).fetchone()
+
+    def one(self, name: str, /, **params: Any) -> Row:
+        """The row a statement always returns."""
+        row = self.execute(name, params).fetchone()
+        if row is None:
+            raise DatabaseError(f"no row from statement {name!r}")
+        return row
+
+    def count(self, name: str, /, **params: Any) -> int:
+        """Run a statement; how many rows it changed."""
+        return int(self.execute(name, params).rowcount)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Add many rows to ``table`` (a stream: read once, as they come)."""
+        self.d.insert(self.cur, table, columns, rows)
+
+    def stream(self, name: str, /, **params: Any) -> Iterator[tuple[Any, ...]]:
+        """The rows of a long result as plain tuples, as they come."""
+        return self.d.stream(self, name, params)
+
+    def notify(self, queue_ids: Iterable[int]) -> None:
+        """Wake the workers waiting for these queues (at COMMIT), where they listen."""
+        ids = sorted(set(queue_ids))
+        if ids and self.d.notifies:
+            self.d.notify(self, ids)
+
+
+class Dialect(ABC):
+    """Transport of one SQL backend (see the module's docstring)."""
+
+    name: str
+    #: where the data lives, for messages (a path, or a URL without password)
+    location: str
+    #: its statements, rendered (sql.compile_queries)
+    queries: dict[str, sql.Statement]
+    #: whether {now} is a parameter the transaction fills in (else the server's clock)
+    clock_param = False
+    #: whether waiting workers are told of new tasks (``notify``)
+    notifies = False
+    #: whether row-level security applies to this connection (a shared database)
+    row_security = False
+    #: the database role the connection acts as, where there are roles
+    role = ""
+
+    def __init__(self) -> None:
+        # when a write last went through (monotonic), and whether one failed since (a
+        # full disk, a server away): the next to go through gives the leases that time
+        # back first: their holders could not renew meanwhile, and it may be the one
+        # that judges them expired
+        self._last_ok = time.monotonic()
+        self._failed = False
+
+    def begin(self, cur: Any, *, write: bool, now: float | None = None) -> Tx:
+        """A transaction on ``cur``, which a dialect's ``run`` has just opened."""
+        tx = Tx(self, cur, now)
+        if write and self._failed:
+            tx.count("extend_leases", by=outage_credit(self._last_ok))
+        return tx
+
+    def went_through(self) -> None:
+        self._last_ok, self._failed = time.monotonic(), False
+
+    def broke(self) -> None:
+        self._failed = True
+
+    @abstractmethod
+    def run(
+        self, verb: Callable[[Tx], T], *, write: bool = True, repeat: Repeat = Repeat.SAFE
+    ) -> T:
+        """Run ``verb`` in one transaction (``write``: one that may change something),
+        all or nothing; after ``begin`` and, when it returns, ``went_through``."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[Tx]:
+        """A read-only transaction that sees one snapshot, for long reads (``stream``)."""
+
+    @abstractmethod
+    def clock(self, cur: Any) -> float:
+        """The store's clock now, epoch seconds."""
+
+    @abstractmethod
+    def encode(self, st: sql.Statement, params: dict[str, Any]) -> None:
+        """Turn the list and table parameters of ``st`` into what the driver sends."""
+
+    @abstractmethod
+    def insert(
+        self, cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None: ...
+
+    @abstractmethod
+    def stream(self, tx: Tx, name: str, params: dict[str, Any]) -> Iterator[tuple[Any, ...]]: ...
+
+    def notify(self, tx: Tx, queue_ids: list[int]) -> None:
+        del tx, queue_ids
+
+    @abstractmethod
+    def check(self, tx: Tx) -> list[str]:
+        """Problems the database finds in itself."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def pending_migrations(dialect: str, version: int, location: str) -> list[tuple[int, str]]:
+    """The migrations that bring a database of ``version`` to SCHEMA_VERSION, in order;
+    raises SchemaTooNew for a database of a newer qdo."""
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(location, version, SCHEMA_VERSION)
+    return [(v, script) for v, script in sorted(sql.migrations(dialect).items())
+            if version < v <= SCHEMA_VERSION]  # fmt: skip

@@ -1,0 +1,523 @@
+"""The store, written once for every SQL backend: each verb of ``base.Store`` is a few
+named statements (``sql/queries.sql``) run in one transaction of a ``Dialect``.
+
+Policy lives here and in those statements alone: when a failure is retried, when a
+lost task is killed, what the history says.  A dialect only carries it out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from ..errors import (
+    DependencyCycle,
+    NotAllowed,
+    QueueExists,
+    TaskNotEditable,
+    UnknownQueue,
+    UnknownTask,
+)
+from ..models import Attempt, QueueInfo, QueueState, State, Task
+from .base import (
+    ATTEMPT_COLUMNS,
+    TASK_COLUMNS,
+    Begun,
+    Counts,
+    Job,
+    NewTask,
+    Outcome,
+    Store,
+    admin_change,
+    attempts_by_task,
+    counts_by_queue,
+    id_offset,
+    queue_info,
+    requires_by_task,
+    task_from_row,
+)
+from .dialect import Dialect, Repeat, Row, Tx
+
+#: The columns a new task is written with (the rest take their defaults).
+NEW_TASK_COLUMNS = ("id", "queue_id", "payload", "is_json", "state", "priority", "created",
+                    "timeout", "max_retries")  # fmt: skip
+#: "No limit", as a LIMIT both dialects take.
+NO_LIMIT = 2**63 - 1
+T = TypeVar("T")
+
+
+class SQLStore(Store):
+    """``base.Store`` over a SQL ``Dialect``, acting for ``user``."""
+
+    def __init__(self, dialect: Dialect, user: str) -> None:
+        self.d = dialect
+        self.location = dialect.location
+        self.user = user
+
+    def _run(
+        self, verb: Callable[[Tx], T], *, write: bool = True, repeat: Repeat = Repeat.SAFE
+    ) -> T:
+        return self.d.run(verb, write=write, repeat=repeat)
+
+    def close(self) -> None:
+        self.d.close()
+
+    # -- queues ---------------------------------------------------------------------------
+    def _queue(self, tx: Tx, name: str, change: bool = False) -> Row:
+        """The row of this user's queue ``name``; with ``change``, for a verb that
+        changes it: a role it is shared with to read gets NotAllowed, not a change of
+        nothing (the policies of a shared database would skip its rows without a word)."""
+        row = tx.row("queue_get", name=name, owner=self.user)
+        if row is None:
+            raise UnknownQueue(name)
+        if change:
+            self._may_change(tx, row)
+        return row
+
+    def _may_change(self, tx: Tx, row: Row) -> None:
+        if self.d.row_security and tx.row("queue_writable", queue_id=row["id"]) is None:
+            raise NotAllowed(self.location, f"queue {row['name']!r} of {row['owner']} is "
+                             "shared with you to read, not to change")  # fmt: skip
+
+    def _insert_queue(self, tx: Tx, name: str) -> QueueInfo:
+        row = tx.row("queue_insert", name=name, owner=self.user)
+        if row is None:
+            raise QueueExists(name)
+        return queue_info(row)
+
+    def create_queue(self, name: str) -> QueueInfo:
+        return self._run(lambda tx: self._insert_queue(tx, name))
+
+    def get_queue(self, name: str) -> QueueInfo:
+        return self._run(lambda tx: queue_info(self._queue(tx, name)), write=False)
+
+    def list_queues(self, all_users: bool = False) -> list[QueueInfo]:
+        owner = None if all_users else self.user
+        return self._run(lambda tx: [queue_info(r) for r in tx.rows("queue_list", owner=owner)],
+                         write=False)  # fmt: skip
+
+    def set_queue_state(self, name: str, state: QueueState) -> None:
+        def verb(tx: Tx) -> None:
+            queue_id = self._queue(tx, name, change=True)["id"]
+            tx.count("queue_set_state", queue_id=queue_id, state=state.value)
+            if state is QueueState.ACTIVE:
+                tx.notify([queue_id])
+
+        self._run(verb)
+
+    def set_queue_options(
+        self, name: str, *, max_retries: int | None = None, max_lost: int | None = None
+    ) -> QueueInfo:
+        def verb(tx: Tx) -> QueueInfo:
+            queue_id = self._queue(tx, name, change=True)["id"]
+            return queue_info(tx.one("queue_set_options", queue_id=queue_id,
+                                     max_retries=max_retries, max_lost=max_lost))  # fmt: skip
+
+        return self._run(verb)
+
+    def delete_queue(self, name: str) -> int:
+        def verb(tx: Tx) -> int:
+            row = self._queue(tx, name)
+            if self.d.row_security and row["owner"] != self.d.role:
+                raise NotAllowed(self.location, f"queue {name!r} is {row['owner']}'s: only "
+                                 "its owner may delete it")  # fmt: skip
+            n = tx.one("queue_task_count", queue_id=row["id"])["n"]
+            tx.count("queue_delete", queue_id=row["id"])
+            return int(n)
+
+        return self._run(verb, repeat=Repeat.NOT_IF_UNSURE)
+
+    # -- adding ---------------------------------------------------------------------------
+    def add_many(
+        self, queue: str, tasks: Iterable[NewTask], *, create_queue: bool = False
+    ) -> range:
+        def verb(tx: Tx) -> range:
+            row = tx.row("queue_get", name=queue, owner=self.user)
+            if row is not None:
+                self._may_change(tx, row)
+                queue_id = row["id"]
+            elif create_queue:
+                queue_id = self._insert_queue(tx, queue).id
+            else:
+                raise UnknownQueue(queue)
+            # the ids from here on are ours (the dialect's lock orders concurrent adds)
+            first = int(tx.one("lock_ids")["last"]) + 1
+            now = tx.time()
+            next_id = first
+            requires: list[tuple[int, int]] = []
+
+            def rows() -> Iterator[tuple[Any, ...]]:
+                nonlocal next_id
+                for t in tasks:
+                    for r in t.requires:
+                        requires.append((next_id, r))
+                    yield (next_id, queue_id, t.payload, t.is_json, "Pending", t.priority, now,
+                           t.timeout, t.max_retries)  # fmt: skip
+                    next_id += 1
+
+            tx.insert("tasks", NEW_TASK_COLUMNS, rows())
+            tx.count("used_ids", last=next_id - 1)
+            if requires:
+                self._check_exist(tx, {r for _, r in requires}, before=first)
+                tx.insert("requires", ("task_id", "req_id"), sorted(set(requires)))
+                tx.count("block_unmet", ids=sorted({t for t, _ in requires}))
+            if next_id > first:
+                tx.notify([queue_id])
+            return range(first, next_id)
+
+        # a list can be sent again if the connection drops before the commit; a stream
+        # can't (it is half read): then the error says so and nothing was written
+        replayable = isinstance(tasks, Sequence)
+        return self._run(verb, repeat=Repeat.NOT_IF_UNSURE if replayable else Repeat.NEVER)
+
+    def _check_exist(self, tx: Tx, ids: set[int], before: int) -> None:
+        # ids at or after `before` are being added right now: nobody can know them yet
+        unknown = {i for i in ids if i >= before}
+        older = sorted(ids - unknown)
+        if older:
+            found = {r["id"] for r in tx.rows("ids_found", ids=older)}
+            unknown.update(i for i in older if i not in found)
+        if unknown:
+            raise UnknownTask(unknown, "required task")
+
+    def add_requires(self, queue: str, task_id: int, requires: Sequence[int]) -> None:
+        def verb(tx: Tx) -> None:
+            self._queue(tx, queue, change=True)
+            row = tx.row("task_state", task_id=task_id, queue=queue, owner=self.user)
+            if row is None:
+                raise UnknownTask([task_id], f"task of queue {queue!r}")
+            if row["state"] not in (State.WAITING.value, State.PENDING.value):
+                raise TaskNotEditable(
+                    f"task {task_id} is {row['state']}: only Waiting or Pending tasks can get "
+                    "new requirements (rerun it first)"
+                )
+            wanted = sorted(set(requires))
+            self._check_exist(tx, set(wanted), before=2**63)
+            if tx.row("reaches", x=[(r,) for r in wanted], task_id=task_id):
+                raise DependencyCycle(task_id, requires)
+            tx.count("requires_insert", r=[(task_id, r) for r in wanted])
+            tx.count("block_unmet", ids=[task_id])
+
+        self._run(verb)
+
+    # -- working --------------------------------------------------------------------------
+    def claim(
+        self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
+        max_seconds: float | None = None, reserve: bool = False,
+    ) -> list[Task]:  # fmt: skip
+        params = {
+            "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
+            "lease": lease, "max_seconds": max_seconds, "reserve": reserve,
+            "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
+        }  # fmt: skip
+
+        def verb(tx: Tx) -> tuple[list[Row], dict[int, list[int]]]:
+            if self.d.row_security:
+                self._queue(tx, queue, change=True)
+            rows = tx.rows("claim", **params)
+            return rows, (self._requires_of(tx, [r["id"] for r in rows]) if rows else {})
+
+        # a claim cut off at its commit may have happened: the tasks it took then run
+        # again when their lease expires, as for a worker that died
+        rows, requires = self._run(verb)
+        rows.sort(key=lambda r: (-r["priority"], r["id"]))  # RETURNING order is not defined
+        return [task_from_row(r, queue, requires.get(r["id"], ())) for r in rows]
+
+    @staticmethod
+    def _requires_of(tx: Tx, ids: list[int]) -> dict[int, list[int]]:
+        return requires_by_task(tx.rows("requires_of", ids=ids))
+
+    def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
+        if not tokens:
+            return []
+        ids = [t for t, _ in tokens]
+
+        def verb(tx: Tx) -> set[int]:
+            rows = tx.rows("renew", worker=worker, lease=lease, o=list(tokens), ids=ids)
+            return {r["id"] for r in rows}
+
+        kept = self._run(verb)
+        return [t for t in ids if t not in kept]
+
+    def finish(
+        self, worker: str, outcomes: Sequence[Outcome], begun: Sequence[Begun] = ()
+    ) -> list[int]:
+        if not outcomes and not begun:
+            return []
+        by_id = {o.task_id: o for o in outcomes}
+
+        def verb(tx: Tx) -> set[int]:
+            if begun:
+                tx.count("begin", worker=worker, b=[tuple(b) for b in begun],
+                         ids=[b.task_id for b in begun])  # fmt: skip
+            if not outcomes:
+                return set()
+            rows = tx.rows("finish", worker=worker, ids=list(by_id), o=[
+                (o.task_id, o.token, o.state.value, o.exitcode, o.message, o.log, o.started)
+                for o in outcomes])  # fmt: skip
+            history = []
+            succeeded = []
+            woke = []
+            for r in rows:
+                o = by_id[r["id"]]
+                returned = o.state is State.PENDING  # given back unrun
+                history.append((r["id"], r["attempts"], "Returned" if returned else o.state.value,
+                                r["worker"], r["jobid"], r["started"],
+                                r["now"] if returned else r["finished"], o.exitcode,
+                                o.message))  # fmt: skip
+                if o.state is State.SUCCEEDED:
+                    succeeded.append(r["id"])
+                if r["state"] == State.PENDING.value:
+                    woke.append(r["queue_id"])
+            tx.count("attempt_insert", a=history)
+            if succeeded:
+                woke += self._release(tx, succeeded)
+            tx.notify(woke)
+            return {r["id"] for r in rows}
+
+        # cut off at its commit and run again, an accepted report is refused the second
+        # time (the task is no longer Running): the result stands either way
+        accepted = self._run(verb)
+        return [o.task_id for o in outcomes if o.task_id not in accepted]
+
+    @staticmethod
+    def _release(tx: Tx, succeeded: list[int]) -> list[int]:
+        """Make Pending the dependents of ``succeeded`` that wait for nothing else;
+        return their queue ids."""
+        waiting = [r["id"] for r in tx.rows("lock_dependents", ids=succeeded)]
+        if not waiting:
+            return []
+        return [r["queue_id"] for r in tx.rows("release_dependents", ids=waiting)]
+
+    def requeue_expired(self, queue: str | None = None) -> list[int]:
+        def look(tx: Tx) -> tuple[int | None, bool]:
+            if queue is None:
+                return None, tx.row("any_expired_anywhere") is not None
+            queue_id = self._queue(tx, queue)["id"]
+            return queue_id, tx.row("any_expired", queue_id=queue_id) is not None
+
+        # the usual case, nothing expired, is answered by a read
+        queue_id, expired = self._run(look, write=False)
+        return self._requeue(queue_id, "lease expired", expired=True) if expired else []
+
+    def requeue_workers(
+        self, queue: str, workers: Sequence[str] | None = None,
+        jobids: Sequence[str] | None = None, why: str = "process gone",
+    ) -> list[int]:  # fmt: skip
+        if not workers and not jobids:
+            return []
+        queue_id = self._run(lambda tx: self._queue(tx, queue, change=True)["id"], write=False)
+        return self._requeue(queue_id, why, workers=workers or (), jobids=jobids or ())
+
+    def _requeue(
+        self, queue_id: int | None, why: str, *, expired: bool = False,
+        workers: Sequence[str] = (), jobids: Sequence[str] = (),
+    ) -> list[int]:  # fmt: skip
+        def verb(tx: Tx) -> list[int]:
+            rows = tx.rows("requeue", queue_id=queue_id, why=why, expired=expired,
+                           workers=list(workers), jobids=list(jobids))  # fmt: skip
+            tx.count("attempt_insert", a=[
+                (r["id"], r["attempts"], "Returned" if r["started"] is None else "Lost",
+                 r["worker"], r["jobid"], r["started"], r["now"], None, r["message"])
+                for r in rows])  # fmt: skip
+            tx.notify(r["queue_id"] for r in rows if r["state"] == State.PENDING.value)
+            return [r["id"] for r in rows]
+
+        return self._run(verb)
+
+    # -- reading --------------------------------------------------------------------------
+    @staticmethod
+    def _blocked(tx: Tx, queue_id: int) -> int:
+        return int(tx.one("blocked", queue_id=queue_id)["n"])
+
+    def counts(self, queue: str) -> Counts:
+        def verb(tx: Tx) -> Counts:
+            queue_id = self._queue(tx, queue)["id"]
+            rows = tx.rows("counts", queue_id=queue_id)
+            return counts_by_queue([queue_id], rows, lambda i: self._blocked(tx, i))[queue_id]
+
+        return self._run(verb, write=False)
+
+    def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
+        owner = None if all_users else self.user
+
+        def verb(tx: Tx) -> dict[int, Counts]:
+            ids = [r["id"] for r in tx.rows("queue_list", owner=owner)]
+            rows = tx.rows("all_counts", owner=owner)
+            return counts_by_queue(ids, rows, lambda i: self._blocked(tx, i))
+
+        return self._run(verb, write=False)
+
+    def tasks(
+        self,
+        queue: str,
+        state: State | None = None,
+        task_id: int | None = None,
+        after: int = 0,
+        limit: int | None = None,
+        exitcode: int | None = None,
+    ) -> list[Task]:
+        def verb(tx: Tx) -> tuple[list[Row], dict[int, list[int]]]:
+            params: dict[str, Any] = {
+                "queue_id": self._queue(tx, queue)["id"], "after": after, "exitcode": exitcode,
+                "limit": NO_LIMIT if limit is None else limit,
+                "state": None if state is None else state.value,
+            }  # fmt: skip
+            if task_id is not None:
+                rows = tx.rows("task_by_id", task_id=task_id, **params)
+            elif state is not None:
+                rows = tx.rows("tasks_in_state", **params)
+            else:
+                rows = tx.rows("tasks", **params)
+            return rows, (self._requires_of(tx, [r["id"] for r in rows]) if rows else {})
+
+        rows, requires = self._run(verb, write=False)
+        return [task_from_row(r, queue, requires.get(r["id"], ())) for r in rows]
+
+    def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
+        ids = list(task_ids)
+        return self._run(lambda tx: attempts_by_task(tx.rows("attempts_of", ids=ids)),
+                         write=False)  # fmt: skip
+
+    def running_workers(self, queue: str) -> list[str]:
+        return self._names(queue, "running_workers")
+
+    def running_jobs(self, queue: str) -> list[str]:
+        return self._names(queue, "running_jobs")
+
+    def _names(self, queue: str, query: str) -> list[str]:
+        def verb(tx: Tx) -> list[str]:
+            return [r["name"] for r in tx.rows(query, queue_id=self._queue(tx, queue)["id"])]
+
+        return self._run(verb, write=False)
+
+    # -- changing by hand -----------------------------------------------------------------
+    def set_state(
+        self, queue: str, task_id: int, state: State, exitcode: int | None,
+        message: str | None, who: str,
+    ) -> State:  # fmt: skip
+        def verb(tx: Tx) -> State:
+            self._queue(tx, queue, change=True)
+            row = tx.row("task_for_change", task_id=task_id, queue=queue, owner=self.user)
+            if row is None:
+                raise UnknownTask([task_id], f"task of queue {queue!r}")
+            now = tx.time()
+            change = admin_change(row, state, exitcode, message, who, now)
+            new = tx.one("set_state", task_id=task_id, state=state.value, exitcode=exitcode,
+                         message=change.message, attempts=change.attempts, now=now)  # fmt: skip
+            tx.count("attempt_insert", a=[(task_id, *change.history)])
+            woke = [new["queue_id"]] if new["state"] == State.PENDING.value else []
+            if state is State.SUCCEEDED:
+                woke += self._release(tx, [task_id])
+            elif row["state"] == State.SUCCEEDED.value:
+                tx.count("block_dependents", ids=[task_id])
+            tx.notify(woke)
+            return State(new["state"])
+
+        # run again after a commit that was cut off, it records the change twice: harmless
+        return self._run(verb)
+
+    # -- resetting ------------------------------------------------------------------------
+    def retry(
+        self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
+        priority: int | None = None,
+    ) -> int:  # fmt: skip
+        def verb(tx: Tx) -> int:
+            queue_id = self._queue(tx, queue, change=True)["id"]
+            n = tx.count("retry", queue_id=queue_id, priority=priority,
+                         states=[s.value for s in states])  # fmt: skip
+            tx.notify([queue_id])
+            return n
+
+        return self._run(verb)
+
+    def rerun(self, queue: str) -> int:
+        def verb(tx: Tx) -> int:
+            queue_id = self._queue(tx, queue, change=True)["id"]
+            tx.count("rerun_forget", queue_id=queue_id)
+            n = tx.count("rerun_reset", queue_id=queue_id)
+            tx.count("rerun_block", queue_id=queue_id)
+            tx.notify([queue_id])
+            return n
+
+        return self._run(verb)
+
+    # -- batch jobs -----------------------------------------------------------------------
+    def add_job(self, queue: str, jobid: str, profile: str, workers: int) -> None:
+        def verb(tx: Tx) -> None:
+            tx.count("job_insert", queue_id=self._queue(tx, queue, change=True)["id"],
+                     jobid=jobid, profile=profile, workers=workers)  # fmt: skip
+
+        self._run(verb)
+
+    def jobs(self, queue: str) -> list[Job]:
+        def verb(tx: Tx) -> list[Job]:
+            rows = tx.rows("jobs_of", queue_id=self._queue(tx, queue)["id"])
+            return [Job(r["jobid"], r["profile"], r["workers"], r["submitted"]) for r in rows]
+
+        return self._run(verb, write=False)
+
+    def pending_fits(self, queue: str, max_seconds: float) -> bool:
+        def verb(tx: Tx) -> bool:
+            queue_id = self._queue(tx, queue)["id"]
+            return bool(tx.one("pending_fits", queue_id=queue_id, max_seconds=max_seconds)["fits"])
+
+        return self._run(verb, write=False)
+
+    # -- archives -------------------------------------------------------------------------
+    def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        with self.d.snapshot() as tx:
+            row = self._queue(tx, queue)
+            info = queue_info(row)
+            span = tx.one("export_span", queue_id=info.id)
+            yield "queue", (info.name, info.state.value, row["created"], info.max_retries,
+                            info.max_lost, info.owner)  # fmt: skip
+            yield "span", (span["low"] or 0, span["high"] or 0, span["n"])
+            for r in tx.stream("export_tasks", queue_id=info.id):
+                yield "task", (*r[:2], bool(r[2]), *r[3:])
+            for r in tx.stream("export_requires", queue_id=info.id):
+                yield "requires", (r[0], r[1], bool(r[2]))
+            for r in tx.stream("export_attempts", queue_id=info.id):
+                yield "attempt", r
+
+    def import_queue(
+        self, name: str, info: QueueInfo, span: tuple[int, int], records: Iterable[Any]
+    ) -> int:
+        def verb(tx: Tx) -> int:
+            row = tx.row("import_queue", owner=self.user, name=name, state=info.state.value,
+                         created=info.created.timestamp() if info.created else None,
+                         max_retries=info.max_retries, max_lost=info.max_lost)  # fmt: skip
+            if row is None:
+                raise QueueExists(name)
+            queue_id = row["id"]
+            offset = id_offset(span, int(tx.one("lock_ids")["last"]))
+            high = 0
+            requires: list[tuple[int, int]] = []
+            attempts: list[tuple[Any, ...]] = []
+
+            def tasks() -> Iterator[tuple[Any, ...]]:
+                nonlocal high
+                for kind, r in records:
+                    if kind == "task":
+                        high = max(high, r[0] + offset)
+                        yield (r[0] + offset, queue_id, *r[1:])
+                    elif kind == "requires":
+                        requires.append((r[0] + offset, r[1] + offset if r[2] else r[1]))
+                    elif kind == "attempt":
+                        attempts.append((r[0] + offset, *r[1:]))
+
+            tx.insert("tasks", ("id", "queue_id", *TASK_COLUMNS[1:]), tasks())
+            if requires:
+                tx.insert("requires", ("task_id", "req_id"), requires)
+            if attempts:
+                tx.insert("attempts", ATTEMPT_COLUMNS, attempts)
+            tx.count("used_ids", last=high)
+            tx.notify([queue_id])
+            return offset
+
+        return self._run(verb, repeat=Repeat.NEVER)
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def check(self) -> list[str]:
+        return self._run(self.d.check, write=False)
