@@ -504,7 +504,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    settings = config.load()
+    settings = config.load(write_sample=True)
     for note in settings.notes:
         print(f"note: {note}")
     print(f"configuration file: {settings.rc_path}")

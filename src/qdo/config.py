@@ -1,9 +1,11 @@
 """Settings from the environment and a ``qdorc`` file; the environment wins.
 
 The file is ``$QDORC_LOCATION`` if set, else ``$QDO_DIR/qdorc`` if ``QDO_DIR``
-is set, else ``~/.qdo/qdorc``.  When it does not exist a commented sample is
-written there.  Its lines are ``name = value``; lines starting with ``#`` are comments.  Each
-setting ``name`` can also be given as the environment variable ``QDO_NAME``.
+is set, else ``~/.qdo/qdorc``.  Reading the settings writes nothing; when the file
+does not exist, a commented sample is written there on first real use (when qdo
+creates its database, or by ``qdo config``).  Its lines are ``name = value``; lines
+starting with ``#`` are comments.  Each setting ``name`` can also be given as the
+environment variable ``QDO_NAME`` (``QDO_SHELL``, ``QDO_JOB_END``, ...).
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "60",
         "seconds a task got with get() stays reserved between renewals (the "
         "client library renews it while its process lives)",
+    ),
+    "shell": ("", "the shell that runs shell tasks (default: bash, else /bin/sh)"),
+    "job_end": (
+        "",
+        "when the batch job a worker runs in ends, epoch seconds (default: asked of "
+        "Slurm); workers then start no task that declares a longer run time",
+    ),
+    "pg_reconnect_seconds": (
+        "60",
+        "PostgreSQL: how long qdo keeps trying to reach a server that went away "
+        "(a restart) before it gives up",
     ),
 }
 BACKENDS = ("sqlite", "postgres")
@@ -78,6 +91,14 @@ class Settings:
     def lease(self) -> float:
         return _number("lease", self.values["lease"])
 
+    @property
+    def pg_reconnect_seconds(self) -> float:
+        return _number("pg_reconnect_seconds", self.values["pg_reconnect_seconds"], zero_ok=True)
+
+    @property
+    def job_end(self) -> float | None:
+        return _number("job_end", self.values["job_end"]) if self.values["job_end"] else None
+
     def shown(self, name: str) -> str:
         value = self.values[name]
         if name == "db_url":
@@ -114,8 +135,9 @@ def rc_path(env: Mapping[str, str]) -> Path:
     return Path("~/.qdo/qdorc").expanduser()
 
 
-def load(env: Mapping[str, str] | None = None, write_sample: bool = True) -> Settings:
-    """Resolve every setting: environment, then the qdorc file, then the default."""
+def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Settings:
+    """Resolve every setting: environment, then the qdorc file, then the default.
+    Writes nothing, unless ``write_sample``: then a missing file gets the sample."""
     env = os.environ if env is None else env
     path = rc_path(env)
     if path.is_dir():
@@ -132,12 +154,7 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = True) -> Set
             notes.append(warning)
             warnings.warn(warning, QdoWarning, stacklevel=2)
     elif write_sample:
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # yours alone
-            path.write_text(sample_rc())
-            notes.append(f"wrote a commented sample configuration to {path}")
-        except OSError as e:
-            notes.append(f"could not write a sample configuration to {path}: {e.strerror}")
+        notes.append(write_sample_rc(path))
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for name, (default, _) in SETTINGS.items():
@@ -153,8 +170,10 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = True) -> Set
             f"backend {values['backend']!r} (from {sources['backend']}) is not one of "
             f"{', '.join(BACKENDS)}"
         )
-    _number("db_port", values["db_port"])
-    _number("lease", values["lease"])
+    for name in ("db_port", "lease", "pg_reconnect_seconds"):
+        _number(name, values[name], zero_ok=name == "pg_reconnect_seconds")
+    if values["job_end"]:
+        _number("job_end", values["job_end"])
     qdo_dir = Path(values["qdo_dir"]).expanduser()
     if qdo_dir.exists() and not qdo_dir.is_dir():
         raise ConfigError(f"qdo_dir {qdo_dir} (from {sources['qdo_dir']}) is a file, not a "
@@ -198,13 +217,28 @@ def sample_rc() -> str:
     return "\n".join(lines)
 
 
-def _number(name: str, value: str) -> float:
+def write_sample_rc(path: Path) -> str:
+    """Write the commented sample to ``path`` unless a file is there; say what happened."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # yours alone
+        try:
+            with open(path, "x", encoding="utf-8") as out:
+                out.write(sample_rc())
+        except FileExistsError:
+            return f"{path} exists: no sample written"
+    except OSError as e:
+        return f"could not write a sample configuration to {path}: {e.strerror}"
+    return f"wrote a commented sample configuration to {path}"
+
+
+def _number(name: str, value: str, zero_ok: bool = False) -> float:
     try:
         number = float(value)
     except ValueError:
         number = -1.0
-    if number <= 0:
-        raise ConfigError(f"setting {name} must be a positive number, got {value!r}")
+    if number < 0 or number == 0 and not zero_ok:
+        kind = "a number of at least 0" if zero_ok else "a positive number"
+        raise ConfigError(f"setting {name} must be {kind}, got {value!r}")
     return number
 
 

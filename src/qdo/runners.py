@@ -103,8 +103,10 @@ def log_path(log_dir: Path, queue: str, task_id: int) -> Path:
 
 
 # -- shell tasks ------------------------------------------------------------------------------
-def default_shell() -> str:
-    return os.environ.get("QDO_SHELL") or shutil.which("bash") or "/bin/sh"
+def default_shell(given: str = "") -> str:
+    """The shell that runs shell tasks: ``given`` (the ``shell`` setting, QDO_SHELL),
+    else bash, else /bin/sh."""
+    return given or shutil.which("bash") or "/bin/sh"
 
 
 #: Words a shell must run itself (builtins with no program of the same name, keywords).
@@ -158,14 +160,14 @@ class ShellRunner(Runner):
 
     def __init__(
         self, slots: int, script: str | None, timeout: float | None, log_dir: Path,
-        prefix: Sequence[str] = (),
+        prefix: Sequence[str] = (), shell: str = "",
     ) -> None:  # fmt: skip
         self.slots = slots
         self.script = script
         self.prefix = list(prefix)  # runs each task through this (srun for --mpiproc)
         self.timeout = timeout
         self.log_dir = log_dir
-        self.shell = default_shell()
+        self.shell = default_shell(shell)
         self.env = dict(os.environ)
         self.chunk = 1
         self.busy = 0  # queued or running

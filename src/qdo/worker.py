@@ -152,7 +152,7 @@ class Agent:
             prefix = ["srun", f"--ntasks={self.opts.mpiproc}", "--exact", "--quiet",
                       "--kill-on-bad-exit=1", "--export=ALL"]  # fmt: skip
         return ShellRunner(self.opts.workers, self.opts.script, self.opts.timeout, log_dir,
-                           prefix=prefix)  # fmt: skip
+                           prefix=prefix, shell=self.queue.settings["shell"])  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -322,7 +322,7 @@ class Agent:
         """Seconds until the batch job's time limit, or None (no job, or no limit)."""
         now = time.time()
         if now >= self.job_end_checked + 60:  # the limit can change (scontrol update)
-            self.job_end = job_end_time()
+            self.job_end = job_end_time(self.queue.settings.job_end)
             self.job_end_checked = now
         return None if self.job_end is None else self.job_end - now
 
@@ -512,16 +512,13 @@ def _signal_of(exitcode: int | None) -> int | None:
     return exitcode - 128 if exitcode - 128 in (signal.SIGTERM, signal.SIGINT) else None
 
 
-def job_end_time() -> float | None:
+def job_end_time(given: float | None = None) -> float | None:
     """When this process's batch job reaches its time limit (epoch seconds), or None
-    (no job, no limit, or the batch system can't say).  ``QDO_JOB_END`` (epoch) wins;
-    else Slurm is asked (the PBS wrappers of Slurm run Slurm jobs too)."""
-    given = os.environ.get("QDO_JOB_END")
-    if given:
-        try:
-            return float(given)
-        except ValueError:
-            return None
+    (no job, no limit, or the batch system can't say).  ``given`` (the ``job_end``
+    setting, ``QDO_JOB_END``) wins; else Slurm is asked (the PBS wrappers of Slurm run
+    Slurm jobs too)."""
+    if given is not None:
+        return given
     jobid = os.environ.get("SLURM_JOB_ID")
     if not jobid or shutil.which("squeue") is None:
         return None

@@ -271,3 +271,31 @@ def test_an_unreachable_server_is_said_at_once(qdo_dir: Path) -> None:
     first, *_, last = proc.stderr.splitlines()
     assert "cannot reach PostgreSQL" in first and "QDO_PG_RECONNECT_SECONDS" in first
     assert last.startswith("qdo: error: cannot connect") and "pw" not in proc.stderr
+
+
+def test_reading_makes_nothing_first_real_use_writes_the_sample(
+    qdo_dir: Path, sqlite_only: None
+) -> None:
+    """Issue 13 item 3: reading settings, or a command that finds nothing, wrote a
+    sample qdorc and created an empty database (and its folder)."""
+    assert queues() == []
+    fails("status", "Nope")
+    import qdo
+    from qdo.errors import UnknownQueue
+
+    with pytest.raises(UnknownQueue):
+        qdo.connect("Nope")
+    assert not qdo_dir.exists(), sorted(p.name for p in qdo_dir.iterdir())
+    ok("create", "First")  # the first real use: the database, and the sample beside it
+    assert (qdo_dir / "qdo.sqlite").is_file()
+    assert_sample(qdo_dir / "qdorc")
+    assert "note:" not in ok("config")  # it exists: nothing more to say or write
+
+
+def test_the_shell_setting_runs_shell_tasks(qdo_dir: Path) -> None:
+    """The shell of shell tasks went around the settings (QDO_SHELL only)."""
+    qdo_dir.mkdir(exist_ok=True)
+    (qdo_dir / "qdorc").write_text("shell = /bin/sh\n")
+    ok("load", "Sh", "-", input="echo shell=$0\n")
+    ok("do", "Sh")
+    assert "shell=/bin/sh" in ok("log", "Sh", "1")

@@ -17,6 +17,14 @@ def open_store(settings: config.Settings | None = None, user: str | None = None)
     user = user or settings["user"] or None
     if user is not None:
         check_user_name(user)
+
+    rc = settings.rc_path
+
+    def sample() -> None:
+        """The first real use (qdo made its database): the sample qdorc, if none."""
+        if not rc.exists():
+            config.write_sample_rc(rc)
+
     if settings["backend"] == "postgres":
         conninfo, schema = settings.postgres_conninfo(), settings["db_schema"]
         key: tuple[str, ...] = ("postgres", conninfo, schema, user or "")
@@ -24,14 +32,20 @@ def open_store(settings: config.Settings | None = None, user: str | None = None)
         if store is None:
             from .postgres import PostgresStore  # psycopg only for those who use it
 
-            store = _stores[key] = PostgresStore(conninfo, schema=schema, user=user)
+            store = _stores[key] = PostgresStore(
+                conninfo,
+                schema=schema,
+                user=user,
+                on_create=sample,
+                reconnect_seconds=settings.pg_reconnect_seconds,
+            )
         return store
     from .sqlite import SQLiteStore
 
     key = ("sqlite", str(settings.db_path.absolute()), user or "")
     store = _stores.get(key)
     if store is None:
-        store = _stores[key] = SQLiteStore(settings.db_path, user=user)
+        store = _stores[key] = SQLiteStore(settings.db_path, user=user, on_create=sample)
     return store
 
 

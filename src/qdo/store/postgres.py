@@ -99,8 +99,11 @@ class PostgresStore(SQLStore):
 
     notifies = True
 
-    def __init__(self, conninfo: str, *, schema: str = "qdo", user: str | None = None) -> None:
-        self.dialect = PostgresDialect(conninfo, schema)
+    def __init__(
+        self, conninfo: str, *, schema: str = "qdo", user: str | None = None,
+        reconnect_seconds: float = 60.0, on_create: Callable[[], object] | None = None,
+    ) -> None:  # fmt: skip
+        self.dialect = PostgresDialect(conninfo, schema, reconnect_seconds, on_create)
         self.conninfo, self.schema = conninfo, schema
         if self.dialect.row_security and user is None:
             user = self.dialect.role
@@ -217,7 +220,10 @@ class PostgresDialect(Dialect):
     notifies = True
     queries = Q
 
-    def __init__(self, conninfo: str, schema: str) -> None:
+    def __init__(
+        self, conninfo: str, schema: str, reconnect_seconds: float = 60.0,
+        on_create: Callable[[], object] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigError(
@@ -228,7 +234,8 @@ class PostgresDialect(Dialect):
         self.schema = schema
         self.location = _describe(conninfo, schema)
         #: how long a lost connection is tried again (a server restart) before an error
-        self.reconnect_seconds = float(os.environ.get("QDO_PG_RECONNECT_SECONDS", "60"))
+        self.reconnect_seconds = reconnect_seconds
+        self.on_create = on_create  # told when this makes the schema
         self.local = threading.local()
         self._lock = threading.Lock()
         # every connection this process opened, and the thread it belongs to
@@ -264,8 +271,9 @@ class PostgresDialect(Dialect):
                     said = True
                     left = max(0.0, deadline - time.monotonic())
                     log.warning("qdo: cannot reach PostgreSQL at %s (%s): trying again for "
-                                "up to %.0f s (QDO_PG_RECONNECT_SECONDS)", self.location,
-                                _text(e), left)  # fmt: skip
+                                "up to %.0f s (setting pg_reconnect_seconds, "
+                                "QDO_PG_RECONNECT_SECONDS)", self.location, _text(e),
+                                left)  # fmt: skip
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if said:
@@ -427,6 +435,8 @@ class PostgresDialect(Dialect):
         return [r["problem"] for r in tx.rows("check")]
 
     def _initialize(self) -> None:
+        made: list[bool] = []  # whether init made the tables
+
         def init(tx: Tx) -> None:
             cur = tx.cur
             # one initializer at a time (a lock for this database, held to the commit)
@@ -438,6 +448,7 @@ class PostgresDialect(Dialect):
                 cur.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
             if not found["has_table"]:
                 cur.execute(SCHEMA)
+                made.append(True)
             version = tx.one("schema_version")["version"]
             for _target, script in pending_migrations("postgres", version, self.location):
                 cur.execute(script)
@@ -451,6 +462,8 @@ class PostgresDialect(Dialect):
             # the usual case, a current schema, is answered without the lock
             if self.run(version_now, write=False) != SCHEMA_VERSION:
                 self.run(init)
+                if made and self.on_create is not None:
+                    self.on_create()
         except psycopg.Error as e:
             raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
 

@@ -76,8 +76,11 @@ Q = sql.compile_queries("sqlite", _Spelling())
 class SQLiteStore(SQLStore):
     """The store of one SQLite file, acting for ``user`` (default: the login name)."""
 
-    def __init__(self, path: str | os.PathLike[str], user: str | None = None) -> None:
-        self.dialect = SQLiteDialect(path, user or login_name())
+    def __init__(
+        self, path: str | os.PathLike[str], user: str | None = None,
+        on_create: Callable[[], object] | None = None,
+    ) -> None:  # fmt: skip
+        self.dialect = SQLiteDialect(path, user or login_name(), on_create)
         self.path = self.dialect.path
         super().__init__(self.dialect, self.dialect.user)
 
@@ -87,21 +90,49 @@ class SQLiteDialect(Dialect):
     clock_param = True
     queries = Q
 
-    def __init__(self, path: str | os.PathLike[str], user: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], user: str,
+        on_create: Callable[[], object] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.path = Path(path).expanduser().absolute()
         self.location = str(self.path)
         self.user = user
+        self.on_create = on_create  # told when this makes the file
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
+        # Reading makes nothing: until the first write, a file that does not exist
+        # reads as an empty database (nor is its folder made).
+        self._made = self.path.exists()
+        if self._made:
+            self._open()
+
+    def _ready(self) -> bool:
+        """Whether the file is there (made by this store, or by another since)."""
+        if not self._made and self.path.exists():
+            self._open()
+            self._made = True
+        return self._made
+
+    def _make(self) -> None:
+        """The first write: make the folder and the file."""
+        self._open()
+        self._made = True
+        if self.on_create is not None:
+            self.on_create()
+
+    def _open(self) -> None:
+        """Make (if missing) and check the file; migrate it to this qdo's schema."""
         # yours alone: the folder 0700 when qdo makes it, the file 0600 (SQLite gives its
         # -wal and -shm files the file's own permissions)
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        made = False
         try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with suppress(FileExistsError):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                made = True
         except OSError as e:
             raise DatabaseError(f"cannot create the qdo database {self.path}: {e.strerror}") from e
         fstype = filesystem_type(self.path.parent)
@@ -112,9 +143,32 @@ class SQLiteDialect(Dialect):
                 "PostgreSQL backend for work spread over nodes (QDO_BACKEND=postgres), or put "
                 "QDO_DIR on a local disk",
                 QdoWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
-        self._initialize()
+        try:
+            self._initialize()
+        except BaseException:
+            if made:  # a file this made and could not set up is no database: no trace
+                self.close()
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    with suppress(OSError):
+                        os.unlink(f"{self.path}{suffix}")
+            raise
+
+    def _empty(self) -> sqlite3.Connection:
+        """This thread's empty database in memory, of the current schema: what a file
+        not made yet reads as."""
+        conn: sqlite3.Connection | None = getattr(self._local, "empty", None)
+        if conn is None:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            for _target, script in pending_migrations("sqlite", 1, self.location):
+                for statement in _statements(script):
+                    conn.execute(statement, {"user": self.user})
+            self._local.empty = conn
+        return conn
 
     # -- connections and transactions ---------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -149,6 +203,8 @@ class SQLiteDialect(Dialect):
         self, verb: Callable[[Tx], T], *, write: bool = True, repeat: Repeat = Repeat.SAFE
     ) -> T:
         del repeat  # a local file does not drop its connection
+        if write and not self._ready():
+            self._make()
         if not write:
             with self._read() as conn:
                 return verb(Tx(self, conn, time.time()))
@@ -184,7 +240,7 @@ class SQLiteDialect(Dialect):
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot for several statements."""
-        conn = self._conn()
+        conn = self._conn() if self._ready() else self._empty()
         conn.execute("BEGIN")
         try:
             yield conn
