@@ -80,7 +80,9 @@ def test_sqlite_is_migrated_like_a_fresh_database(tmp_path: Path, version: int) 
     use(store)
     store.close()
     fresh = tmp_path / "fresh.sqlite"
-    SQLiteStore(fresh, user="me").close()
+    made = SQLiteStore(fresh, user="me")
+    made.create_queue("q")  # the first write makes the file
+    made.close()
     assert sqlite_schema(old) == sqlite_schema(fresh)
     with sqlite3.connect(old) as db:
         assert db.execute("SELECT version FROM qdo_schema").fetchone()[0] == SCHEMA_VERSION

@@ -68,8 +68,13 @@ def test_bad_rc_lines(tmp_path: Path, line: str) -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{"QDO_BACKEND": "mysql"}, {"QDO_LEASE": "-1"}, {"QDO_DB_PORT": "abc"},
-     {"QDO_PG_RECONNECT_SECONDS": "-1"}, {"QDO_JOB_END": "soon"}],
+    [
+        {"QDO_BACKEND": "mysql"},
+        {"QDO_LEASE": "-1"},
+        {"QDO_DB_PORT": "abc"},
+        {"QDO_PG_RECONNECT_SECONDS": "-1"},
+        {"QDO_JOB_END": "soon"},
+    ],
 )
 def test_bad_values(tmp_path: Path, env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):

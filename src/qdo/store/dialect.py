@@ -62,12 +62,11 @@ class Tx:
         st = self.d.queries[name]
         if st.clock and self.d.clock_param:
             params["now"] = self.time()
-        if st.lists or st.tables:
-            self.d.encode(st, params)
-        return self.cur.execute(st.text, params)
+        text = self.d.encode(name, st, params) if st.lists or st.tables else st.text
+        return self.cur.execute(text, params)
 
     def rows(self, name: str, /, **params: Any) -> list[Row]:
-        return list(self.execute(name, params).fetchall())
+        return self.execute(name, params).fetchall()  # type: ignore[no-any-return]
 
     def row(self, name: str, /, **params: Any) -> Row | None:
         return self.execute(name, params).fetchone()
@@ -152,8 +151,9 @@ class Dialect(ABC):
         """The store's clock now, epoch seconds."""
 
     @abstractmethod
-    def encode(self, st: sql.Statement, params: dict[str, Any]) -> None:
-        """Turn the list and table parameters of ``st`` into what the driver sends."""
+    def encode(self, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
+        """Turn the list and table parameters of statement ``name`` (``st``) into what
+        the driver sends; return the text to run with them."""
 
     @abstractmethod
     def insert(

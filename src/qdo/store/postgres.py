@@ -399,11 +399,12 @@ class PostgresDialect(Dialect):
     def clock(self, cur: Any) -> float:
         return float(cur.execute(Q["now"].text).fetchone()["now"])
 
-    def encode(self, st: sql.Statement, params: dict[str, Any]) -> None:
-        for name, columns in st.tables:
-            rows = params.pop(name)
+    def encode(self, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
+        for table, columns in st.tables:  # a table of rows: an array per column
+            rows = params.pop(table)
             for i, column in enumerate(columns):
-                params[f"{name}__{column}"] = [r[i] for r in rows]
+                params[f"{table}__{column}"] = [r[i] for r in rows]
+        return st.text
 
     def insert(
         self, cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
@@ -447,9 +448,13 @@ class PostgresDialect(Dialect):
             if not found["has_schema"]:
                 cur.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
             if not found["has_table"]:
+                log.info("qdo: making qdo's tables at %s", self.location)
                 cur.execute(SCHEMA)
                 made.append(True)
             version = tx.one("schema_version")["version"]
+            if version < SCHEMA_VERSION:
+                log.info("qdo: migrating %s from schema version %d to %d", self.location,
+                         version, SCHEMA_VERSION)  # fmt: skip
             for _target, script in pending_migrations("postgres", version, self.location):
                 cur.execute(script)
 

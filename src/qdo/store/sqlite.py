@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -44,6 +45,7 @@ NETWORK_FILESYSTEMS = {
 
 SCHEMA = sql.load("sqlite", "schema.sql")["create_schema"]
 T = TypeVar("T")
+log = logging.getLogger("qdo.sqlite")
 
 
 class _Spelling:
@@ -58,13 +60,13 @@ class _Spelling:
     def now(self) -> str:
         return ":now"  # read by the transaction once it holds the write lock
 
+    # lists and tables of rows are spelled when the statement runs, for their size
+    # (SQLiteDialect.encode): these mark where
     def in_list(self, name: str, sql_type: str) -> str:
-        return f"IN (SELECT value FROM json_each(:{name}))"
+        return f"\0in {name}\0"
 
     def rows(self, name: str, columns: list[tuple[str, str]]) -> str:
-        picked = ", ".join(f"json_extract(value, '$[{i}]') AS {column}"
-                           for i, (column, _type) in enumerate(columns))  # fmt: skip
-        return f"(SELECT {picked} FROM json_each(:{name})) AS {name}"
+        return f"\0rows {name}\0"
 
     def rowlock(self, clause: str) -> str:
         return ""  # a write transaction holds the whole database
@@ -103,6 +105,7 @@ class SQLiteDialect(Dialect):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
+        self._texts: dict[tuple[Any, ...], str] = {}  # statements spelled for their sizes
         # Reading makes nothing: until the first write, a file that does not exist
         # reads as an empty database (nor is its folder made).
         self._made = self.path.exists()
@@ -255,11 +258,33 @@ class SQLiteDialect(Dialect):
     def clock(self, cur: Any) -> float:
         return time.time()
 
-    def encode(self, st: sql.Statement, params: dict[str, Any]) -> None:
-        for name in st.lists:
-            params[name] = json.dumps(params[name])
-        for name, _columns in st.tables:
-            params[name] = json.dumps(params[name])
+    def encode(self, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
+        """A few values go as parameters of their own (``IN (:ids_0, :ids_1)``, a
+        ``VALUES`` list of rows), which SQLite reads fastest; more go as one JSON
+        array (``json_each``), since a statement takes at most 32,766 parameters."""
+        sizes = []
+        for list_name in st.lists:
+            values = params.pop(list_name)
+            if len(values) <= INLINE:
+                params.update({f"{list_name}_{i}": v for i, v in enumerate(values)})
+                sizes.append(len(values))
+            else:
+                params[list_name] = _json(values)
+                sizes.append(-1)
+        for table, _columns in st.tables:
+            rows = params.pop(table)
+            if len(rows) <= INLINE:
+                for i, row in enumerate(rows):
+                    params.update({f"{table}_{i}_{j}": v for j, v in enumerate(row)})
+                sizes.append(len(rows))
+            else:
+                params[table] = _json(rows)
+                sizes.append(-1)
+        key = (name, *sizes)
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = _spelled(st, sizes)
+        return text
 
     def insert(
         self, cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
@@ -290,9 +315,13 @@ class SQLiteDialect(Dialect):
                 with self._write():
                     version = self._schema_version(conn)  # again, now that we hold the lock
                     if version is None:
+                        log.info("qdo: making the database %s", self.path)
                         for statement in _statements(SCHEMA):
                             conn.execute(statement)
                         version = 1
+                    elif version < SCHEMA_VERSION:
+                        log.info("qdo: migrating %s from schema version %d to %d", self.path,
+                                 version, SCHEMA_VERSION)  # fmt: skip
                     for _target, script in pending_migrations("sqlite", version, self.location):
                         for statement in _statements(script):
                             conn.execute(statement, {"user": self.user})
@@ -324,6 +353,50 @@ class SQLiteDialect(Dialect):
             for conn in connections:
                 conn.close()
         self._local = threading.local()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+#: Lists and tables of rows up to this long go as parameters of their own, longer ones
+#: as one JSON array.
+INLINE = 64
+
+
+def _spelled(st: sql.Statement, sizes: list[int]) -> str:
+    """The text of ``st`` with its lists and tables of these sizes (-1: as JSON)."""
+    text = st.text
+    marks: list[tuple[str, str, tuple[str, ...] | None]] = [
+        (f"\0in {n}\0", n, None) for n in st.lists
+    ]
+    marks += [(f"\0rows {n}\0", n, columns) for n, columns in st.tables]
+    for (mark, name, columns), size in zip(marks, sizes, strict=True):
+        if columns is None:
+            if size < 0:
+                spelled = f"IN (SELECT value FROM json_each(:{name}))"
+            else:
+                spelled = f"IN ({', '.join(f':{name}_{i}' for i in range(size))})"
+        elif size < 0:
+            picked = ", ".join(f"json_extract(value, '$[{j}]') AS {column}"
+                               for j, column in enumerate(columns))  # fmt: skip
+            spelled = f"(SELECT {picked} FROM json_each(:{name})) AS {name}"
+        elif size == 0:
+            nothing = ", ".join(f"NULL AS {column}" for column in columns)
+            spelled = f"(SELECT {nothing} WHERE 0) AS {name}"
+        else:
+            picked = ", ".join(f"column{j + 1} AS {column}" for j, column in enumerate(columns))
+            values = ", ".join(
+                "(" + ", ".join(f":{name}_{i}_{j}" for j in range(len(columns))) + ")"
+                for i in range(size)
+            )
+            spelled = f"(SELECT {picked} FROM (VALUES {values})) AS {name}"
+        text = text.replace(mark, spelled)
+    return text
+
+
+def _json(values: Any) -> str:
+    """A list parameter as the JSON text json_each reads (ids, the commonest, fast)."""
+    if all(type(v) is int for v in values):
+        return f"[{','.join(map(str, values))}]"
+    return _ENCODER.encode(values)
 
 
 def insert_statement(table: str, columns: Sequence[str]) -> str:
