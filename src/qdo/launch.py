@@ -7,6 +7,8 @@ processes on this machine, no batch system).  ``qdo launch`` fills in the templa
 ``${...}`` fields (``string.Template``), writes the script next to the job logs and
 submits it once per job; every job runs one qdo agent per node (``qdo do``), which
 exits when the queue is empty and hands its tasks back when the time limit comes.
+What differs between batch systems (directives, submitting, job states) lives in
+their classes in ``qdo.batch``; the profile's kind picks one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,17 +29,18 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
-from . import config
-from .errors import ConfigError, InvalidInput, QdoError
+from . import batch, config
+from .batch import BatchError, BatchSystem
+from .errors import ConfigError, InvalidInput
 from .jobstate import ACTIVE, job_states
 
-__all__ = ["ACTIVE", "KINDS", "LaunchOptions", "Profile", "auto", "find_profile", "job_states",
-           "launch", "render", "walltime_seconds"]  # fmt: skip
+__all__ = ["ACTIVE", "KINDS", "BatchError", "LaunchOptions", "Profile", "auto", "find_profile",
+           "job_states", "launch", "render", "walltime_seconds"]  # fmt: skip
 
 if TYPE_CHECKING:
     from .queue import Queue
 
-KINDS = ("slurm", "pbs", "local")
+KINDS = tuple(batch.SYSTEMS)  # ("slurm", "pbs", "local")
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Slurm's forms of a time limit (sbatch --time): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S;
 #: no field is bounded (sdo writes 0:120:00).
@@ -49,10 +51,6 @@ _WALLTIME = re.compile(
 #: Variables a job needs when it does not take the whole environment (--keep-env).
 PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH",
               "VIRTUAL_ENV", "QDORC_LOCATION")  # fmt: skip
-
-
-class BatchError(QdoError):
-    """The batch system refused a job, or could not be asked."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +94,14 @@ class LaunchOptions:
 @dataclass(frozen=True)
 class Profile:
     name: str
-    kind: str
+    kind: str  # one of KINDS
     template: str
     origin: str  # where it was read from
+
+    @property
+    def system(self) -> BatchSystem:
+        """The batch system that takes this profile's jobs."""
+        return batch.system(self.kind)
 
 
 def find_profile(name: str | None = None, settings: config.Settings | None = None) -> Profile:
@@ -126,10 +129,10 @@ def find_profile(name: str | None = None, settings: config.Settings | None = Non
 
 
 def default_kind() -> str:
-    if shutil.which("sbatch"):
-        return "slurm"
-    if shutil.which("qsub"):
-        return "pbs"
+    """The first batch system whose submit command is on PATH (else local)."""
+    for kind, cls in batch.SYSTEMS.items():
+        if cls.submit_tool is None or shutil.which(cls.submit_tool):
+            return kind
     return "local"
 
 
@@ -137,9 +140,9 @@ def default_kind() -> str:
 def render(queue: Queue, opts: LaunchOptions, profile: Profile) -> str:
     """The batch script of one job."""
     opts.check()
+    system = profile.system
     total = opts.workers * opts.cores
-    per_node = opts.cores_per_node or (cores_per_node(opts.batchqueue) if profile.kind == "slurm"
-                                       else None)  # fmt: skip
+    per_node = opts.cores_per_node or system.cores_per_node(opts.batchqueue)
     nodes = max(1, math.ceil(total / per_node)) if per_node else 1
     workers_per_node = math.ceil(opts.workers / nodes)
     agent = [sys.executable, "-m", "qdo", "--user", queue.store.user, "do", queue.name,
@@ -148,13 +151,8 @@ def render(queue: Queue, opts: LaunchOptions, profile: Profile) -> str:
         agent += ["--script", opts.script]
     if opts.mpiproc:
         agent += ["--mpiproc", str(opts.mpiproc)]
-    command = shlex.join(agent)
-    if nodes > 1 and profile.kind == "slurm":
-        # one agent per node; --overlap leaves the allocation to the tasks' own steps
-        command = f"srun --overlap --nodes={nodes} --ntasks-per-node=1 {command}"
-    else:
-        command = f"exec {command}"
-    slurm = profile.kind == "slurm"
+    walltime = opts.walltime
+    time_line = "" if walltime is None else system.time_line(walltime, walltime_seconds(walltime))
     fields = {
         "queue": queue.name,
         "job_name": f"qdo-{queue.name}"[:64],
@@ -167,21 +165,9 @@ def render(queue: Queue, opts: LaunchOptions, profile: Profile) -> str:
         # NIL: without it a list makes Slurm load the user's login environment too,
         # which holds up every job start by a second or more
         "export": "ALL" if opts.keep_env else ",".join(["NIL", *exported_names()]),
-        "time_line": (
-            ""
-            if opts.walltime is None
-            else f"#SBATCH --time={opts.walltime}"  # as written: Slurm reads all its forms
-            if slurm
-            else f"#PBS -l walltime={_hms(walltime_seconds(opts.walltime))}"
-        ),  # fmt: skip
-        "partition_line": (
-            ""
-            if opts.batchqueue is None
-            else f"#SBATCH --partition={opts.batchqueue}"
-            if slurm
-            else f"#PBS -q {opts.batchqueue}"
-        ),  # fmt: skip
-        "agent": command,
+        "time_line": time_line,
+        "partition_line": "" if opts.batchqueue is None else system.partition_line(opts.batchqueue),
+        "agent": system.agent_line(shlex.join(agent), nodes),
         "python": sys.executable,
     }
     try:
@@ -200,16 +186,6 @@ def jobs_dir(queue: Queue) -> Path:
     path = queue.settings.log_dir / "jobs"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def cores_per_node(partition: str | None) -> int | None:
-    """The most CPUs a node of the (default) partition has, from sinfo."""
-    cmd = ["sinfo", "-h", "-o", "%c"] + (["-p", partition] if partition else [])
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
-        return max(int(re.sub(r"\D", "", w)) for w in out.split() if re.search(r"\d", w))
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
 
 
 # -- submitting ----------------------------------------------------------------------------
@@ -233,7 +209,7 @@ def launch(queue: Queue, opts: LaunchOptions, dry_run: bool = False,
     path.chmod(0o755)
     ids = []
     for _ in range(opts.jobs):
-        jobid, line = submit(profile.kind, path, opts, folder)
+        jobid, line = _submit(profile.system, path, opts, folder)
         queue.store.add_job(queue.name, jobid, profile.name, opts.workers)
         ids.append(jobid)
         if say is not None:
@@ -259,10 +235,6 @@ def walltime_seconds(walltime: str) -> int:
     return seconds
 
 
-def _hms(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def _check_fits(queue: Queue, walltime: str) -> None:
     """Submit no job that could claim none of the queue's tasks: its workers take only
     tasks that declare no run time or one that fits in what the job has left."""
@@ -281,44 +253,12 @@ def _check_fits(queue: Queue, walltime: str) -> None:
         )
 
 
-def submit(kind: str, script: Path, opts: LaunchOptions, folder: Path) -> tuple[str, str]:
+def _submit(system: BatchSystem, script: Path, opts: LaunchOptions,
+            folder: Path) -> tuple[str, str]:  # fmt: skip
     """Submit one job; return its id and the line the batch system printed for it."""
-    extra = shlex.split(opts.batchopts)
-    if kind == "local":
-        log = open(folder / f"local-{time.time_ns()}.out", "ab")  # noqa: SIM115 (the child keeps it)
-        with log:
-            child = subprocess.Popen(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        return f"local-{child.pid}", f"Started local job local-{child.pid}"
-    if kind == "slurm":
-        cmd = ["sbatch", *extra, str(script)]
-    else:
-        if opts.keep_env or _secret_in_env():
-            env_opts = ["-V"]  # a password's value must not go on a command line
-        else:
-            names = exported_names()
-            env_opts = ["-v", ",".join(f"{n}={os.environ[n]}" for n in names)] if names else []
-        cmd = ["qsub", *env_opts, *extra, str(script)]
-    try:
-        # qsub writes <name>.o<id> where it is called: into the job log folder
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=folder)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise BatchError(f"cannot run {cmd[0]}: {e}") from e
-    if proc.returncode != 0:
-        why = " ".join(proc.stderr.split()) or f"exit code {proc.returncode}"
-        raise BatchError(f"{cmd[0]} refused the job: {why}")
-    line = proc.stdout.strip()
-    if kind == "slurm":
-        # "Submitted batch job 42" (" on cluster X" with several clusters); scripts
-        # written for the original QDO read that very line
-        m = re.search(r"Submitted batch job (\d+)", line)
-        if m is None:
-            raise BatchError(f"sbatch printed no job id: {line!r}")
-        return m.group(1), line
-    words = line.split()
-    if not words:
-        raise BatchError(f"{cmd[0]} printed no job id")
-    return words[0], line
+    # a password's value must not go on a command line: then the job takes everything
+    env_names = None if opts.keep_env or _secret_in_env() else exported_names()
+    return system.submit(script, shlex.split(opts.batchopts), env_names, folder)
 
 
 def _secret_in_env() -> bool:
@@ -335,7 +275,7 @@ def auto(queue: Queue, opts: LaunchOptions, maxjobs: int, poll: float = 5.0,
     per ``opts.workers`` of them); return when no task is left to run."""
     if isinstance(maxjobs, bool) or not isinstance(maxjobs, int) or maxjobs < 1:
         raise InvalidInput(f"--auto takes a positive number of jobs, got {maxjobs!r}")
-    kind = find_profile(opts.profile, queue.settings).kind
+    system = find_profile(opts.profile, queue.settings).system
     launched: list[str] = []
     stop = {"now": False}
     main = threading.current_thread() is threading.main_thread()
@@ -349,7 +289,7 @@ def auto(queue: Queue, opts: LaunchOptions, maxjobs: int, poll: float = 5.0,
                 say(f"queue {queue.name}: nothing left to run; launched {len(launched)} jobs")
                 break
             known = [j.jobid for j in queue.store.jobs(queue.name)]
-            active = [j for j, s in job_states(kind, known).items() if s in ACTIVE]
+            active = [j for j, s in system.status(known).items() if s.state.active]
             wanted = min(maxjobs, math.ceil(n["Pending"] / opts.workers)) if n["Pending"] else 0
             if status["state"] == "Active" and len(active) < wanted:
                 new = launch(queue, replace(opts, jobs=wanted - len(active)), say=say)

@@ -32,6 +32,8 @@ from typing import Any
 import pytest
 
 import qdo
+from qdo import batch, jobstate
+from qdo.batch import JobState, JobStatus
 from qdo.errors import InvalidInput
 from tests.acceptance.test_cli import fails
 from tests.conftest import need_service, run_qdo
@@ -477,6 +479,67 @@ def test_job_states_come_from_one_squeue(slurm: Cluster, qdo_dir: Path) -> None:
     assert states[jobid] in ACTIVE and states[f"{jobid}.vm"] == states[jobid], states
     assert states["999999999"] == "ENDED"
     assert job_states("slurm", ["999999998"]) == {"999999998": "ENDED"}  # squeue exits 1
+    # what qdo makes of them: the same call, in JobState
+    status = batch.SlurmSystem().status([jobid, "999999999"])
+    assert status[jobid].state.active and status[jobid].native in ACTIVE, status
+    assert status["999999999"] == JobStatus(JobState.ENDED, "ENDED")
+    assert jobstate.ended([jobid, "999999999", "local-1"]) == ["999999999"]
+
+
+# -- cancelling -----------------------------------------------------------------------------
+def _running_in(queue: str, jobid: str) -> Callable[[], bool]:
+    def running() -> bool:
+        rows = tasks(queue)
+        return bool(rows) and all(t["state"] == "Running" and t["jobid"] == jobid for t in rows)
+
+    return running
+
+
+def _handed_back(queue: str, jobid: str) -> Callable[[], bool]:
+    """Whether every task is Pending again, handed back (Returned) by the job's agent."""
+
+    def back() -> bool:
+        rows = tasks(queue)
+        return all(t["state"] == "Pending" and [(a["state"], a["jobid"]) for a in t["history"]]
+                   == [("Returned", jobid)] for t in rows)  # fmt: skip
+
+    return back
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_cancel_hands_the_tasks_back(slurm: Cluster, qdo_dir: Path, kind: str) -> None:
+    if shutil.which("qdel" if kind == "pbs" else "scancel") is None:
+        need_service("slurm", "no qdel (the slurm-wlm-torque wrappers: scripts/slurm start)")
+    q = slurm.queue(f"cancel-{kind}", f"{ECHO_JOB}; sleep 600")
+    [jobid] = launch(q, "1", "--profile", kind)
+    wait_for(f"the task to run in {jobid}", _running_in(q, jobid),
+             explain=lambda: ok("tasks", q, "-v") + job_log(qdo_dir, jobid))  # fmt: skip
+    system = batch.system(kind)
+    system.cancel([jobid])
+    assert wait_jobs(qdo_dir, q, [jobid]) == {jobid: "CANCELLED"}
+    assert system.status([jobid]) == {jobid: JobStatus(JobState.CANCELLED, "CANCELLED")}
+    assert jobs(q)[0]["state"] == "CANCELLED"
+    assert jobstate.ended([jobid]) == [jobid]
+    wait_for("the task to be handed back", _handed_back(q, jobid),
+             explain=lambda: ok("tasks", q, "-v") + job_log(qdo_dir, jobid))  # fmt: skip
+    system.cancel([jobid])  # a job that is over already: no error
+
+
+def test_cancel_local_job(slurm: Cluster, qdo_dir: Path) -> None:
+    q = slurm.queue("cancel-local", "echo job $QDO_JOB_ID; sleep 600")
+    [jobid] = launch(q, "1", "--profile", "local")
+    slurm.local_pids.append(int(jobid.removeprefix("local-")))
+    wait_for(f"the task to run in {jobid}", _running_in(q, jobid),
+             explain=lambda: ok("tasks", q, "-v"))  # fmt: skip
+    local = batch.LocalSystem()
+    assert local.status([jobid])[jobid].state is JobState.RUNNING
+    local.cancel([jobid])
+    wait_for(f"{jobid} to end", lambda: jobs(q)[0]["state"] == "ENDED",
+             explain=lambda: ok("tasks", q, "-v"))  # fmt: skip
+    assert local.status([jobid]) == {jobid: JobStatus(JobState.ENDED, "ENDED")}
+    wait_for("the task to be handed back", _handed_back(q, jobid),
+             explain=lambda: ok("tasks", q, "-v"))  # fmt: skip
+    local.cancel([jobid])  # over already: no error
 
 
 # -- bad input ------------------------------------------------------------------------------
