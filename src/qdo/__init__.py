@@ -11,6 +11,7 @@ The queue API is loaded on first use (``qdo.connect`` and the rest), so that
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import QdoError
@@ -25,6 +26,11 @@ __all__ = [
 if TYPE_CHECKING:
     from .api import Queue, connect, create, load, qlist, queues, restore
     from .compat import tojson
+
+# A library says nothing unless its user asks (logging.basicConfig, or `qdo -v`): its
+# warnings (a server away, a full disk) go to the "qdo" logger, which the command line
+# shows on stderr.
+logging.getLogger("qdo").addHandler(logging.NullHandler())
 
 _API = {"Queue", "connect", "create", "load", "qlist", "queues", "restore"}
 

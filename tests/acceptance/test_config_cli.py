@@ -299,3 +299,15 @@ def test_the_shell_setting_runs_shell_tasks(qdo_dir: Path) -> None:
     ok("load", "Sh", "-", input="echo shell=$0\n")
     ok("do", "Sh")
     assert "shell=/bin/sh" in ok("log", "Sh", "1")
+
+
+def test_the_log_is_shown_with_v_only(qdo_dir: Path, sqlite_only: None) -> None:
+    """The library logs through `logging` and says nothing unless asked; `qdo -v` shows
+    it (here: that qdo made its database)."""
+    quiet = run_qdo("create", "A")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    (qdo_dir / "qdo.sqlite").unlink()
+    loud = run_qdo("-v", "create", "B")
+    assert (
+        loud.returncode == 0 and f"qdo: making the database {qdo_dir / 'qdo.sqlite'}" in loud.stderr
+    )

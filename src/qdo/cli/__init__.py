@@ -1,0 +1,137 @@
+"""The ``qdo`` command: a thin shell over the Python API, one command per call.
+
+Errors print one line (``qdo: error: ...``) and exit 1; ``qdo -v ...`` shows the
+cause chain as well.  Usage errors exit 2.
+
+Each command group is a module that registers its commands: ``queues`` (a queue as a
+whole), ``tasks`` (adding and looking at tasks), ``work`` (running them, here or in
+batch jobs), ``archive`` (dump and restore), ``admin`` (settings and sharing); ``common``
+holds what they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ..errors import QdoError
+from ..version import __version__
+from . import admin, archive, queues, tasks, work
+from .common import Commands, Parser
+
+__all__ = ["build_parser", "main"]
+
+#: Every command and its one-line help, in the order ``qdo --help`` lists them: roughly
+#: the order of use.  (Here rather than beside each command, because argparse lists
+#: commands in the order they were made.)
+COMMANDS = {
+    "create": "create an empty queue",
+    "set": "change a queue's retry policy",
+    "load": "add the tasks of a file, one per line ('-': stdin)",
+    "add": "add one task",
+    "require": "make a task also require other tasks",
+    "list": "your queues and their task counts",
+    "status": "a queue's state and task counts (all queues if none)",
+    "tasks": "list a queue's tasks (-v: also exit code, attempts, times, worker and message)",
+    "do": "run the queue's tasks here until none is left",
+    "pause": "stop handing out tasks (running ones finish)",
+    "resume": "hand out tasks again",
+    "retry": "Failed and Killed tasks go back to Pending",
+    "rerun": "every task starts over (needs --force)",
+    "recover": "Running tasks whose worker is gone go back to Pending",
+    "noop": "do nothing, successfully, if qdo works here (for job scripts)",
+    "delete": "delete a queue and its tasks (needs --force)",
+    "log": "print a task's output",
+    "launch": "submit batch jobs that run the queue's workers",
+    "jobs": "the batch jobs launched for a queue, and their state",
+    "dump": "write a queue (every task and field) to an archive",
+    "restore": "rebuild a queue from an archive (any backend)",
+    "config": "the settings in effect and where each came from",
+    "share": "let another PostgreSQL role read or change a queue of yours (without --with: "
+    "whom it is shared with)",
+    "admin": "for the owner of a shared PostgreSQL database",
+}
+
+GROUPS = (queues, tasks, work, archive, admin)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="qdo", description="Durable queues for very many small tasks.")
+    parser.add_argument("--version", action="version", version=f"qdo {__version__}")
+    parser.add_argument("-v", "--debug", action="store_true", dest="debug",
+                        help="say what qdo does as it works (its log), and on errors "
+                             "the whole cause chain")  # fmt: skip
+    parser.add_argument("--user", metavar="NAME",
+                        help="act on NAME's queues (default: yours; QDO_USER)")  # fmt: skip
+    commands = Commands(parser, COMMANDS)
+    for group in GROUPS:
+        group.register(commands)
+    commands.check()
+    return parser
+
+
+def _glue_batchopts(argv: Sequence[str]) -> list[str]:
+    """``--batchopts "--comment=x"`` as ``--batchopts=--comment=x``: argparse takes a
+    value that starts with '-' for an option, and every sbatch/qsub option does."""
+    out = list(argv)
+    i = 0
+    while i < len(out) - 1 and out[i] != "--":
+        if out[i] == "--batchopts":
+            out[i : i + 2] = [f"--batchopts={out[i + 1]}"]
+        i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``qdo`` command (``argv`` without the program name; default
+    ``sys.argv[1:]``) and return its exit code."""
+    args = build_parser().parse_args(_glue_batchopts(sys.argv[1:] if argv is None else argv))
+    _show_logs(args.debug)
+    if args.user:
+        os.environ["QDO_USER"] = args.user  # read with the other settings
+    try:
+        result: int = args.func(args)
+        return result
+    except QdoError as e:
+        if args.debug or args.verbose:
+            traceback.print_exc()
+        print(f"qdo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("qdo: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `qdo tasks Q | head`: the reader left; say nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as e:
+        if args.debug or args.verbose:
+            traceback.print_exc()
+        print(f"qdo: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _show_logs(debug: bool) -> None:
+    """What the library logs, on stderr: its warnings always (a server away, a full
+    disk), everything with ``qdo -v``.  (The library alone says nothing.)"""
+    logger = logging.getLogger("qdo")
+    if not any(isinstance(h, _CliHandler) for h in logger.handlers):
+        logger.addHandler(_CliHandler())
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The command line's handler: the message alone, to stderr as it is then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # (tests swap it)
+        super().emit(record)

@@ -1,0 +1,7 @@
+"""``python -m qdo.cli``, as before the command line became a package."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,107 @@
+"""Settings and who may use what: config, share, admin init-db."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import config, display
+from ..api import connect
+from ..errors import ConfigError, InvalidInput
+from .common import Commands
+
+
+def register(commands: Commands) -> None:
+    commands.command("config", cmd_config)
+    p = commands.queue_command("share", cmd_share)
+    p.add_argument("--with", dest="role", metavar="ROLE", help="the role to share with")
+    how = p.add_mutually_exclusive_group()
+    for flag, help in (("read", "it may read the queue (the default with --with)"),
+                       ("write", "it may also add, run, retry and rerun its tasks"),
+                       ("revoke", "it may no longer reach the queue")):  # fmt: skip
+        how.add_argument(f"--{flag}", dest="mode", action="store_const", const=flag, help=help)
+    p.set_defaults(mode="list")
+    verbs = commands.parser("admin").add_subparsers(
+        dest="admin_command", metavar="COMMAND", required=True
+    )
+    p = verbs.add_parser(
+        "init-db",
+        help="set up a shared database: every user connects as "
+        "their own role, and its row-level security keeps them apart",
+    )
+    p.set_defaults(func=cmd_admin_init_db)
+    p.add_argument("-v", "--verbose", action="store_true", help="on errors, the whole cause chain")
+    p.add_argument("--group", default="qdo_users", metavar="ROLE",
+                   help="the role whose members may use the database (created if missing; "
+                        "default qdo_users)")  # fmt: skip
+    p.add_argument("--users", type=_roles, default=[], metavar="ROLE,...",
+                   help="existing roles to make members of --group")  # fmt: skip
+
+
+def _roles(text: str) -> list[str]:
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    if not roles:
+        raise argparse.ArgumentTypeError("give role names separated by commas")
+    return roles
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = config.load(write_sample=True)
+    for note in settings.notes:
+        print(f"note: {note}")
+    print(f"configuration file: {settings.rc_path}")
+    rows = [[name, settings.shown(name), settings.sources[name]] for name in config.SETTINGS]
+    for line in display.table(["SETTING", "VALUE", "FROM"], rows):
+        print(line)
+    if settings["backend"] == "sqlite":
+        print(f"database: {settings.db_path}")
+    print(f"logs: {settings.log_dir}")
+    return 0
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    if args.role is None:
+        if args.mode != "list":
+            raise InvalidInput("say whom to share with: --with ROLE")
+        shares = q.shares()
+        for role, how in shares:
+            print(f"{role}\t{how}")
+        if not shares:
+            print(f"{args.queue} is shared with nobody", file=sys.stderr)
+        return 0
+    if args.mode == "list":
+        raise InvalidInput("say how: --read, --write or --revoke")
+    mode: str | None = None if args.mode == "revoke" else args.mode
+    q.share(args.role, mode)
+    said = {"read": "may read", "write": "may read and change (add, run, reset)",
+            None: "may no longer reach"}[mode]  # fmt: skip
+    print(f"{args.role} {said} {args.queue}")
+    return 0
+
+
+def cmd_admin_init_db(args: argparse.Namespace) -> int:
+    from ..store.factory import open_store
+    from ..store.postgres import PostgresStore
+
+    settings = config.load()
+    if settings["backend"] != "postgres":
+        raise ConfigError(
+            "init-db sets up a shared PostgreSQL database (QDO_BACKEND=postgres); a SQLite "
+            "file needs no set-up and is yours alone"
+        )
+    store = open_store(settings)
+    assert isinstance(store, PostgresStore)
+    if store.row_security:
+        raise ConfigError(
+            f"connect as the role that owns {store.location} to set it up (this connection "
+            "is subject to its row-level security)"
+        )
+    created = store.open_to(args.group, args.users)
+    print(f"{store.location}: shared database ready; members of role {args.group}"
+          f"{' (created)' if created else ''} may use it, each seeing only their own queues "
+          "and those shared with them (qdo share)")  # fmt: skip
+    for member in args.users:
+        print(f"  {member}: member of {args.group}")
+    print("each user connects as their own role (db_user/db_pass, or db_url, in their qdorc)")
+    return 0

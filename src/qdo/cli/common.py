@@ -1,0 +1,133 @@
+"""What the command groups share: the parser's make, argument types, the status print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+from ..models import State
+
+STATE_NAMES = [s.value for s in State]
+
+#: What a command runs: the parsed arguments in, the exit code out.
+Run = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """Takes every ``--multi-word`` option spelled ``--multi_word`` too, as the original
+    QDO spelled them (``--cores_per_worker``, ``--keep_env``); help shows one spelling."""
+
+    def add_argument(self, *names: Any, **kw: Any) -> argparse.Action:
+        action = super().add_argument(*names, **kw)
+        for name in names:
+            if isinstance(name, str) and name.startswith("--") and "-" in name[2:]:
+                alias = "--" + name[2:].replace("-", "_")
+                if alias not in self._option_string_actions:
+                    # registered for parsing only: argparse's help lists option_strings
+                    self._option_string_actions[alias] = action
+        return action
+
+
+class Commands:
+    """The subcommands of a parser, made in the order of ``listing`` (name: one-line
+    help), which is the order help and usage errors show them in; each command group's
+    ``register`` then claims its own and adds their arguments."""
+
+    def __init__(self, parser: argparse.ArgumentParser, listing: Mapping[str, str]) -> None:
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        self._parsers = {
+            name: sub.add_parser(name, help=help, description=help)
+            for name, help in listing.items()
+        }
+        self._unclaimed = set(listing)
+
+    def parser(self, name: str) -> argparse.ArgumentParser:
+        """The bare parser of ``name``: for a command that is a group of verbs."""
+        if name not in self._unclaimed:
+            raise RuntimeError(f"command {name} is not listed, or registered twice")
+        self._unclaimed.remove(name)
+        return self._parsers[name]
+
+    def command(self, name: str, run: Run) -> argparse.ArgumentParser:
+        """``name`` runs ``run``; add its arguments to the parser returned."""
+        p = self.parser(name)
+        p.set_defaults(func=run)
+        # after the command too, as the original QDO took it (qdo launch -v Q 1 ...)
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="more detail; on errors, the whole cause chain")  # fmt: skip
+        return p
+
+    def queue_command(self, name: str, run: Run) -> argparse.ArgumentParser:
+        """A command whose first argument is a queue's name."""
+        p = self.command(name, run)
+        p.add_argument("queue", metavar="QUEUE")
+        return p
+
+    def check(self) -> None:
+        """Fail if a listed command was left without a group to run it."""
+        if self._unclaimed:
+            raise RuntimeError(f"no command group registers {', '.join(sorted(self._unclaimed))}")
+
+
+# -- argument types -------------------------------------------------------------------------
+def count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number, 0 or more, got {text!r}")
+    return n
+
+
+def positive_int(text: str) -> int:
+    n = count(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {text!r}")
+    return n
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds (a number, 0 or more), got {text!r}")
+    return value
+
+
+def some_seconds(least: float) -> Any:
+    """An argparse type: seconds, more than 0 and at least ``least``."""
+
+    def parse(text: str) -> float:
+        value = seconds(text)
+        if not value > 0 or value < least:
+            raise argparse.ArgumentTypeError(
+                f"expected seconds, more than 0{f' and at least {least:g}' if least else ''}, "
+                f"got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+# -- output ---------------------------------------------------------------------------------
+def print_status(status: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    """A queue's state and task counts (``qdo status``, and after ``qdo do``)."""
+    if as_json:
+        print(json.dumps(status, indent=2), file=out)
+        return
+    counts = status["ntasks"]
+    total = sum(counts.values())
+    done = counts["Succeeded"] + counts["Failed"] + counts["Killed"]
+    percent = f"{100 * done / total:.1f}% done" if total else "empty"
+    print(f"{status['name']}  {status['state']}  {total:,} tasks, {percent}", file=out)
+    width = max(len(f"{total:,}"), 1)
+    for state in STATE_NAMES:
+        note = ""
+        if state == "Waiting" and status["blocked"]:
+            note = f"   ({status['blocked']:,} blocked by a failed or missing requirement)"
+        print(f"  {state:<10} {counts[state]:>{width},}{note}", file=out)

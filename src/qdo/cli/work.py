@@ -1,0 +1,298 @@
+"""Commands that run tasks: do (here), launch and jobs (batch jobs), noop (for job
+scripts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from .. import display
+from ..api import Queue, connect
+from ..errors import InvalidInput, QdoError
+from .common import Commands, positive_int, print_status, seconds, some_seconds
+
+#: The most slots one agent runs: beyond that, run more agents (qdo launch --jobs).
+MAX_WORKERS = 1024
+
+
+def register(commands: Commands) -> None:
+    p = commands.queue_command("do", cmd_do)
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help=f"tasks to run at once (default 1, at most {MAX_WORKERS})",
+    )
+    p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
+    p.add_argument("--mpiproc", type=positive_int, metavar="K",
+                   help="run each task as a K-rank srun job step (inside a Slurm job)")  # fmt: skip
+    p.add_argument(
+        "--func",
+        dest="function",
+        metavar="MODULE:FUNCTION",
+        help="call a Python function with each parameter task's dict as keywords",
+    )
+    p.add_argument(
+        "--timeout",
+        type=some_seconds(0),
+        metavar="SEC",
+        help="kill a task that runs longer (it becomes Killed)",
+    )
+    p.add_argument(
+        "--runtime",
+        type=seconds,
+        metavar="SEC",
+        help="start no task after SEC seconds; finish the running ones",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--wait", action="store_true", help="keep waiting for new tasks when the queue is empty"
+    )
+    mode.add_argument(
+        "--exit-when-empty",
+        dest="wait",
+        action="store_false",
+        help="exit when nothing is left to run (the default)",
+    )
+    p.add_argument(
+        "--grace",
+        type=seconds,
+        default=10.0,
+        metavar="SEC",
+        help="on SIGTERM/SIGINT, seconds running tasks get before they are "
+        "killed and handed back (default 10)",
+    )
+    p.add_argument(
+        "--lease",
+        type=some_seconds(1.0),
+        default=60.0,
+        metavar="SEC",
+        help="lease of a claimed task, renewed while it runs (default 60, at least 1)",
+    )
+    commands.command("noop", cmd_noop)
+    p = commands.queue_command("launch", cmd_launch)
+    p.add_argument("nworkers", type=positive_int, metavar="NWORKERS", help="workers per job")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="J", help="jobs (default 1)")
+    p.add_argument(
+        "--cores-per-worker",
+        "--taskcores",
+        dest="cores_per_worker",
+        type=positive_int,
+        metavar="C",
+        help="cores of each worker (default 1)",
+    )
+    p.add_argument("--walltime", metavar="TIME",
+                   help="each job's time limit, in any of Slurm's forms: M, M:S, H:M:S, D-H, "
+                        "D-H:M, D-H:M:S")  # fmt: skip
+    p.add_argument("--batchqueue", metavar="P", help="the partition (queue) to submit to")
+    p.add_argument(
+        "--batchopts",
+        action="append",
+        default=[],
+        metavar='"..."',
+        help="more options for sbatch/qsub, passed as given (may be given more than once)",
+    )
+    p.add_argument("--script", metavar="S", help="run 'S <task>' instead of the task itself")
+    p.add_argument(
+        "--keep-env",
+        action="store_true",
+        help="jobs get this whole environment (default: qdo's settings and PATH)",
+    )
+    p.add_argument(
+        "--mpiproc",
+        type=positive_int,
+        metavar="K",
+        help="each task runs as a K-rank job step through srun",
+    )
+    p.add_argument(
+        "--profile", metavar="NAME", help="slurm, pbs, local or a site profile (QDO_BATCH_PROFILE)"
+    )
+    p.add_argument(
+        "--cores-per-node",
+        type=positive_int,
+        metavar="N",
+        help="pack workers into nodes of N cores (default: asked of Slurm)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the batch script, submit nothing")
+    p.add_argument(
+        "--auto",
+        type=positive_int,
+        metavar="MAXJOBS",
+        help="keep up to MAXJOBS jobs running while tasks are pending, then stop",
+    )
+    p = commands.queue_command("jobs", cmd_jobs)
+    p.add_argument("--json", action="store_true")
+
+
+def _workers(text: str) -> int:
+    n = positive_int(text)
+    if n > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_WORKERS} workers in one qdo do, got {n}: run more agents "
+            "(qdo launch Q N --jobs J) for more"
+        )
+    return n
+
+
+def cmd_do(args: argparse.Namespace) -> int:
+    from ..worker import WorkerOptions, do  # imported here: the other commands start faster
+
+    q = connect(args.queue)
+    options = WorkerOptions(
+        workers=args.workers, script=args.script, func=args.function, timeout=args.timeout,
+        runtime=args.runtime, wait=args.wait, grace=args.grace, lease=args.lease,
+        mpiproc=args.mpiproc,
+    )  # fmt: skip
+    progress = _Progress(q, sys.stderr)
+    summary = do(q, options, progress)
+    progress.clear()
+    print(f"ran {_n(summary.ran, 'task')} in {summary.seconds:.1f} s  {_states(summary.by_state)}")
+    if summary.stopped_by:
+        # at once: in a batch job the time limit's SIGKILL may follow within seconds,
+        # and stdout to the job's log is block-buffered
+        print(f"stopped by {summary.stopped_by}: {_n(summary.returned, 'task')} handed back",
+              flush=True)  # fmt: skip
+    if summary.refused:
+        print(f"warning: {_n(summary.refused, 'result')} refused: their leases had expired "
+              "(raise --lease?)")  # fmt: skip
+    status = q.status()
+    pending = status["ntasks"]["Pending"]
+    if summary.time_left is not None and pending and status["state"] == "Active":
+        left = max(0.0, summary.time_left)
+        print(f"left {_n(pending, 'pending task')} for a job with more time: this one had "
+              f"{left:.0f} s left, and they declare more (timeout)")  # fmt: skip
+    print_status(status, False, sys.stdout)
+    return 0
+
+
+class _Progress:
+    """A live bar on a terminal; a plain line every 10 s otherwise."""
+
+    def __init__(self, queue: Queue, out: TextIO) -> None:
+        self.queue = queue
+        self.out = out
+        self.tty = out.isatty()
+        self.every = 0.5 if self.tty else 10.0
+        self.started = self.last = time.monotonic()
+        self.counts: dict[str, int] | None = None
+        self.counted = 0.0
+        self.shown = False
+        self.told_stop = False
+
+    def __call__(self, s: Any) -> None:
+        if s.stopped_by and not self.told_stop:
+            self.told_stop = True
+            self.clear()
+            self.out.write(f"qdo do {self.queue.name}: {s.stopped_by}: starting nothing more; "
+                           "running tasks get --grace seconds, then go back to Pending "
+                           "(again: stop them now)\n")  # fmt: skip
+            self.out.flush()
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        if self.counts is None or now - self.counted >= 2.0:
+            self.counts = self.queue.store.counts(self.queue.name).by_state_names()
+            self.counted = now
+        total = sum(self.counts.values())
+        done = sum(self.counts[k] for k in ("Succeeded", "Failed", "Killed"))
+        rate = s.ran / max(now - self.started, 1e-9)
+        left = total - done
+        eta = f"ETA {_clock(left / rate)}" if rate > 0 and left else "ETA -"
+        failed = s.by_state.get("Failed", 0) + s.by_state.get("Killed", 0)
+        text = (f"{done:,}/{total:,} done  {rate:,.1f}/s here  {eta}  "
+                f"({s.held} held, {failed} failed here)")  # fmt: skip
+        if self.tty:
+            width = 24
+            filled = int(width * done / total) if total else width
+            self.out.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {text}\x1b[K")
+            self.shown = True
+        else:
+            self.out.write(f"qdo do {self.queue.name}: {text}\n")
+        self.out.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _states(by_state: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {s}" for s, n in sorted(by_state.items()))
+
+
+def cmd_noop(args: argparse.Namespace) -> int:
+    """What batch scripts run to see that qdo works here: the settings load, and the
+    database opens."""
+    from ..store.factory import open_store
+
+    open_store()
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .. import launch
+
+    q = connect(args.queue)
+    opts = launch.LaunchOptions(
+        workers=args.nworkers, jobs=args.jobs, cores_per_worker=args.cores_per_worker,
+        walltime=args.walltime, batchqueue=args.batchqueue, batchopts=" ".join(args.batchopts),
+        script=args.script, keep_env=args.keep_env, mpiproc=args.mpiproc,
+        profile=args.profile, cores_per_node=args.cores_per_node,
+    ).check()  # fmt: skip
+
+    def say(line: str) -> None:  # each job's line as the batch system printed it
+        print(line, flush=True)
+
+    if args.auto is not None:
+        if args.dry_run:
+            raise InvalidInput("--auto and --dry-run do not go together")
+        ids = launch.auto(q, opts, args.auto, say=say)
+        print(f"launched {len(ids)} jobs: {' '.join(ids)}" if ids else "launched no job")
+        return 0
+    launch.launch(q, opts, dry_run=args.dry_run, say=say)
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .. import launch
+
+    q = connect(args.queue)
+    jobs = q.store.jobs(q.name)
+    by_profile: dict[str, list[str]] = {}
+    for j in jobs:
+        by_profile.setdefault(j.profile, []).append(j.jobid)
+    states: dict[str, str] = {}
+    for profile, ids in by_profile.items():
+        try:
+            kind = launch.find_profile(profile, q.settings).kind
+        except QdoError:
+            kind = profile if profile in launch.KINDS else "slurm"
+        states.update(launch.job_states(kind, ids))
+    rows = [{"jobid": j.jobid, "profile": j.profile, "workers": j.workers,
+             "submitted": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.submitted)),
+             "state": states.get(j.jobid, "UNKNOWN")} for j in jobs]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no jobs launched for {q.name} (qdo launch {q.name} NWORKERS)")
+        return 0
+    headers = ["JOBID", "PROFILE", "WORKERS", "SUBMITTED", "STATE"]
+    table = [[r["jobid"], r["profile"], r["workers"], r["submitted"], r["state"]] for r in rows]
+    for line in display.table(headers, table, right=[2]):
+        print(line)
+    return 0
