@@ -97,8 +97,6 @@ class PostgresStore(SQLStore):
     """The store of one schema of a PostgreSQL database, acting for ``user`` (default:
     the login name; on a shared database, the role it connects as)."""
 
-    notifies = True
-
     def __init__(
         self, conninfo: str, *, schema: str = "qdo", user: str | None = None,
         reconnect_seconds: float = 60.0, on_create: Callable[[], object] | None = None,

@@ -55,6 +55,11 @@ class SQLStore(Store):
         self.location = dialect.location
         self.user = user
 
+    @property
+    def notifies(self) -> bool:  # type: ignore[override]
+        """Whether waiting workers are told of new tasks: the dialect's to say."""
+        return self.d.notifies
+
     def _run(
         self, verb: Callable[[Tx], T], *, write: bool = True, repeat: Repeat = Repeat.SAFE
     ) -> T:
