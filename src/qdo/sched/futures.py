@@ -3,16 +3,26 @@
 A ``TaskFuture`` works with ``concurrent.futures.wait`` and ``as_completed``.  A future
 of a generator task is also indexable: ``f[i]`` is the future of its i-th item, done as
 soon as the generator yields it.
+
+One private contract of ``concurrent.futures`` is relied on, and only one: a
+``TaskFuture`` does not call ``Future.__init__`` but sets the six attributes it would
+(``_condition``, ``_state``, ``_result``, ``_exception``, ``_waiters``,
+``_done_callbacks``) in a leaner form, which ``Future``'s own methods and ``wait`` /
+``as_completed`` then use.  Calling ``Future.__init__`` instead costs a
+``threading.Condition`` and two lists a future, about ten objects more for the garbage
+collector to walk: 100,000 no-op tasks took about a third longer with it (GC on).
+``tests/integration/test_sched_internals.py`` checks that contract against the running
+Python, so an upgrade that changes it fails there, loudly.  Everything else here is
+public API (``threading`` locks, ``Future``'s public methods).
 """
 
 from __future__ import annotations
 
-import _thread
 import concurrent.futures as cf
+import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures._base import PENDING
 from typing import TYPE_CHECKING, Any
 
 from ..errors import QdoError
@@ -23,6 +33,9 @@ if TYPE_CHECKING:
 
 _NO_KWARGS: dict[str, Any] = {}
 _NO_FUTURES: list[Any] = []
+# the state Future.__init__ starts a future in, read off a real one rather than imported
+# from the private concurrent.futures._base (part of the contract: see the docstring)
+_PENDING: str = cf.Future()._state
 
 
 class DependencyError(QdoError):
@@ -73,12 +86,16 @@ class Taken:
         self._lock.release()
 
 
-_MAKING = _thread.allocate_lock()  # makes each future's lock, once
+_MAKING = threading.Lock()  # makes each future's lock, once
+# the class of what threading.RLock() returns: threading.RLock is a Python function around
+# it, and calling the class itself saves that call (0.1 µs, at every task's start)
+_RLock = type(threading.RLock())
 
 
 class _Condition(Taken):
-    """What ``concurrent.futures.Future`` needs of its ``_condition`` (a lock, ``wait``
-    and ``notify_all``), made afresh at each use over what the future keeps: its own
+    """What ``concurrent.futures.Future`` needs of its ``_condition`` (a lock: ``with``,
+    ``acquire``, ``release``; ``wait`` and ``notify_all``: checked by
+    test_sched_internals), made afresh at each use over what the future keeps: its own
     lock, made when first needed (when its task starts, for most), and its list of
     sleeping waiters (None until one waits).  A ``threading.Condition`` would be eight
     objects more a future, and a kept future is walked by the garbage collector at
@@ -103,7 +120,7 @@ class _Condition(Taken):
             try:
                 lock = future._mutex
                 if lock is None:
-                    lock = future._mutex = _thread.RLock()
+                    lock = future._mutex = _RLock()
             finally:
                 _MAKING.release()
         self._lock = lock
@@ -112,12 +129,26 @@ class _Condition(Taken):
         """Release the lock until ``notify_all`` or ``timeout``; hold it again after,
         as many times over as before."""
         future = self._future
-        sleeper = _thread.allocate_lock()
+        lock = self._lock
+        sleeper = threading.Lock()
         sleeper.acquire()
         if future._sleepers is None:
             future._sleepers = []
         future._sleepers.append(sleeper)
-        held = self._lock._release_save()
+        # let go of the lock as many times as this thread holds it, as threading.Condition
+        # does, but with public calls: a reentrant lock's release() raises RuntimeError
+        # once this thread holds it no more (even if another thread took it meanwhile).
+        # That one exception is paid only by a thread about to sleep.
+        held = 0
+        try:
+            while True:
+                lock.release()
+                held += 1
+        except RuntimeError:
+            if not held:  # as threading.Condition.wait says
+                if sleeper in (future._sleepers or ()):
+                    future._sleepers.remove(sleeper)
+                raise RuntimeError("cannot wait on un-acquired lock") from None
         woken = False
         try:
             if timeout is None:
@@ -127,7 +158,9 @@ class _Condition(Taken):
             else:
                 woken = sleeper.acquire(False)
         finally:
-            self._lock._acquire_restore(held)
+            take(lock)
+            for _ in range(held - 1):
+                lock.acquire()
             sleepers = future._sleepers
             if not woken and sleepers is not None and sleeper in sleepers:
                 sleepers.remove(sleeper)
@@ -192,13 +225,14 @@ class TaskFuture(cf.Future[Any], Node):
     _done_callbacks = _ListWhenUsed()
 
     def __init__(self, scheduler: Scheduler, name: str) -> None:
-        # what cf.Future.__init__ sets, but no condition of its own (see _Condition)
+        # what cf.Future.__init__ sets (the private contract of the module docstring), but
+        # no condition of its own (see _Condition) and no empty lists (see _ListWhenUsed)
         Node.__init__(self)  # seq 0: in no plan until submitted
-        self._state = PENDING
+        self._state = _PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._mutex: Any = None  # a _thread.RLock once needed: see _Condition
-        self._sleepers: list[_thread.LockType] | None = None  # threads in result(), ...
+        self._mutex: Any = None  # a threading.RLock once needed: see _Condition
+        self._sleepers: list[threading.Lock] | None = None  # threads in result(), ...
         self._scheduler = scheduler
         self.name = name
         self._items: dict[int, TaskFuture] | None = None  # generator tasks only
@@ -218,6 +252,8 @@ class TaskFuture(cf.Future[Any], Node):
         return _Condition(self)
 
     def __repr__(self) -> str:
+        # the state as cf.Future keeps it, read without its lock: a future held by a
+        # deadlocked thread can still be shown (pytest shows them when a test fails)
         return f"<TaskFuture {self.name} {self._state.lower()}>"
 
     def __bool__(self) -> bool:  # a future is true, whatever its len() would say
@@ -232,7 +268,8 @@ class TaskFuture(cf.Future[Any], Node):
         return self._waited(super().exception, timeout)  # type: ignore[no-any-return]
 
     def _waited(self, wait: Callable[[float | None], Any], timeout: float | None) -> Any:
-        idle = self._state == PENDING and not self._scheduler._running  # (running ones end)
+        # (running ones end; asked only when idle: done() and running() take the lock)
+        idle = not self._scheduler._running and not self.done() and not self.running()
         if idle and timeout is None:
             warnings.warn(
                 f"waiting for {self.name} on a scheduler that is not running: call "

@@ -31,7 +31,8 @@ class Scheduler:
 
     def __init__(self) -> None:
         self._lock = _Lock()
-        # (threading.Condition uses only the lock's acquire and release: any lock will do)
+        # (threading.Condition uses only the lock's acquire and release: any lock will do;
+        # its docs say a Lock or an RLock, so test_sched_internals checks it does)
         self._idle = threading.Condition(self._lock)  # type: ignore[arg-type]
         self._planner = Planner()
         self._queues: list[Queue] = []
