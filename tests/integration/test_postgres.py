@@ -511,3 +511,49 @@ def test_config_never_prints_the_password(url: str, qdo_dir: Path) -> None:
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "password authentication failed" in proc.stderr, proc.stderr
         assert PASSWORD not in proc.stdout + proc.stderr, proc.stderr
+
+
+def test_reads_of_a_schema_not_made_yet_leave_no_trace(url: str, qdo_dir: Path) -> None:
+    """Opening a store, and every read, see a schema not made yet as an empty one and
+    leave the database as it was; the first write makes it, and writes the sample
+    qdorc (SPEC 1.7), once."""
+    from qdo.errors import UnknownQueue
+    from qdo.store.postgres import PostgresStore
+
+    schema = os.environ["QDO_DB_SCHEMA"]
+    made: list[bool] = []
+    s = PostgresStore(url, schema=schema, on_create=lambda: made.append(True))
+    try:
+        assert s.list_queues() == [] and s.all_counts() == {} and s.check() == []
+        with pytest.raises(UnknownQueue):
+            s.counts("Q")
+        with pytest.raises(UnknownQueue):
+            list(s.export_queue("Q"))
+        assert schema_contents(url, schema) == [] and made == []
+        assert sql(url, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)) == []
+
+        s.create_queue("Q")
+        assert made == [True]
+        assert sum(s.counts("Q").by_state.values()) == 0
+        other = PostgresStore(url, schema=schema)
+        assert [q.name for q in other.list_queues()] == ["Q"]
+        other.close()
+        s.create_queue("R")
+        assert made == [True]  # told once
+    finally:
+        s.close()
+
+
+def test_cli_reads_of_a_fresh_schema_write_nothing(url: str, qdo_dir: Path) -> None:
+    """`qdo list` and `qdo status` make no schema and write no qdorc; `qdo create`
+    makes both."""
+    schema = os.environ["QDO_DB_SCHEMA"]
+    for args in [("list",), ("status",)]:
+        proc = run_qdo(*args)
+        assert proc.returncode == 0, proc.stderr
+    assert sql(url, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)) == []
+    assert not (qdo_dir / "qdorc").exists()
+    proc = run_qdo("create", "Q")
+    assert proc.returncode == 0, proc.stderr
+    assert sql(url, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)) == [(1,)]
+    assert (qdo_dir / "qdorc").exists()

@@ -1,7 +1,8 @@
 """The PostgreSQL store: one server shared by workers on many nodes (psycopg 3).
 
 Install with ``pip install 'qdo-queue[postgres]'``.  The tables live in their own
-schema (``db_schema``, default ``qdo``), created on first use.  Every verb is one
+schema (``db_schema``, default ``qdo``), made by the first write (until then a read sees it empty and
+changes nothing).  Every verb is one
 transaction at READ COMMITTED; claims are one ``UPDATE … WHERE id IN (SELECT … FOR
 UPDATE SKIP LOCKED)``, so claimers never wait for each other.  Leases are measured by
 the server's clock.  Connections are per thread and per process; a connection that
@@ -211,6 +212,7 @@ class PostgresStore(SQLStore):
         """Delete the schema and everything in it (tests use one schema each)."""
         drop = pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(pgsql.Identifier(self.schema))
         self._run(lambda tx: tx.cur.execute(drop))
+        self.dialect._made = False
 
 
 class PostgresDialect(Dialect):
@@ -239,6 +241,7 @@ class PostgresDialect(Dialect):
         # every connection this process opened, and the thread it belongs to
         self._connections: dict[psycopg.Connection[Any], threading.Thread] = {}
         self._pid = os.getpid()
+        self._made = False  # whether the schema holds qdo's tables (see _stand_in)
         try:
             self._initialize()
             session = self.run(lambda tx: tx.one("session"), write=False)
@@ -324,6 +327,8 @@ class PostgresDialect(Dialect):
         if ``Repeat.SAFE`` (a second run then finds its work done and does nothing
         more), else the error says the outcome is unknown.
         """
+        if write and not self._made:
+            self._make()
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 conn = self._conn()
@@ -333,7 +338,11 @@ class PostgresDialect(Dialect):
             try:
                 with conn.cursor() as cur:
                     try:
-                        out = verb(self.begin(cur, write=write))
+                        tx = self.begin(cur, write=write)
+                        stood_in = not self._made and self._stand_in(tx)
+                        out = verb(tx)
+                        if stood_in:
+                            conn.rollback()  # the stand-in goes, with all it held
                     except BaseException:
                         if not conn.closed and not conn.broken:
                             conn.rollback()
@@ -383,9 +392,15 @@ class PostgresDialect(Dialect):
         conn = self.connect()
         try:
             with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                made = self._made  # else not read-only: it may make a stand-in
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+                             + (" READ ONLY" if made else ""))  # fmt: skip
                 with conn.cursor() as cur:
-                    yield Tx(self, cur)
+                    tx = Tx(self, cur)
+                    stood_in = not made and self._stand_in(tx)
+                    yield tx
+                    if stood_in:
+                        raise psycopg.Rollback()  # the stand-in goes, with all it held
         finally:
             self._forget(conn)
 
@@ -433,42 +448,78 @@ class PostgresDialect(Dialect):
     def check(self, tx: Tx) -> list[str]:
         return [r["problem"] for r in tx.rows("check")]
 
+    # -- the schema: made on the first write ----------------------------------------------
+    # Until then, reads see it as an empty qdo schema: each read makes one in its own
+    # transaction (DDL is transactional in PostgreSQL) and rolls it back, so that looking
+    # (`qdo list`, a `connect()` that goes no further) leaves the database as it was.
+    def _lay_out(self, tx: Tx) -> bool:
+        """Make the schema and qdo's tables where missing, and migrate them to this qdo's
+        version; True if it made the tables.  One at a time (a lock of this database,
+        held to the end of the transaction)."""
+        cur = tx.cur
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x71646F,))
+        found = tx.one("schema_exists", schema=self.schema)
+        if found["has_schema"] and found["ntables"] and not found["has_table"]:
+            raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
+        if not found["has_schema"]:
+            cur.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
+        if not found["has_table"]:
+            cur.execute(SCHEMA)
+        version = tx.one("schema_version")["version"]
+        for _target, script in pending_migrations("postgres", version, self.location):
+            cur.execute(script)
+        return not found["has_table"]
+
+    def _stand_in(self, tx: Tx) -> bool:
+        """Before a read while the schema is not made: make it in this transaction, for
+        the caller to roll back; False (nothing to roll back) if another process made it
+        meanwhile."""
+        if self._version(tx) is not None:
+            self._made = True
+            return False
+        self._lay_out(tx)
+        return True
+
+    def _make(self) -> None:
+        """The first write: make the schema and its tables, for good."""
+        self._made = True  # (the run below writes)
+        try:
+            made = self.run(self._lay_out)
+        except BaseException:
+            self._made = False
+            raise
+        if made:
+            log.info("qdo: made qdo's tables at %s", self.location)
+            if self.on_create is not None:
+                self.on_create()
+
+    def _version(self, tx: Tx) -> int | None:
+        if not tx.one("schema_exists", schema=self.schema)["has_table"]:
+            return None
+        return int(tx.one("schema_version")["version"])
+
     def _initialize(self) -> None:
-        made: list[bool] = []  # whether init made the tables
-
-        def init(tx: Tx) -> None:
-            cur = tx.cur
-            # one initializer at a time (a lock for this database, held to the commit)
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x71646F,))
-            found = tx.one("schema_exists", schema=self.schema)
-            if found["has_schema"] and found["ntables"] and not found["has_table"]:
-                raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
-            if not found["has_schema"]:
-                cur.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
-            if not found["has_table"]:
-                log.info("qdo: making qdo's tables at %s", self.location)
-                cur.execute(SCHEMA)
-                made.append(True)
-            version = tx.one("schema_version")["version"]
-            if version < SCHEMA_VERSION:
-                log.info("qdo: migrating %s from schema version %d to %d", self.location,
-                         version, SCHEMA_VERSION)  # fmt: skip
-            for _target, script in pending_migrations("postgres", version, self.location):
-                cur.execute(script)
-
-        def version_now(tx: Tx) -> int | None:
-            if not tx.one("schema_exists", schema=self.schema)["has_table"]:
-                return None
-            return int(tx.one("schema_version")["version"])
-
+        """Check the schema, and migrate it if it is older than this qdo's; a schema
+        not made yet stays so, until the first write."""
         try:
             # the usual case, a current schema, is answered without the lock
-            if self.run(version_now, write=False) != SCHEMA_VERSION:
-                self.run(init)
-                if made and self.on_create is not None:
-                    self.on_create()
+            self._made = True  # (so that this read looks at what is there)
+            version = self.run(self._version, write=False)
+            self._made = version is not None
+            if self._made and version != SCHEMA_VERSION:
+                if version < SCHEMA_VERSION:  # type: ignore[operator]
+                    log.info("qdo: migrating %s from schema version %d to %d",
+                             self.location, version, SCHEMA_VERSION)  # fmt: skip
+                self.run(self._lay_out)
+            elif not self._made:  # a schema of other tables is refused, made or not
+                self.run(self._refuse_foreign, write=False)
         except psycopg.Error as e:
             raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
+
+    def _refuse_foreign(self, tx: Tx) -> None:
+        found = tx.one("schema_exists", schema=self.schema)
+        if found["has_schema"] and found["ntables"] and not found["has_table"]:
+            raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
 
     def close(self) -> None:
         with self._lock:
