@@ -1,15 +1,15 @@
 """The PostgreSQL store: one server shared by workers on many nodes (psycopg 3).
 
 Install with ``pip install 'qdo-queue[postgres]'``.  The tables live in their own
-schema (``db_schema``, default ``qdo``), made by the first write (until then a read sees it empty and
-changes nothing).  Every verb is one
-transaction at READ COMMITTED; claims are one ``UPDATE … WHERE id IN (SELECT … FOR
-UPDATE SKIP LOCKED)``, so claimers never wait for each other.  Leases are measured by
-the server's clock.  Connections are per thread and per process; a connection that
-drops (server restart, ``pg_terminate_backend``) is replaced and the verb runs again
-when that cannot apply it twice.  Waiting workers LISTEN for new Pending tasks
-instead of polling.  The verbs are ``sqlstore.SQLStore``'s; this module is the
-transport, and what only a shared server has (roles to share queues with).
+schema (``db_schema``, default ``qdo``), made by the first write (until then a read
+sees it empty and changes nothing).  Every verb is one transaction at READ COMMITTED;
+claims are one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)``, so
+claimers never wait for each other.  Leases are measured by the server's clock.
+Connections are per thread and per process; a connection that drops (server restart,
+``pg_terminate_backend``) is replaced and the verb runs again when that cannot apply it
+twice.  Waiting workers LISTEN for new Pending tasks instead of polling.  The verbs
+are ``sqlstore.SQLStore``'s; this module is the transport, and what only a shared
+server has (roles to share queues with).
 """
 
 from __future__ import annotations
