@@ -30,15 +30,17 @@ from string import Template
 from typing import TYPE_CHECKING
 
 from . import batch, config
-from .batch import BatchError, BatchSystem
-from .errors import ConfigError, InvalidInput
+from .batch import BatchError, BatchSystem, JobStatus
+from .errors import ConfigError, InvalidInput, QdoError
 from .jobstate import ACTIVE, job_states
 
-__all__ = ["ACTIVE", "KINDS", "BatchError", "LaunchOptions", "Profile", "auto", "find_profile",
-           "job_states", "launch", "render", "walltime_seconds"]  # fmt: skip
+__all__ = ["ACTIVE", "KINDS", "BatchError", "LaunchOptions", "Profile", "auto", "cancel_jobs",
+           "find_profile", "job_states", "job_statuses", "launch", "render",
+           "walltime_seconds"]  # fmt: skip
 
 if TYPE_CHECKING:
     from .queue import Queue
+    from .store.base import Job
 
 KINDS = tuple(batch.SYSTEMS)  # ("slurm", "pbs", "local")
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -301,3 +303,34 @@ def auto(queue: Queue, opts: LaunchOptions, maxjobs: int, poll: float = 5.0,
         if main:
             signal.signal(signal.SIGINT, previous)
     return launched
+
+
+def job_statuses(queue: Queue) -> list[tuple[Job, BatchSystem, JobStatus]]:
+    """The jobs launched for the queue, oldest first, each with the batch system that
+    took it (its profile's kind) and what that system says of it, asked once a system."""
+    jobs = queue.store.jobs(queue.name)
+    systems: dict[str, BatchSystem] = {}
+    for j in jobs:
+        if j.profile not in systems:
+            try:
+                kind = find_profile(j.profile, queue.settings).kind
+            except QdoError:  # a site profile since removed: its name, else slurm's
+                kind = j.profile if j.profile in KINDS else "slurm"
+            systems[j.profile] = batch.system(kind)
+    statuses: dict[str, JobStatus] = {}
+    for profile, system in systems.items():
+        statuses.update(system.status([j.jobid for j in jobs if j.profile == profile]))
+    return [(j, systems[j.profile], statuses[j.jobid]) for j in jobs]
+
+
+def cancel_jobs(queue: Queue) -> list[str]:
+    """End the queue's jobs that are still queued or running, as a time limit would
+    (their agents hand the running tasks back); return their ids.  Raises
+    ``BatchError`` if a batch system refuses."""
+    active: dict[BatchSystem, list[str]] = {}
+    for job, system, status in job_statuses(queue):
+        if status.state.active:
+            active.setdefault(system, []).append(job.jobid)
+    for system, ids in active.items():
+        system.cancel(ids)
+    return [j for ids in active.values() for j in ids]

@@ -515,7 +515,8 @@ def test_cancel_hands_the_tasks_back(slurm: Cluster, qdo_dir: Path, kind: str) -
     wait_for(f"the task to run in {jobid}", _running_in(q, jobid),
              explain=lambda: ok("tasks", q, "-v") + job_log(qdo_dir, jobid))  # fmt: skip
     system = batch.system(kind)
-    system.cancel([jobid])
+    out = ok("jobs", q, "--cancel")  # through the profile's batch system: scancel, qdel
+    assert out.startswith(f"cancelled 1 jobs of {q}: {jobid} "), out
     assert wait_jobs(qdo_dir, q, [jobid]) == {jobid: "CANCELLED"}
     assert system.status([jobid]) == {jobid: JobStatus(JobState.CANCELLED, "CANCELLED")}
     assert jobs(q)[0]["state"] == "CANCELLED"
@@ -523,6 +524,7 @@ def test_cancel_hands_the_tasks_back(slurm: Cluster, qdo_dir: Path, kind: str) -
     wait_for("the task to be handed back", _handed_back(q, jobid),
              explain=lambda: ok("tasks", q, "-v") + job_log(qdo_dir, jobid))  # fmt: skip
     system.cancel([jobid])  # a job that is over already: no error
+    assert json.loads(ok("jobs", q, "--cancel", "--json")) == {"cancelled": []}
 
 
 def test_cancel_local_job(slurm: Cluster, qdo_dir: Path) -> None:
@@ -533,7 +535,7 @@ def test_cancel_local_job(slurm: Cluster, qdo_dir: Path) -> None:
              explain=lambda: ok("tasks", q, "-v"))  # fmt: skip
     local = batch.LocalSystem()
     assert local.status([jobid])[jobid].state is JobState.RUNNING
-    local.cancel([jobid])
+    assert json.loads(ok("jobs", q, "--cancel", "--json")) == {"cancelled": [jobid]}
     wait_for(f"{jobid} to end", lambda: jobs(q)[0]["state"] == "ENDED",
              explain=lambda: ok("tasks", q, "-v"))  # fmt: skip
     assert local.status([jobid]) == {jobid: JobStatus(JobState.ENDED, "ENDED")}

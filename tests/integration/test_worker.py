@@ -208,10 +208,14 @@ def test_long_task_keeps_its_lease_by_renewal(tmp_path: Path) -> None:
 
 def test_sigterm_gives_back_unstarted_and_waits_for_grace(tmp_path: Path) -> None:
     q = qdo.create("G")
-    short = q.add_multiple([f"sleep 0.5; echo {i} >> {tmp_path / 'done'}" for i in range(2)])
+    began = tmp_path / "began"
+    short = q.add_multiple([f"echo {i} >> {began}; sleep 0.5; echo {i} >> {tmp_path / 'done'}"
+                            for i in range(2)])  # fmt: skip
     rest = q.add_multiple([f"echo never {i}" for i in range(20)])
     proc = qdo_do("G", "--workers", "2", "--grace", "5")
-    wait_until(lambda: states(q).get("Running", 0) >= 2, what="both slots to start")
+    # (Running says claimed, not started: a claimed task may still wait for its slot)
+    wait_until(lambda: began.exists() and len(began.read_text().split()) == 2,
+               what="both tasks to start")  # fmt: skip
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

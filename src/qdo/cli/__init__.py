@@ -47,7 +47,7 @@ COMMANDS = {
     "delete": "delete a queue and its tasks (needs --force)",
     "log": "print a task's output",
     "launch": "submit batch jobs that run the queue's workers",
-    "jobs": "the batch jobs launched for a queue, and their state",
+    "jobs": "the batch jobs launched for a queue and their state (--cancel ends them)",
     "dump": "write a queue (every task and field) to an archive",
     "restore": "rebuild a queue from an archive (any backend)",
     "config": "the settings in effect and where each came from",

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from .. import display
 from ..api import Queue, connect
-from ..errors import InvalidInput, QdoError
+from ..errors import InvalidInput
 from .common import Commands, positive_int, print_status, seconds, some_seconds
 
 #: The most slots one agent runs: beyond that, run more agents (qdo launch --jobs).
@@ -126,6 +126,12 @@ def register(commands: Commands) -> None:
     )
     p = commands.queue_command("jobs", cmd_jobs)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--cancel",
+        action="store_true",
+        help="end the queue's jobs that are queued or running (their agents hand the "
+        "running tasks back)",
+    )
 
 
 def _workers(text: str) -> int:
@@ -271,20 +277,19 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from .. import launch
 
     q = connect(args.queue)
-    jobs = q.store.jobs(q.name)
-    by_profile: dict[str, list[str]] = {}
-    for j in jobs:
-        by_profile.setdefault(j.profile, []).append(j.jobid)
-    states: dict[str, str] = {}
-    for profile, ids in by_profile.items():
-        try:
-            kind = launch.find_profile(profile, q.settings).kind
-        except QdoError:
-            kind = profile if profile in launch.KINDS else "slurm"
-        states.update(launch.job_states(kind, ids))
+    if args.cancel:
+        ids = launch.cancel_jobs(q)
+        if args.json:
+            print(json.dumps({"cancelled": ids}))
+        elif ids:
+            print(f"cancelled {len(ids)} jobs of {q.name}: {' '.join(ids)} (their agents "
+                  "hand the running tasks back)")  # fmt: skip
+        else:
+            print(f"no job of {q.name} is queued or running: nothing to cancel")
+        return 0
     rows = [{"jobid": j.jobid, "profile": j.profile, "workers": j.workers,
              "submitted": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.submitted)),
-             "state": states.get(j.jobid, "UNKNOWN")} for j in jobs]  # fmt: skip
+             "state": status.native} for j, _system, status in launch.job_statuses(q)]  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
