@@ -59,11 +59,11 @@ class Tx:
         return self._now
 
     def execute(self, name: str, params: dict[str, Any]) -> Any:
-        st = self.d.queries[name]
-        if st.clock and self.d.clock_param:
-            params["now"] = self.time()
-        text = self.d.encode(name, st, params) if st.lists or st.tables else st.text
-        return self.cur.execute(text, params)
+        d = self.d
+        st = d.queries[name]
+        if st.clock and d.clock_param:
+            params["now"] = self._now if self._now is not None else self.time()
+        return self.cur.execute(d.encode(name, st, params) if st.sized else st.text, params)
 
     def rows(self, name: str, /, **params: Any) -> list[Row]:
         return self.execute(name, params).fetchall()  # type: ignore[no-any-return]

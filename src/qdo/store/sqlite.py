@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,7 +106,7 @@ class SQLiteDialect(Dialect):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._pid = os.getpid()
-        self._texts: dict[tuple[Any, ...], str] = {}  # statements spelled for their sizes
+        self._texts: dict[tuple[Any, ...], _Spelled] = {}  # statements spelled for their sizes
         # Reading makes nothing: until the first write, a file that does not exist
         # reads as an empty database (nor is its folder made).
         self._made = self.path.exists()
@@ -206,32 +207,31 @@ class SQLiteDialect(Dialect):
         self, verb: Callable[[Tx], T], *, write: bool = True, repeat: Repeat = Repeat.SAFE
     ) -> T:
         del repeat  # a local file does not drop its connection
-        if write and not self._ready():
-            self._make()
         if not write:
             with self._read() as conn:
                 return verb(Tx(self, conn, time.time()))
-        with self._write() as tx:
-            return verb(tx)
+        if not self._made and not self._ready():
+            self._make()
+        return self._write(verb)
 
-    @contextmanager
-    def _write(self) -> Iterator[Tx]:
-        """A write transaction: takes the write lock at once, all or nothing.  A full
-        disk (while writing, or at the commit) rolls it back and raises DiskFull."""
+    def _write(self, verb: Callable[[Tx], T]) -> T:
+        """Run ``verb`` in a write transaction: it takes the write lock at once, all or
+        nothing.  A full disk (while writing, or at the commit) rolls it back and raises
+        DiskFull.  (A plain call, not a context manager: it runs at every claim and
+        report, and a generator's frames cost there.)"""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         began = time.monotonic()
         try:
             # the clock is read once the write lock is ours: a lease dated from before a
             # wait behind another writer would be short by that wait
-            yield self.begin(conn, write=True, now=time.time())
+            out = verb(self.begin(conn, write=True, now=time.time()))
             held = time.monotonic() - began
             if held > LONG_WRITE:
                 # every holder's renewal waited behind this one: it must not cost them
                 # their leases (the next writer in line may be one who looks for expiry)
                 Tx(self, conn).count("extend_leases", by=2 * held)
             conn.execute("COMMIT")
-            self.went_through()
         except BaseException as e:
             if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
                 conn.execute("ROLLBACK")
@@ -239,6 +239,8 @@ class SQLiteDialect(Dialect):
                 self.broke()
                 raise DiskFull(str(self.path), str(e)) from e
             raise
+        self.went_through()
+        return out
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -262,29 +264,25 @@ class SQLiteDialect(Dialect):
         """A few values go as parameters of their own (``IN (:ids_0, :ids_1)``, a
         ``VALUES`` list of rows), which SQLite reads fastest; more go as one JSON
         array (``json_each``), since a statement takes at most 32,766 parameters."""
-        sizes = []
-        for list_name in st.lists:
-            values = params.pop(list_name)
-            if len(values) <= INLINE:
-                params.update({f"{list_name}_{i}": v for i, v in enumerate(values)})
-                sizes.append(len(values))
-            else:
-                params[list_name] = _json(values)
-                sizes.append(-1)
-        for table, _columns in st.tables:
-            rows = params.pop(table)
-            if len(rows) <= INLINE:
-                for i, row in enumerate(rows):
-                    params.update({f"{table}_{i}_{j}": v for j, v in enumerate(row)})
-                sizes.append(len(rows))
-            else:
-                params[table] = _json(rows)
-                sizes.append(-1)
+        sizes = [len(params[n]) for n in st.lists]
+        sizes += [len(params[n]) for n, _ in st.tables]
         key = (name, *sizes)
-        text = self._texts.get(key)
-        if text is None:
-            text = self._texts[key] = _spelled(st, sizes)
-        return text
+        spelled = self._texts.get(key)
+        if spelled is None:
+            spelled = self._texts[key] = _Spelled(st, sizes)
+        for list_name, names in spelled.lists:
+            values = params.pop(list_name)
+            if names is None:
+                params[list_name] = _json(values)
+            else:
+                params.update(zip(names, values, strict=True))
+        for table, names in spelled.tables:
+            rows = params.pop(table)
+            if names is None:
+                params[table] = _json(rows)
+            else:
+                params.update(zip(names, chain.from_iterable(rows), strict=True))
+        return spelled.text
 
     def insert(
         self, cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
@@ -312,27 +310,31 @@ class SQLiteDialect(Dialect):
             # (the pragma is a no-op inside a transaction, so it goes around it)
             conn.execute("PRAGMA foreign_keys = OFF")
             try:
-                with self._write():
-                    version = self._schema_version(conn)  # again, now that we hold the lock
-                    if version is None:
-                        log.info("qdo: making the database %s", self.path)
-                        for statement in _statements(SCHEMA):
-                            conn.execute(statement)
-                        version = 1
-                    elif version < SCHEMA_VERSION:
-                        log.info("qdo: migrating %s from schema version %d to %d", self.path,
-                                 version, SCHEMA_VERSION)  # fmt: skip
-                    for _target, script in pending_migrations("sqlite", version, self.location):
-                        for statement in _statements(script):
-                            conn.execute(statement, {"user": self.user})
-                    broken = conn.execute(Q["foreign_key_check"].text).fetchall()
-                    if broken:
-                        raise DatabaseError("migration left broken references: "
-                                            f"{[tuple(r) for r in broken[:5]]}")  # fmt: skip
+                self._write(self._lay_out)
             finally:
                 conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as e:
             raise NotQdoDatabase(str(self.path), str(e)) from e
+
+    def _lay_out(self, tx: Tx) -> None:
+        """Make qdo's tables in an empty file, or migrate them to this qdo's version."""
+        conn = tx.cur
+        version = self._schema_version(conn)  # again, now that we hold the lock
+        if version is None:
+            log.info("qdo: making the database %s", self.path)
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            version = 1
+        elif version < SCHEMA_VERSION:
+            log.info("qdo: migrating %s from schema version %d to %d", self.path,
+                     version, SCHEMA_VERSION)  # fmt: skip
+        for _target, script in pending_migrations("sqlite", version, self.location):
+            for statement in _statements(script):
+                conn.execute(statement, {"user": self.user})
+        broken = conn.execute(Q["foreign_key_check"].text).fetchall()
+        if broken:
+            raise DatabaseError("migration left broken references: "
+                                f"{[tuple(r) for r in broken[:5]]}")  # fmt: skip
 
     def _schema_version(self, conn: sqlite3.Connection) -> int | None:
         """The qdo schema version of the file, None if it is empty; raises if the file
@@ -361,35 +363,45 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 INLINE = 64
 
 
-def _spelled(st: sql.Statement, sizes: list[int]) -> str:
-    """The text of ``st`` with its lists and tables of these sizes (-1: as JSON)."""
-    text = st.text
-    marks: list[tuple[str, str, tuple[str, ...] | None]] = [
-        (f"\0in {n}\0", n, None) for n in st.lists
-    ]
-    marks += [(f"\0rows {n}\0", n, columns) for n, columns in st.tables]
-    for (mark, name, columns), size in zip(marks, sizes, strict=True):
-        if columns is None:
-            if size < 0:
+class _Spelled:
+    """A statement spelled for the sizes of its lists and tables: its text, and the
+    names of the parameters that each list's values (each table's values, row by row)
+    go to; None for one that goes as JSON."""
+
+    __slots__ = ("lists", "tables", "text")
+
+    def __init__(self, st: sql.Statement, sizes: Sequence[int]) -> None:
+        text = st.text
+        self.lists: list[tuple[str, tuple[str, ...] | None]] = []
+        self.tables: list[tuple[str, tuple[str, ...] | None]] = []
+        for name, size in zip(st.lists, sizes, strict=False):
+            names = None if size > INLINE else tuple(f"{name}_{i}" for i in range(size))
+            if names is None:
                 spelled = f"IN (SELECT value FROM json_each(:{name}))"
             else:
-                spelled = f"IN ({', '.join(f':{name}_{i}' for i in range(size))})"
-        elif size < 0:
-            picked = ", ".join(f"json_extract(value, '$[{j}]') AS {column}"
-                               for j, column in enumerate(columns))  # fmt: skip
-            spelled = f"(SELECT {picked} FROM json_each(:{name})) AS {name}"
-        elif size == 0:
-            nothing = ", ".join(f"NULL AS {column}" for column in columns)
-            spelled = f"(SELECT {nothing} WHERE 0) AS {name}"
-        else:
-            picked = ", ".join(f"column{j + 1} AS {column}" for j, column in enumerate(columns))
-            values = ", ".join(
-                "(" + ", ".join(f":{name}_{i}_{j}" for j in range(len(columns))) + ")"
-                for i in range(size)
-            )
-            spelled = f"(SELECT {picked} FROM (VALUES {values})) AS {name}"
-        text = text.replace(mark, spelled)
-    return text
+                spelled = f"IN ({', '.join(':' + n for n in names)})"
+            self.lists.append((name, names))
+            text = text.replace(f"\0in {name}\0", spelled)
+        for (name, columns), size in zip(st.tables, sizes[len(st.lists) :], strict=True):
+            if size > INLINE:
+                names = None
+                picked = ", ".join(f"json_extract(value, '$[{j}]') AS {column}"
+                                   for j, column in enumerate(columns))  # fmt: skip
+                spelled = f"(SELECT {picked} FROM json_each(:{name})) AS {name}"
+            elif size == 0:
+                names = ()
+                nothing = ", ".join(f"NULL AS {column}" for column in columns)
+                spelled = f"(SELECT {nothing} WHERE 0) AS {name}"
+            else:
+                names = tuple(f"{name}_{i}_{j}" for i in range(size) for j in range(len(columns)))
+                picked = ", ".join(f"column{j + 1} AS {c}" for j, c in enumerate(columns))
+                width = len(columns)
+                values = ", ".join("(" + ", ".join(":" + n for n in names[i:i + width]) + ")"
+                                   for i in range(0, len(names), width))  # fmt: skip
+                spelled = f"(SELECT {picked} FROM (VALUES {values})) AS {name}"
+            self.tables.append((name, names))
+            text = text.replace(f"\0rows {name}\0", spelled)
+        self.text = text
 
 
 def _json(values: Any) -> str:

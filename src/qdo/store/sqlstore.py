@@ -39,6 +39,8 @@ from .base import (
 )
 from .dialect import Dialect, Repeat, Row, Tx
 
+_PENDING = State.PENDING.value
+
 #: The columns a new task is written with (the rest take their defaults).
 NEW_TASK_COLUMNS = ("id", "queue_id", "payload", "is_json", "state", "priority", "created",
                     "timeout", "max_retries")  # fmt: skip
@@ -226,7 +228,8 @@ class SQLStore(Store):
         # a claim cut off at its commit may have happened: the tasks it took then run
         # again when their lease expires, as for a worker that died
         rows, requires = self._run(verb)
-        rows.sort(key=lambda r: (-r["priority"], r["id"]))  # RETURNING order is not defined
+        if len(rows) > 1:  # RETURNING order is not defined
+            rows.sort(key=lambda r: (-r["priority"], r["id"]))
         return [task_from_row(r, queue, requires.get(r["id"], ())) for r in rows]
 
     @staticmethod
@@ -258,8 +261,10 @@ class SQLStore(Store):
                          ids=[b.task_id for b in begun])  # fmt: skip
             if not outcomes:
                 return set()
+            # (a state's text as ``_value_``: the ``value`` property costs a call, and this
+            # runs for every task reported)
             rows = tx.rows("finish", worker=worker, ids=list(by_id), o=[
-                (o.task_id, o.token, o.state.value, o.exitcode, o.message, o.log, o.started)
+                (o.task_id, o.token, o.state._value_, o.exitcode, o.message, o.log, o.started)
                 for o in outcomes])  # fmt: skip
             history = []
             succeeded = []
@@ -267,18 +272,19 @@ class SQLStore(Store):
             for r in rows:
                 o = by_id[r["id"]]
                 returned = o.state is State.PENDING  # given back unrun
-                history.append((r["id"], r["attempts"], "Returned" if returned else o.state.value,
+                history.append((r["id"], r["attempts"], "Returned" if returned else o.state._value_,
                                 r["worker"], r["jobid"], r["started"],
                                 r["now"] if returned else r["finished"], o.exitcode,
                                 o.message))  # fmt: skip
                 if o.state is State.SUCCEEDED:
                     succeeded.append(r["id"])
-                if r["state"] == State.PENDING.value:
+                if r["state"] == _PENDING:
                     woke.append(r["queue_id"])
             tx.count("attempt_insert", a=history)
             if succeeded:
                 woke += self._release(tx, succeeded)
-            tx.notify(woke)
+            if woke:
+                tx.notify(woke)
             return {r["id"] for r in rows}
 
         # cut off at its commit and run again, an accepted report is refused the second

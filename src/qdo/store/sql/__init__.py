@@ -54,6 +54,8 @@ class Statement(NamedTuple):
     tables: tuple[tuple[str, tuple[str, ...]], ...]
     #: whether it reads the store's clock ({now})
     clock: bool
+    #: whether it has lists or tables, which the dialect encodes (``Dialect.encode``)
+    sized: bool = False
 
 
 class Renderer(Protocol):
@@ -112,4 +114,4 @@ def compile_statement(text: str, render: Renderer) -> Statement:
     text = _PARAM.sub(lambda m: render.param(m.group(1)), text)
     text = _HOOK.sub(hook, text)
     text = "\n".join(line.rstrip() for line in text.strip().splitlines() if line.strip())
-    return Statement(text, tuple(lists), tuple(tables), clock)
+    return Statement(text, tuple(lists), tuple(tables), clock, bool(lists or tables))

