@@ -123,6 +123,18 @@ def test_pending_fits(store: Store, q: str) -> None:
     assert store.pending_fits(q, 0)
 
 
+def test_claimed_tasks_carry_their_requirements(store: Store, q: str) -> None:
+    """A claimed task says what it required, in order, whether it had none, one or
+    many (claim reads them with the task, in the same statement)."""
+    ups = add(store, q, *[f"up {i}" for i in range(12)])
+    finish(store, "w", store.claim(q, "w", 12, lease=60))
+    many = list(reversed(ups))
+    (none, one, all_) = store.add_many(q, [NewTask("none"), NewTask("one", requires=[ups[3]]),
+                                           NewTask("all", requires=many)])  # fmt: skip
+    got = {t.id: t.requires for t in store.claim(q, "w", 3, lease=60)}
+    assert got == {none: (), one: (ups[3],), all_: tuple(ups)}
+
+
 def test_claim_records_lease_and_job(store: Store, q: str) -> None:
     add(store, q, "x")
     before = time.time()

@@ -92,9 +92,10 @@ class Tx:
 
     def notify(self, queue_ids: Iterable[int]) -> None:
         """Wake the workers waiting for these queues (at COMMIT), where they listen."""
-        ids = sorted(set(queue_ids))
-        if ids and self.d.notifies:
-            self.d.notify(self, ids)
+        if self.d.notifies:
+            ids = sorted(set(queue_ids))
+            if ids:
+                self.d.notify(self, ids)
 
 
 class Dialect(ABC):

@@ -86,6 +86,9 @@ class _Spelling:
     def rowlock(self, clause: str) -> str:
         return clause
 
+    def id_list(self, expr: str) -> str:
+        return f"string_agg(CAST({expr} AS text), ',')"
+
 
 Q = sql.compile_queries("postgres", _Spelling())
 

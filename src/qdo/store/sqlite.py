@@ -10,6 +10,7 @@ object survives ``fork`` and may be shared by threads.  The verbs are
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -71,6 +72,9 @@ class _Spelling:
 
     def rowlock(self, clause: str) -> str:
         return ""  # a write transaction holds the whole database
+
+    def id_list(self, expr: str) -> str:
+        return f"group_concat({expr})"
 
 
 Q = sql.compile_queries("sqlite", _Spelling())
@@ -264,30 +268,25 @@ class SQLiteDialect(Dialect):
         """A few values go as parameters of their own (``IN (:ids_0, :ids_1)``, a
         ``VALUES`` list of rows), which SQLite reads fastest; more go as one JSON
         array (``json_each``), since a statement takes at most 32,766 parameters."""
-        sizes = [len(params[n]) for n in st.lists]
-        sizes += [len(params[n]) for n, _ in st.tables]
+        sizes = [len(params[n]) for n in st.sized]
         key = (name, *sizes)
         spelled = self._texts.get(key)
         if spelled is None:
             spelled = self._texts[key] = _Spelled(st, sizes)
-        for list_name, names in spelled.lists:
-            values = params.pop(list_name)
+        for param, names, table in spelled.parts:
+            values = params.pop(param)
             if names is None:
-                params[list_name] = _json(values)
+                params[param] = _json(values)
+            elif table:
+                params.update(zip(names, chain.from_iterable(values), strict=True))
             else:
                 params.update(zip(names, values, strict=True))
-        for table, names in spelled.tables:
-            rows = params.pop(table)
-            if names is None:
-                params[table] = _json(rows)
-            else:
-                params.update(zip(names, chain.from_iterable(rows), strict=True))
         return spelled.text
 
     def insert(
         self, cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> None:
-        cur.executemany(insert_statement(table, columns), rows)
+        cur.executemany(insert_statement(table, tuple(columns)), rows)
 
     def stream(self, tx: Tx, name: str, params: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         cur = tx.cur.cursor()
@@ -364,23 +363,22 @@ INLINE = 64
 
 
 class _Spelled:
-    """A statement spelled for the sizes of its lists and tables: its text, and the
-    names of the parameters that each list's values (each table's values, row by row)
-    go to; None for one that goes as JSON."""
+    """A statement spelled for the sizes of its lists and tables: its text, and for
+    each list or table, the names of the parameters that its values (a table's row by
+    row) go to, None for one that goes as JSON, and whether it is a table."""
 
-    __slots__ = ("lists", "tables", "text")
+    __slots__ = ("parts", "text")
 
     def __init__(self, st: sql.Statement, sizes: Sequence[int]) -> None:
         text = st.text
-        self.lists: list[tuple[str, tuple[str, ...] | None]] = []
-        self.tables: list[tuple[str, tuple[str, ...] | None]] = []
+        self.parts: list[tuple[str, tuple[str, ...] | None, bool]] = []
         for name, size in zip(st.lists, sizes, strict=False):
             names = None if size > INLINE else tuple(f"{name}_{i}" for i in range(size))
             if names is None:
                 spelled = f"IN (SELECT value FROM json_each(:{name}))"
             else:
                 spelled = f"IN ({', '.join(':' + n for n in names)})"
-            self.lists.append((name, names))
+            self.parts.append((name, names, False))
             text = text.replace(f"\0in {name}\0", spelled)
         for (name, columns), size in zip(st.tables, sizes[len(st.lists) :], strict=True):
             if size > INLINE:
@@ -396,10 +394,10 @@ class _Spelled:
                 names = tuple(f"{name}_{i}_{j}" for i in range(size) for j in range(len(columns)))
                 picked = ", ".join(f"column{j + 1} AS {c}" for j, c in enumerate(columns))
                 width = len(columns)
-                values = ", ".join("(" + ", ".join(":" + n for n in names[i:i + width]) + ")"
+                values = ", ".join("(" + ", ".join(":" + n for n in names[i : i + width]) + ")"
                                    for i in range(0, len(names), width))  # fmt: skip
                 spelled = f"(SELECT {picked} FROM (VALUES {values})) AS {name}"
-            self.tables.append((name, names))
+            self.parts.append((name, names, True))
             text = text.replace(f"\0rows {name}\0", spelled)
         self.text = text
 
@@ -411,7 +409,8 @@ def _json(values: Any) -> str:
     return _ENCODER.encode(values)
 
 
-def insert_statement(table: str, columns: Sequence[str]) -> str:
+@functools.cache  # (it is asked at every add; there are two tables and a few columns)
+def insert_statement(table: str, columns: tuple[str, ...]) -> str:
     """The INSERT that bulk inserts run (``executemany``) for these columns."""
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 

@@ -219,18 +219,17 @@ class SQLStore(Store):
             "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
 
-        def verb(tx: Tx) -> tuple[list[Row], dict[int, list[int]]]:
+        def verb(tx: Tx) -> list[Row]:
             if self.d.row_security:
                 self._queue(tx, queue, change=True)
-            rows = tx.rows("claim", **params)
-            return rows, (self._requires_of(tx, [r["id"] for r in rows]) if rows else {})
+            return tx.rows("claim", **params)
 
         # a claim cut off at its commit may have happened: the tasks it took then run
         # again when their lease expires, as for a worker that died
-        rows, requires = self._run(verb)
+        rows = self._run(verb)
         if len(rows) > 1:  # RETURNING order is not defined
             rows.sort(key=lambda r: (-r["priority"], r["id"]))
-        return [task_from_row(r, queue, requires.get(r["id"], ())) for r in rows]
+        return [task_from_row(r, queue, _ids(r["requires"])) for r in rows]
 
     @staticmethod
     def _requires_of(tx: Tx, ids: list[int]) -> dict[int, list[int]]:
@@ -532,3 +531,8 @@ class SQLStore(Store):
     # -- housekeeping ---------------------------------------------------------------------
     def check(self) -> list[str]:
         return self._run(self.d.check, write=False)
+
+
+def _ids(text: str | None) -> list[int]:
+    """The ids of an ``{idlist}`` aggregate, in order."""
+    return sorted(map(int, text.split(","))) if text else []

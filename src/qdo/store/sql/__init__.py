@@ -13,7 +13,7 @@ from importlib import resources
 from typing import NamedTuple, Protocol
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_HOOK = re.compile(r"\{(now|in|rows|rowlock)\b([^{}]*)\}")
+_HOOK = re.compile(r"\{(now|in|rows|rowlock|idlist)\b([^{}]*)\}")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _COMMENT = re.compile(r"--[^\n]*")
 _ROWS = re.compile(r"\s*(\w+)\s*\((.*)\)\s*", re.DOTALL)
@@ -54,8 +54,9 @@ class Statement(NamedTuple):
     tables: tuple[tuple[str, tuple[str, ...]], ...]
     #: whether it reads the store's clock ({now})
     clock: bool
-    #: whether it has lists or tables, which the dialect encodes (``Dialect.encode``)
-    sized: bool = False
+    #: the names of its lists, then of its tables: what the dialect encodes
+    #: (``Dialect.encode``), when there are any
+    sized: tuple[str, ...] = ()
 
 
 class Renderer(Protocol):
@@ -74,6 +75,9 @@ class Renderer(Protocol):
         """A table expression named ``name`` with these (column, SQL type)."""
 
     def rowlock(self, clause: str) -> str: ...
+
+    def id_list(self, expr: str) -> str:
+        """The aggregate of ``expr`` (integers) as text, comma-separated."""
 
 
 def compile_queries(dialect: str, render: Renderer) -> dict[str, Statement]:
@@ -108,10 +112,13 @@ def compile_statement(text: str, render: Renderer) -> Statement:
             pairs = [(c[0], c[1]) for c in columns]
             tables.append((parsed.group(1), tuple(c for c, _ in pairs)))
             return render.rows(parsed.group(1), pairs)
+        if kind == "idlist":
+            return render.id_list(args)
         return render.rowlock(args)
 
     # parameters first (the hooks' own renderings name theirs in the driver's syntax)
     text = _PARAM.sub(lambda m: render.param(m.group(1)), text)
     text = _HOOK.sub(hook, text)
     text = "\n".join(line.rstrip() for line in text.strip().splitlines() if line.strip())
-    return Statement(text, tuple(lists), tuple(tables), clock, bool(lists or tables))
+    return Statement(text, tuple(lists), tuple(tables), clock,
+                     (*lists, *(name for name, _ in tables)))  # fmt: skip

@@ -11,6 +11,8 @@
 --                           a table of rows passed as one parameter, named o
 --   {rowlock FOR UPDATE}    a row lock (PostgreSQL); nothing on SQLite, where a write
 --                           transaction holds the whole database
+--   {idlist x}              the aggregate of the integers x as text, "1,2,3" (in any
+--                           order: SQLite's group_concat, PostgreSQL's string_agg)
 --
 -- Everything else is the SQL both understand: CAST(... AS ...) rather than ::, CASE
 -- rather than boolean arithmetic, ON CONFLICT rather than INSERT OR.  A dialect's own
@@ -107,7 +109,10 @@ FROM picked
 WHERE t.id = picked.pick
 RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
           created, started, finished, worker, jobid, log, lease_expires, lease_token,
-          timeout, max_retries, failures, lost;
+          timeout, max_retries, failures, lost,
+          -- (here, not in a statement of their own: one statement less at every claim;
+          -- "id" unqualified, as SQLite wants in RETURNING: requires has no column id)
+          (SELECT {idlist r.req_id} FROM requires r WHERE r.task_id = id) AS requires;
 
 -- name: requires_of
 SELECT task_id, req_id FROM requires WHERE task_id {in ids bigint} ORDER BY task_id, req_id;
