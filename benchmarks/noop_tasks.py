@@ -13,3 +13,8 @@ def noop(**kw: Any) -> None:
 def noop_payload(payload: dict[str, Any]) -> None:
     """For ``Executor.map``, which passes one argument: the dict as keywords, as qdo does."""
     noop(**payload)
+
+
+def noop_value(x: Any) -> Any:
+    """A durable future's call (bench_futures): gives its argument back."""
+    return x

@@ -53,6 +53,7 @@ BENCHMARKS = {
     "get": "bench_get",  # issue 11: SQLite
     "pg-get": "bench_get:run_pg",  # issue 11: PostgreSQL (module:function; default: run)
     "pg-shared": "bench_pg_shared",  # issue 12: the cost of row-level security
+    "futures": "bench_futures",  # issue 14: durable futures vs dask.distributed
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4

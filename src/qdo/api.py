@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from . import archive, config, launch, queue, worker
+from . import archive, config, executor, launch, queue, worker
 from .errors import QueueExists, UnknownQueue
 from .models import check_priority, check_queue_name
 from .queue import _check_limits, _new_task, _status
@@ -44,6 +44,15 @@ class Queue(queue.Queue):
         batchqueue, batchopts, script, keep_env, mpiproc, profile, cores_per_node."""
         opts = launch.LaunchOptions(workers=nworkers, jobs=jobs, **options)
         return launch.launch(self, opts, dry_run=dry_run)
+
+    def executor(self, *, poll: float = 0.1, max_workers: int = 64) -> executor.DurableExecutor:
+        """A ``concurrent.futures.Executor`` whose calls are tasks of this queue, run by
+        any ``qdo do`` agent of it, here or in batch jobs; their results come back to
+        the futures.  The queue becomes a queue of calls (it must hold no shell tasks).
+        Run again after a crash, a driver gets back the results of the calls that
+        Succeeded, waits for those still running, and runs only the rest (see
+        ``qdo.executor``)."""
+        return executor.DurableExecutor(self, poll=poll, max_workers=max_workers)
 
 
 def create(

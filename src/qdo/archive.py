@@ -56,6 +56,10 @@ def dump(store: Store, queue: str, path: str | os.PathLike[str]) -> dict[str, in
     """Write every task of ``queue`` (every field, requirements, attempts) to ``path``
     (replaced only once the archive is complete); return the counts written."""
     path = Path(path)
+    if store.get_queue(queue).kind == "calls":
+        # an archive holds tasks as text: a call restored as one would run as a command
+        raise InvalidInput(f"queue {queue!r} holds Python calls (an executor's): archives "
+                           "do not keep calls yet")  # fmt: skip
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory: give the archive's file name")
     if not path.parent.is_dir():

@@ -167,3 +167,28 @@ class DiskFull(DatabaseError):
             f"disk full: {where} cannot grow ({detail}); nothing was written: free some "
             "space and try again"
         )
+
+
+class CallFailed(QdoError):
+    """A call of a durable executor (``qdo.executor``) ended without a result of its
+    own: Killed (its worker was lost too often, it timed out, an administrator said
+    so) or Failed outside the function (its result was too large, say)."""
+
+    def __init__(self, queue: str, task_id: int, state: str, message: str | None) -> None:
+        self.queue, self.task_id, self.state = queue, task_id, state
+        super().__init__(
+            f"call {task_id} of queue {queue!r} is {state}: {message or 'no reason given'}"
+        )
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised by a call in a worker process, attached as
+    the ``__cause__`` of the exception its future raises (as ``ProcessPoolExecutor``
+    does)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'

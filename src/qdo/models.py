@@ -317,6 +317,7 @@ class QueueInfo:
     max_retries: int = 0  # a Failed task runs again up to this many times
     max_lost: int = 3  # a task whose worker vanished this many times is Killed
     owner: str = ""  # the user whose queue it is
+    kind: str = "shell"  # what its tasks are: shell commands, or Python calls (executor)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .calls import encode_error, encode_result
 from .errors import InvalidInput
 from .models import State, Task
 from .reaper import Reaper
@@ -52,13 +53,14 @@ class Result:
     seconds: float = 0.0
     stopped: bool = False  # ended by the agent stopping: hand it back, it did not fail
     started: float | None = None  # epoch time it really started (after waiting for a slot)
+    value: bytes | None = None  # a call's result (qdo.calls.encode_result / encode_error)
 
     def outcome(self) -> Outcome:
         token = self.task._token or 0
         if self.stopped:
             return Outcome(self.task.id, token, State.PENDING, None, self.message)
         return Outcome(self.task.id, token, self.state, self.exitcode, self.message, self.log,
-                       self.started)  # fmt: skip
+                       self.started, self.value)  # fmt: skip
 
     @classmethod
     def given_back(cls, task: Task, why: str) -> Result:
@@ -465,10 +467,14 @@ def call(func: Callable[..., Any], payload: Any) -> Any:
     return func(payload)
 
 
-def _func_main(conn: Connection, spec: str | Callable[..., Any], log_dir: Path) -> None:
+def _func_main(
+    conn: Connection, spec: str | Callable[..., Any], log_dir: Path, values: bool = False
+) -> None:
     """A function worker process: run chunks of (id, payload) until told to stop,
     sending each task's result as soon as it has one (if the process dies, the agent
-    then knows which task it died in, and that the rest of the chunk never started)."""
+    then knows which task it died in, and that the rest of the chunk never started).
+    With ``values`` (a queue of calls), the payload is the one argument, and what the
+    function returns or raises goes back, pickled (``qdo.calls``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when to stop
     # a process group of its own, with what its tasks start: the agent's watchdog kills
     # the group if the agent dies, and a task's time limit kills all of it
@@ -485,17 +491,23 @@ def _func_main(conn: Connection, spec: str | Callable[..., Any], log_dir: Path) 
         for task_id, payload, queue in chunk:
             started = time.monotonic()
             mark = output.mark()
+            value = None
             try:
-                call(func, payload)
+                if values:
+                    value = encode_result(func(payload))
+                else:
+                    call(func, payload)
                 error = trace = None
             except Exception as e:
                 error, trace = f"{type(e).__name__}: {e}", traceback.format_exc()
                 sys.stderr.write(trace)
+                if values:
+                    value = encode_error(e, trace)
             try:
                 output.keep_since(mark, log_dir, queue, task_id)  # what it printed: its log
             except OSError as e:  # a full disk, say: this task fails, the process goes on
                 error = error or f"its output could not be kept in its log: {e}"
-            conn.send((task_id, error, trace, time.monotonic() - started))
+            conn.send((task_id, error, trace, time.monotonic() - started, value))
 
 
 class _Output:
@@ -531,10 +543,11 @@ class _Output:
 
 class _Proc:
     def __init__(
-        self, ctx: Any, spec: str | Callable[..., Any], log_dir: Path, reaper: Reaper
-    ) -> None:
+        self, ctx: Any, spec: str | Callable[..., Any], log_dir: Path, reaper: Reaper,
+        values: bool = False,
+    ) -> None:  # fmt: skip
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_func_main, args=(child, spec, log_dir),
+        self.process = ctx.Process(target=_func_main, args=(child, spec, log_dir, values),
                                    daemon=True)  # fmt: skip
         self.process.start()
         self.reaper = reaper
@@ -558,10 +571,12 @@ class FuncRunner(Runner):
     """N long-lived worker processes, each calling the function for a chunk of tasks."""
 
     def __init__(
-        self, spec: str | Callable[..., Any], slots: int, timeout: float | None, log_dir: Path
-    ):
+        self, spec: str | Callable[..., Any], slots: int, timeout: float | None, log_dir: Path,
+        values: bool = False,
+    ):  # fmt: skip
         resolve_func(spec)  # fail here, with a clear message, not in every process
         self.spec = spec
+        self.values = values  # a queue of calls: results come back (see _func_main)
         self.slots = slots
         self.timeout = timeout
         self.log_dir = log_dir
@@ -577,7 +592,7 @@ class FuncRunner(Runner):
         self.ready: list[Result] = []
 
     def _new_proc(self) -> _Proc:
-        return _Proc(self.ctx, self.spec, self.log_dir, self.reaper)
+        return _Proc(self.ctx, self.spec, self.log_dir, self.reaper, self.values)
 
     def tune(self, batch: int) -> None:
         self.chunk = max(1, batch // self.slots)
@@ -636,7 +651,7 @@ class FuncRunner(Runner):
             try:
                 if out and not p.conn.poll():
                     break
-                task_id, error, trace, seconds = p.conn.recv()
+                task_id, error, trace, seconds, value = p.conn.recv()
             except (EOFError, OSError):
                 # the process died in the first task it has not answered for: that one
                 # failed; the rest of its chunk never started, and goes back in line
@@ -651,10 +666,10 @@ class FuncRunner(Runner):
             task = p.tasks.pop(0)
             assert task.id == task_id
             if error is None:
-                out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds))
+                out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds, value=value))
                 continue
             log = log_path(self.log_dir, task.queue, task.id)  # the traceback is in it
-            out.append(Result(task, State.FAILED, 1, error, str(log), seconds))
+            out.append(Result(task, State.FAILED, 1, error, str(log), seconds, value=value))
         return out
 
     def _expire(self, p: _Proc) -> list[Result]:

@@ -132,10 +132,21 @@ class Agent:
         self.full_database = False  # the database's disk (else the logs')
         self.full_until = 0.0
         self.full_wait = FULL_WAIT
+        # a queue of Python calls (qdo.executor) runs them in function worker processes
+        self.calls = self.store.get_queue(queue.name).kind == "calls"
+        if self.calls and (options.func is not None or options.script is not None):
+            raise InvalidInput(f"queue {queue.name!r} holds Python calls: they run as they "
+                               "are (no --func, no --script)")  # fmt: skip
         self.runner: Runner = self._make_runner()
 
     def _make_runner(self) -> Runner:
         log_dir = self.log_dir
+        if self.calls:
+            from .calls import run_call
+            from .runners import FuncRunner
+
+            return FuncRunner(run_call, self.opts.workers, self.opts.timeout, log_dir,
+                              values=True)  # fmt: skip
         if self.opts.func is not None:
             from .runners import FuncRunner
 
@@ -200,8 +211,9 @@ class Agent:
                     if empty:
                         self._report()
                         idle_until = now + self.opts.poll
-                        if self.store.notifies and self.opts.wait:
-                            # asleep on the server's word, not polling; but still
+                        if self.opts.wait:
+                            # asleep until the store says there may be tasks (PostgreSQL:
+                            # the server's word; SQLite: a cheap look, often); but still
                             # collect expired leases now and then
                             self.store.wait_for_tasks(
                                 self.queue.name, max(0.0, next_collect - now),
@@ -279,8 +291,18 @@ class Agent:
         # reserved: each counts as started (and, if this agent dies, as a lost attempt)
         # only once it is handed to a slot (see _dispatch)
         tasks = self._db(self.store.claim, self.queue.name, self.worker, n, self.opts.lease,
-                         self.jobid, max_seconds=budget, reserve=True)  # fmt: skip
+                         self.jobid, max_seconds=budget, reserve=True,
+                         calls=self.calls)  # fmt: skip
+        if not tasks and not self.calls and self.store.get_queue(self.queue.name).kind == "calls":
+            # made a queue of calls (an executor) after this agent started on it, empty
+            raise InvalidInput(f"queue {self.queue.name!r} holds Python calls now: start "
+                               "qdo do again to run them")  # fmt: skip
         self.summary.time_left = None if tasks else left
+        if self.calls and tasks:
+            # what each runs: the pickled call, in place of its description
+            data = self._db(self.store.call_data, [t.id for t in tasks])
+            for t in tasks:
+                t.task = data.get(t.id) or UnreadablePayload(str(t.task), "its call is missing")
         self.todo.extend(tasks)
         return bool(tasks)
 

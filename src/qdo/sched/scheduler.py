@@ -256,7 +256,8 @@ class Timeline(list[tuple[str, str, int, float, float]]):
 
 
 class Queue:
-    """A queue of a scheduler: ``max_workers`` slots (default: the number of CPUs),
+    """A queue of a scheduler: ``max_workers`` slots (default: the executor's
+    ``max_workers`` where it has one, as a durable executor does, else the number of CPUs),
     optional counted ``resources``, and where its work runs (``executor``: threads by
     default, ``'process'``, or any ``concurrent.futures.Executor``)."""
 
@@ -269,7 +270,9 @@ class Queue:
         resources: Mapping[str, float] | None = None,
         name: str | None = None,
     ) -> None:
-        workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
+        if max_workers is None:  # an executor that says how wide it is, else the CPUs
+            max_workers = getattr(executor, "max_workers", None) or os.cpu_count() or 1
+        workers = max_workers
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InvalidInput(f"max_workers must be a positive integer, got {max_workers!r}")
         self.scheduler = scheduler

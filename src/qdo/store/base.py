@@ -86,6 +86,38 @@ class Outcome:
     message: str | None = None
     log: str | None = None  # where the attempt's output went
     started: float | None = None  # when it really started (epoch), if not at its claim
+    #: a call's result (qdo.calls.encode_result): what it returned if Succeeded, what it
+    #: raised if Failed; kept once the task's state is final (not when a retry follows)
+    value: bytes | None = None
+
+
+class NewCall(NamedTuple):
+    """A Python call to add to a queue of calls (see ``Store.submit_calls``)."""
+
+    key: str  # the same key finds the same call again
+    payload: str  # how it reads, for people (``qdo tasks``)
+    call: bytes  # the function and its arguments (qdo.calls.encode_call)
+    priority: int = 0
+
+
+class Submitted(NamedTuple):
+    """What became of a submitted call: its task, and the state it is in."""
+
+    task_id: int
+    state: State
+    new: bool  # made now (else found by its key)
+
+
+class CallResult(NamedTuple):
+    """A row of a call's results: ``item`` -1 for what the call returned (``ok``) or
+    raised; 0, 1, ... for the items a generator yielded.  ``seq`` numbers the rows in
+    the order they were written."""
+
+    seq: int
+    task_id: int
+    item: int
+    ok: bool
+    data: bytes
 
 
 class Begun(NamedTuple):
@@ -189,7 +221,7 @@ class Store(ABC):
     @abstractmethod
     def claim(
         self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
-        max_seconds: float | None = None, reserve: bool = False,
+        max_seconds: float | None = None, reserve: bool = False, calls: bool = False,
     ) -> list[Task]:  # fmt: skip
         """Hand out up to ``n`` Pending tasks of an Active queue, highest priority first,
         then lowest id.  Each becomes Running, its attempts grow by one, and it holds a
@@ -199,7 +231,9 @@ class Store(ABC):
 
         With ``reserve`` they are only reserved (``started`` unset) until
         ``finish(begun=...)`` says they started: a reserved task whose holder vanishes
-        goes back to Pending without counting as a lost attempt, since it never ran."""
+        goes back to Pending without counting as a lost attempt, since it never ran.
+        ``calls``: the queue must be a queue of calls (else it must hold shell tasks):
+        a claimer of the other kind gets nothing, so a call never runs as a command."""
 
     @abstractmethod
     def renew(self, worker: str, tokens: Sequence[tuple[int, int]], lease: float) -> list[int]:
@@ -352,6 +386,51 @@ class Store(ABC):
         del queue
         raise ConfigError(NO_SHARING)
 
+    # -- calls (durable futures: qdo.executor) ---------------------------------------------
+    @abstractmethod
+    def make_call_queue(self, queue: str) -> None:
+        """Make ``queue`` a queue of Python calls (kind "calls"), which ``qdo do`` runs
+        in function worker processes; nothing if it is one already.  Raises
+        InvalidInput if it holds shell tasks, UnknownQueue."""
+
+    @abstractmethod
+    def submit_calls(self, queue: str, calls: Sequence[NewCall]) -> list[Submitted]:
+        """Add the calls whose key is new to this queue of calls, in one transaction;
+        find the others by their key.  A call found Failed or Killed runs again (as
+        ``retry`` would); one found Succeeded stays so, its result kept.  Returns what
+        became of each, in order.  Raises InvalidInput for a queue of shell tasks."""
+
+    @abstractmethod
+    def call_data(self, task_ids: Sequence[int]) -> dict[int, bytes]:
+        """The calls (``NewCall.call``) of these tasks, those that are calls."""
+
+    @abstractmethod
+    def results_since(self, queue: str, after: int, limit: int) -> list[CallResult]:
+        """The queue's result rows with ``seq > after``, in seq order, at most
+        ``limit``."""
+
+    @abstractmethod
+    def last_result(self, queue: str) -> int:
+        """The highest seq of the queue's results (0: none yet)."""
+
+    @abstractmethod
+    def results_of(self, task_ids: Sequence[int]) -> list[CallResult]:
+        """Every result row of these tasks, in seq order."""
+
+    @abstractmethod
+    def task_states(self, task_ids: Sequence[int]) -> dict[int, tuple[State, str | None]]:
+        """The state and message of each of these tasks that exists."""
+
+    @abstractmethod
+    def cancel_calls(self, queue: str, task_ids: Sequence[int]) -> list[int]:
+        """Delete those of these tasks of ``queue`` that are still Waiting or Pending
+        (with their calls); return their ids."""
+
+    @abstractmethod
+    def forget_calls(self, queue: str) -> int:
+        """Delete every task of ``queue`` (and its call and results), leaving the
+        queue; return how many went."""
+
     # -- archives ------------------------------------------------------------------------
     @abstractmethod
     def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
@@ -385,10 +464,11 @@ class Store(ABC):
 
 def queue_info(row: Any) -> QueueInfo:
     """A QueueInfo from a row of queues (id, name, state, created, max_retries, max_lost,
-    owner; by column name)."""
+    owner, kind; by column name)."""
     return QueueInfo(id=row["id"], name=row["name"], state=QueueState(row["state"]),
                      created=timestamp(row["created"]), max_retries=row["max_retries"],
-                     max_lost=row["max_lost"], owner=row["owner"])  # fmt: skip
+                     max_lost=row["max_lost"], owner=row["owner"],
+                     kind=row["kind"])  # fmt: skip
 
 
 def task_from_row(row: Any, queue: str, requires: Sequence[int]) -> Task:

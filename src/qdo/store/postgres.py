@@ -433,7 +433,7 @@ class PostgresDialect(Dialect):
         if self.row_security:
             staged = pgsql.Identifier(f"qdo_new_{table}")
             cur.execute(pgsql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {} INCLUDING "
-                                  "DEFAULTS) ON COMMIT DELETE ROWS").format(
+                                  "DEFAULTS INCLUDING IDENTITY) ON COMMIT DELETE ROWS").format(
                                       staged, target))  # fmt: skip
             into: pgsql.Composable = pgsql.SQL("pg_temp.{}").format(staged)
         else:

@@ -91,6 +91,30 @@ class SQLiteStore(SQLStore):
         self.path = self.dialect.path
         super().__init__(self.dialect, self.dialect.user)
 
+    def wait_for_tasks(
+        self, queue: str, timeout: float, stop: Callable[[], bool] | None = None
+    ) -> bool:
+        """Poll, cheaply: ``PRAGMA data_version`` says, from the WAL's shared memory and
+        without reading the file, whether another connection has committed since it
+        was last asked; only then is the queue looked at (a read: no lock a writer
+        would wait for).  A few milliseconds after a task is added, a waiting agent
+        has it."""
+        d = self.dialect
+        deadline = time.monotonic() + timeout
+        seen = None
+        pause = 0.001
+        while (left := deadline - time.monotonic()) > 0 and not (stop and stop()):
+            if d._ready():
+                version = d._conn().execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    seen, pause = version, 0.001
+                    if self._run(lambda tx: tx.row("pending_any", queue=queue,
+                                                   owner=self.user), write=False):  # fmt: skip
+                        return True
+            time.sleep(min(left, pause))
+            pause = min(pause * 2, 0.02)
+        return False
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from ..errors import (
     DependencyCycle,
+    InvalidInput,
     NotAllowed,
     QueueExists,
     TaskNotEditable,
@@ -24,11 +25,14 @@ from .base import (
     ATTEMPT_COLUMNS,
     TASK_COLUMNS,
     Begun,
+    CallResult,
     Counts,
     Job,
+    NewCall,
     NewTask,
     Outcome,
     Store,
+    Submitted,
     admin_change,
     attempts_by_task,
     counts_by_queue,
@@ -40,6 +44,9 @@ from .base import (
 from .dialect import Dialect, Repeat, Row, Tx
 
 _PENDING = State.PENDING.value
+_FINAL = {State.SUCCEEDED.value, State.FAILED.value, State.KILLED.value}
+RESULT_COLUMNS = ("queue_id", "task_id", "item", "ok", "data")
+CALL_COLUMNS = ("task_id", "queue_id", "call_key", "call")
 
 #: The columns a new task is written with (the rest take their defaults).
 NEW_TASK_COLUMNS = ("id", "queue_id", "payload", "is_json", "state", "priority", "created",
@@ -148,35 +155,42 @@ class SQLStore(Store):
                 queue_id = self._insert_queue(tx, queue).id
             else:
                 raise UnknownQueue(queue)
-            # the ids from here on are ours (the dialect's lock orders concurrent adds)
-            first = int(tx.one("lock_ids")["last"]) + 1
-            now = tx.time()
-            next_id = first
-            requires: list[tuple[int, int]] = []
-
-            def rows() -> Iterator[tuple[Any, ...]]:
-                nonlocal next_id
-                for t in tasks:
-                    for r in t.requires:
-                        requires.append((next_id, r))
-                    yield (next_id, queue_id, t.payload, t.is_json, "Pending", t.priority, now,
-                           t.timeout, t.max_retries)  # fmt: skip
-                    next_id += 1
-
-            tx.insert("tasks", NEW_TASK_COLUMNS, rows())
-            tx.count("used_ids", last=next_id - 1)
-            if requires:
-                self._check_exist(tx, {r for _, r in requires}, before=first)
-                tx.insert("requires", ("task_id", "req_id"), sorted(set(requires)))
-                tx.count("block_unmet", ids=sorted({t for t, _ in requires}))
-            if next_id > first:
-                tx.notify([queue_id])
-            return range(first, next_id)
+            if row is not None and row["kind"] == "calls":
+                raise InvalidInput(f"queue {queue!r} holds Python calls (made by its "
+                                   "executor()): submit calls to it there")  # fmt: skip
+            return self._add_rows(tx, queue_id, tasks)
 
         # a list can be sent again if the connection drops before the commit; a stream
         # can't (it is half read): then the error says so and nothing was written
         replayable = isinstance(tasks, Sequence)
         return self._run(verb, repeat=Repeat.NOT_IF_UNSURE if replayable else Repeat.NEVER)
+
+    def _add_rows(self, tx: Tx, queue_id: int, tasks: Iterable[NewTask]) -> range:
+        """Add the tasks to the queue; their ids, consecutive."""
+        # the ids from here on are ours (the dialect's lock orders concurrent adds)
+        first = int(tx.one("lock_ids")["last"]) + 1
+        now = tx.time()
+        next_id = first
+        requires: list[tuple[int, int]] = []
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            nonlocal next_id
+            for t in tasks:
+                for r in t.requires:
+                    requires.append((next_id, r))
+                yield (next_id, queue_id, t.payload, t.is_json, "Pending", t.priority, now,
+                       t.timeout, t.max_retries)  # fmt: skip
+                next_id += 1
+
+        tx.insert("tasks", NEW_TASK_COLUMNS, rows())
+        tx.count("used_ids", last=next_id - 1)
+        if requires:
+            self._check_exist(tx, {r for _, r in requires}, before=first)
+            tx.insert("requires", ("task_id", "req_id"), sorted(set(requires)))
+            tx.count("block_unmet", ids=sorted({t for t, _ in requires}))
+        if next_id > first:
+            tx.notify([queue_id])
+        return range(first, next_id)
 
     def _check_exist(self, tx: Tx, ids: set[int], before: int) -> None:
         # ids at or after `before` are being added right now: nobody can know them yet
@@ -211,11 +225,12 @@ class SQLStore(Store):
     # -- working --------------------------------------------------------------------------
     def claim(
         self, queue: str, worker: str, n: int, lease: float, jobid: str | None = None,
-        max_seconds: float | None = None, reserve: bool = False,
+        max_seconds: float | None = None, reserve: bool = False, calls: bool = False,
     ) -> list[Task]:  # fmt: skip
         params = {
             "queue": queue, "owner": self.user, "worker": worker, "jobid": jobid, "n": n,
             "lease": lease, "max_seconds": max_seconds, "reserve": reserve,
+            "kind": "calls" if calls else "shell",
             "token": int.from_bytes(os.urandom(8), "big") >> 2 | 1,
         }  # fmt: skip
 
@@ -253,6 +268,7 @@ class SQLStore(Store):
         if not outcomes and not begun:
             return []
         by_id = {o.task_id: o for o in outcomes}
+        values = any(o.value is not None for o in outcomes)
 
         def verb(tx: Tx) -> set[int]:
             if begun:
@@ -280,6 +296,8 @@ class SQLStore(Store):
                 if r["state"] == _PENDING:
                     woke.append(r["queue_id"])
             tx.count("attempt_insert", a=history)
+            if values:
+                self._keep_results(tx, rows, by_id)
             if succeeded:
                 woke += self._release(tx, succeeded)
             if woke:
@@ -290,6 +308,17 @@ class SQLStore(Store):
         # time (the task is no longer Running): the result stands either way
         accepted = self._run(verb)
         return [o.task_id for o in outcomes if o.task_id not in accepted]
+
+    @staticmethod
+    def _keep_results(tx: Tx, rows: list[Row], by_id: dict[int, Outcome]) -> None:
+        """The results of the calls whose state is now final (a Failed call that runs
+        again keeps none: its future waits for the last attempt)."""
+        kept = [(r["queue_id"], r["id"], -1, by_id[r["id"]].state is State.SUCCEEDED,
+                 by_id[r["id"]].value) for r in rows
+                if by_id[r["id"]].value is not None and r["state"] in _FINAL]  # fmt: skip
+        if kept:
+            tx.count("results_drop", ids=[k[1] for k in kept])
+            tx.insert("results", RESULT_COLUMNS, kept)
 
     @staticmethod
     def _release(tx: Tx, succeeded: list[int]) -> list[int]:
@@ -475,6 +504,110 @@ class SQLStore(Store):
 
         return self._run(verb, write=False)
 
+    # -- calls ----------------------------------------------------------------------------
+    def _calls_queue(self, tx: Tx, queue: str, change: bool = False) -> Row:
+        row = self._queue(tx, queue, change=change)
+        if row["kind"] != "calls":
+            raise InvalidInput(f"queue {queue!r} holds shell tasks, not Python calls: make "
+                               "a queue of calls with executor()")  # fmt: skip
+        return row
+
+    def make_call_queue(self, queue: str) -> None:
+        def verb(tx: Tx) -> None:
+            row = self._queue(tx, queue, change=True)
+            if row["kind"] == "calls":
+                return
+            if tx.row("queue_any_task", queue_id=row["id"]) is not None:
+                raise InvalidInput(f"queue {queue!r} holds shell tasks: Python calls go to "
+                                   "a queue of their own")  # fmt: skip
+            tx.count("queue_make_calls", queue_id=row["id"])
+
+        self._run(verb)
+
+    def submit_calls(self, queue: str, calls: Sequence[NewCall]) -> list[Submitted]:
+        if not calls:
+            return []
+
+        def verb(tx: Tx) -> list[Submitted]:
+            queue_id = self._calls_queue(tx, queue, change=True)["id"]
+            keys = sorted({c.key for c in calls})
+            found = {r["call_key"]: (r["task_id"], State(r["state"]))
+                     for r in tx.rows("calls_by_key", queue_id=queue_id, keys=keys)}  # fmt: skip
+            again = [i for i, state in found.values() if state in (State.FAILED, State.KILLED)]
+            if again:
+                tx.count("calls_retry", ids=again)
+                found.update({k: (i, State.PENDING) for k, (i, st) in found.items()
+                              if i in set(again)})  # fmt: skip
+            new: dict[str, NewCall] = {}
+            for c in calls:
+                if c.key not in found:
+                    new.setdefault(c.key, c)
+            made: dict[str, int] = {}
+            if new:
+                ids = self._add_rows(tx, queue_id, [NewTask(c.payload, priority=c.priority)
+                                                    for c in new.values()])  # fmt: skip
+                made = dict(zip(new, ids, strict=True))
+                tx.insert("calls", CALL_COLUMNS,
+                          [(made[k], queue_id, k, c.call) for k, c in new.items()])  # fmt: skip
+            elif again:
+                tx.notify([queue_id])
+            return [Submitted(made[c.key], State.PENDING, True) if c.key in made
+                    else Submitted(*found[c.key], False) for c in calls]  # fmt: skip
+
+        # a second run after a commit cut off finds the calls by their keys
+        return self._run(verb)
+
+    def call_data(self, task_ids: Sequence[int]) -> dict[int, bytes]:
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        return self._run(lambda tx: {r["task_id"]: bytes(r["call"])
+                                     for r in tx.rows("call_data", ids=ids)},
+                         write=False)  # fmt: skip
+
+    def results_since(self, queue: str, after: int, limit: int) -> list[CallResult]:
+        def verb(tx: Tx) -> list[CallResult]:
+            queue_id = self._queue(tx, queue)["id"]
+            return _results(tx.rows("results_since", queue_id=queue_id, after=after,
+                                    limit=limit))  # fmt: skip
+
+        return self._run(verb, write=False)
+
+    def last_result(self, queue: str) -> int:
+        return self._run(lambda tx: int(tx.one("results_last",
+                                               queue_id=self._queue(tx, queue)["id"])["seq"]),
+                         write=False)  # fmt: skip
+
+    def results_of(self, task_ids: Sequence[int]) -> list[CallResult]:
+        ids = list(task_ids)
+        if not ids:
+            return []
+        return self._run(lambda tx: _results(tx.rows("results_of", ids=ids)), write=False)
+
+    def task_states(self, task_ids: Sequence[int]) -> dict[int, tuple[State, str | None]]:
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        return self._run(lambda tx: {r["id"]: (State(r["state"]), r["message"])
+                                     for r in tx.rows("task_states", ids=ids)},
+                         write=False)  # fmt: skip
+
+    def cancel_calls(self, queue: str, task_ids: Sequence[int]) -> list[int]:
+        ids = list(task_ids)
+
+        def verb(tx: Tx) -> list[int]:
+            queue_id = self._queue(tx, queue, change=True)["id"]
+            return sorted(r["id"] for r in tx.rows("calls_cancel", queue_id=queue_id, ids=ids))
+
+        return self._run(verb) if ids else []
+
+    def forget_calls(self, queue: str) -> int:
+        def verb(tx: Tx) -> int:
+            return tx.count("queue_tasks_delete",
+                            queue_id=self._calls_queue(tx, queue, change=True)["id"])  # fmt: skip
+
+        return self._run(verb, repeat=Repeat.NOT_IF_UNSURE)
+
     # -- archives -------------------------------------------------------------------------
     def export_queue(self, queue: str) -> Iterator[tuple[str, tuple[Any, ...]]]:
         with self.d.snapshot() as tx:
@@ -531,6 +664,11 @@ class SQLStore(Store):
     # -- housekeeping ---------------------------------------------------------------------
     def check(self) -> list[str]:
         return self._run(self.d.check, write=False)
+
+
+def _results(rows: list[Row]) -> list[CallResult]:
+    return [CallResult(r["seq"], r["task_id"], r["item"], bool(r["ok"]), bytes(r["data"]))
+            for r in rows]  # fmt: skip
 
 
 def _ids(text: str | None) -> list[int]:

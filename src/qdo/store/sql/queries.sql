@@ -22,15 +22,15 @@
 -- name: queue_insert
 INSERT INTO queues (owner, name, state, created) VALUES (:owner, :name, 'Active', {now})
 ON CONFLICT (owner, name) DO NOTHING
-RETURNING id, name, state, created, max_retries, max_lost, owner;
+RETURNING id, name, state, created, max_retries, max_lost, owner, kind;
 
 -- name: queue_get
-SELECT id, name, state, created, max_retries, max_lost, owner FROM queues
+SELECT id, name, state, created, max_retries, max_lost, owner, kind FROM queues
 WHERE owner = :owner AND name = :name;
 
 -- name: queue_list
 -- :owner NULL: every user's
-SELECT id, name, state, created, max_retries, max_lost, owner FROM queues
+SELECT id, name, state, created, max_retries, max_lost, owner, kind FROM queues
 WHERE CAST(:owner AS text) IS NULL OR owner = :owner ORDER BY name, owner;
 
 -- name: queue_set_state
@@ -40,7 +40,7 @@ UPDATE queues SET state = :state WHERE id = :queue_id;
 UPDATE queues SET max_retries = coalesce(CAST(:max_retries AS integer), max_retries),
                   max_lost = coalesce(CAST(:max_lost AS integer), max_lost)
 WHERE id = :queue_id
-RETURNING id, name, state, created, max_retries, max_lost, owner;
+RETURNING id, name, state, created, max_retries, max_lost, owner, kind;
 
 -- name: queue_task_count
 SELECT count(*) AS n FROM tasks WHERE queue_id = :queue_id;
@@ -92,8 +92,8 @@ SELECT 1 AS found FROM up WHERE id = :task_id LIMIT 1;
 -- than n.  (:reserve: not started yet; Store.finish(begun=...) marks them.)
 WITH picked AS MATERIALIZED (
     SELECT id AS pick FROM tasks
-    WHERE queue_id = (SELECT id FROM queues
-                      WHERE owner = :owner AND name = :queue AND state = 'Active')
+    WHERE queue_id = (SELECT id FROM queues WHERE owner = :owner AND name = :queue
+                                             AND state = 'Active' AND kind = :kind)
       AND state = 'Pending'
       AND (CAST(:max_seconds AS double precision) IS NULL OR timeout IS NULL
            OR timeout <= CAST(:max_seconds AS double precision))
@@ -369,6 +369,60 @@ ON CONFLICT (queue_id, jobid) DO NOTHING;
 SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = :queue_id
 ORDER BY submitted, jobid;
 
+-- name: pending_any
+SELECT 1 AS found FROM tasks
+WHERE queue_id = (SELECT id FROM queues WHERE owner = :owner AND name = :queue
+                                         AND state = 'Active')
+  AND state = 'Pending'
+LIMIT 1;
+
 -- name: pending_fits
 SELECT EXISTS (SELECT 1 FROM tasks WHERE queue_id = :queue_id AND state = 'Pending'
                AND (timeout IS NULL OR timeout <= :max_seconds)) AS fits;
+
+-- == calls (durable futures: qdo.executor) ==============================================
+
+-- name: queue_make_calls
+UPDATE queues SET kind = 'calls' WHERE id = :queue_id;
+
+-- name: queue_any_task
+SELECT id FROM tasks WHERE queue_id = :queue_id LIMIT 1;
+
+-- name: calls_by_key
+SELECT c.call_key, c.task_id, t.state FROM calls c JOIN tasks t ON t.id = c.task_id
+WHERE c.queue_id = :queue_id AND c.call_key {in keys text};
+
+-- name: calls_retry
+-- Calls found Failed or Killed when submitted again: they run again, as `retry` has it.
+UPDATE tasks
+SET state = 'Pending', failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL
+WHERE id {in ids bigint} AND (state = 'Failed' OR state = 'Killed');
+
+-- name: call_data
+SELECT task_id, call FROM calls WHERE task_id {in ids bigint};
+
+-- name: results_since
+SELECT seq, task_id, item, ok, data FROM results
+WHERE queue_id = :queue_id AND seq > :after ORDER BY seq LIMIT :limit;
+
+-- name: results_last
+SELECT coalesce(max(seq), 0) AS seq FROM results WHERE queue_id = :queue_id;
+
+-- name: results_of
+SELECT seq, task_id, item, ok, data FROM results WHERE task_id {in ids bigint} ORDER BY seq;
+
+-- name: results_drop
+-- A call's final result again (it ran once more): the new row gets a new seq, which
+-- is what the watchers follow.
+DELETE FROM results WHERE task_id {in ids bigint} AND item = -1;
+
+-- name: task_states
+SELECT id, state, message FROM tasks WHERE id {in ids bigint};
+
+-- name: calls_cancel
+DELETE FROM tasks
+WHERE queue_id = :queue_id AND id {in ids bigint} AND (state = 'Waiting' OR state = 'Pending')
+RETURNING id;
+
+-- name: queue_tasks_delete
+DELETE FROM tasks WHERE queue_id = :queue_id;

@@ -1,0 +1,285 @@
+"""Durable futures: a ``concurrent.futures.Executor`` over a queue of Python calls.
+
+``ex = qdo.connect("Grid", create_ok=True).executor()``; ``f = ex.submit(fn, *args)``
+stores the call as a task of the queue (``qdo.calls`` says how it is pickled), which
+any ``qdo do`` agent runs, on this machine or in batch jobs (``qdo launch``); what the
+call returns or raises comes back to ``f``.  Nothing of a call lives only in this
+process: a driver that dies is run again, and each call, found again by its key
+(``key=``; by default a hash of the function and its arguments, and how many equal
+calls came before it in this run), returns its stored result if it Succeeded, is
+waited for if it is still Pending or Running, and runs again only if it never ran to
+the end (Failed or Killed).  ``ex.forget()`` clears the queue for a fresh run.
+
+One watcher thread per executor does all the talking to the database: it submits the
+calls in batches (one transaction for up to ``BATCH``), follows the results in the
+order they were written (``Store.results_since``: a few rows a query, however many
+futures wait), and now and then asks for the states of the calls it waits for, which
+also catches the calls that end without a result (Killed) and, on PostgreSQL, a result
+committed out of order.  While results come, it asks again at once; when none come it
+waits a little longer each time, up to ``poll`` seconds, and a submit wakes it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import calls
+from .errors import CallFailed, InvalidInput, QdoError
+from .models import State
+from .store.base import CallResult, NewCall
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+__all__ = ["BATCH", "CallFuture", "DurableExecutor"]
+
+log = logging.getLogger(__name__)
+
+#: Calls submitted in one transaction, and results read in one query, at most.
+BATCH = 1000
+#: Seconds between looks at the states of the calls waited for.
+SWEEP = 1.0
+_FINAL = (State.SUCCEEDED, State.FAILED, State.KILLED)
+
+
+class CallFuture(cf.Future[Any]):
+    """The future of one durable call: ``key`` finds the call again; ``task_id`` is its
+    task in the queue (None until the watcher has submitted it)."""
+
+    def __init__(self, executor: DurableExecutor, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.task_id: int | None = None
+        self._executor = executor
+
+    def cancel(self) -> bool:
+        """Cancel the call if it has not started: it is then taken off the queue.  False
+        if it runs already, or is done."""
+        return self._executor._cancel(self)
+
+    def __repr__(self) -> str:
+        return f"<CallFuture {self.key[:12]} task {self.task_id} {self._state.lower()}>"
+
+
+class DurableExecutor(cf.Executor):
+    """Run calls through ``queue``, which becomes (or is) a queue of calls; see the
+    module's docstring.  ``poll``: the longest the watcher waits between looks for
+    results when none come; ``max_workers``: see the attribute."""
+
+    def __init__(self, queue: Queue, *, poll: float = 0.1, max_workers: int = 64) -> None:
+        if not (isinstance(poll, (int, float)) and 0 < poll <= 60):
+            raise InvalidInput(f"poll must be a number of seconds in (0, 60], got {poll!r}")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise InvalidInput(f"max_workers must be a positive integer, got {max_workers!r}")
+        #: how many calls a scheduler's queue over this executor keeps in the durable
+        #: queue at once (qdo.sched.Queue takes it as its width): enough to keep the
+        #: agents' slots busy, few enough that the plan's order still decides
+        self.max_workers = max_workers
+        self.queue = queue
+        self.store = queue.store
+        self.poll = float(poll)
+        self.store.make_call_queue(queue.name)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._new: list[tuple[NewCall, CallFuture]] = []  # to submit
+        self._waiting: dict[int, list[CallFuture]] = {}  # submitted, by task id
+        self._after = self.store.last_result(queue.name)  # results seen up to this seq
+        self._closed = False
+        self._seen: dict[str, int] = {}  # equal calls so far, by the hash of the call
+        self.calls_submitted = 0  # new calls it added (not those found again)
+        self.calls_found = 0  # calls found again by their key
+        self._thread = threading.Thread(target=self._watch, name=f"qdo-executor-{queue.name}",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"<qdo DurableExecutor of queue {self.queue.name!r}>"
+
+    # -- the Executor API -------------------------------------------------------------------
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., Any], /, *args: Any, key: str | None = None, **kwargs: Any
+    ) -> CallFuture:
+        """Store ``fn(*args, **kwargs)`` as a call; return its future.  ``key`` names the
+        call (a function that takes a ``key`` argument gets it with functools.partial)."""
+        if not callable(fn):
+            raise InvalidInput(f"submit needs a callable first, got {fn!r}")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+            raise InvalidInput(f"key must be a string of 1 to 200 characters, got {key!r}")
+        call = calls.encode_call(fn, args, kwargs)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if key is None:
+                # the n-th equal call of this run: numpy.random.random((3, 3)) ten times
+                # is ten calls, and the same ten again when the driver runs again
+                base = calls.call_key(call)
+                n = self._seen[base] = self._seen.get(base, -1) + 1
+                key = f"{base}.{n}"
+            future = CallFuture(self, key)
+            self._new.append((NewCall(key, calls.describe(fn, args, kwargs), call), future))
+        self._wake.set()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more submits; with ``cancel_futures``, cancel the calls not started yet;
+        with ``wait``, return once every future is done."""
+        with self._lock:
+            self._closed = True
+            waiting = [f for fs in self._waiting.values() for f in fs]
+            unsent = [f for _, f in self._new]
+        if cancel_futures:
+            for f in unsent + waiting:
+                f.cancel()
+        self._wake.set()
+        if wait:
+            self._thread.join()
+
+    def forget(self) -> int:
+        """Delete every call of the queue and its result, for a fresh run; return how
+        many went.  Not while futures of this executor wait."""
+        with self._lock:
+            if self._new or self._waiting:
+                raise InvalidInput("forget() clears the queue's calls: not while futures "
+                                   "of this executor wait for theirs")  # fmt: skip
+        return self.store.forget_calls(self.queue.name)
+
+    # -- cancelling --------------------------------------------------------------------------
+    def _cancel(self, future: CallFuture) -> bool:
+        with self._lock:
+            if future.done():
+                return False
+            unsent = next((i for i, (_, f) in enumerate(self._new) if f is future), None)
+            if unsent is not None:  # not submitted yet: it never reaches the queue
+                del self._new[unsent]
+            task_id = future.task_id
+            others = [f for f in self._waiting.get(task_id, ()) if f is not future]  # type: ignore[arg-type]
+        if unsent is not None:
+            return cf.Future.cancel(future)  # (its callbacks run outside the lock)
+        if task_id is None:
+            return False
+        if not others and not self.store.cancel_calls(self.queue.name, [task_id]):
+            return False  # it runs, or has ended
+        with self._lock:
+            futures = self._waiting.get(task_id, [])
+            if future in futures:
+                futures.remove(future)
+            if not futures:
+                self._waiting.pop(task_id, None)
+        return cf.Future.cancel(future)
+
+    # -- the watcher ---------------------------------------------------------------------------
+    def _watch(self) -> None:
+        pause = 0.0
+        next_sweep = time.monotonic() + SWEEP
+        while True:
+            busy = False
+            try:
+                with self._lock:
+                    batch, self._new = self._new[:BATCH], self._new[BATCH:]
+                if batch:
+                    busy = True
+                    self._submit(batch)
+                busy = self._collect() or busy
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP
+                    self._sweep()
+            except QdoError as e:  # the database away, say: the futures wait, it tries again
+                log.warning("qdo: the executor of queue %s could not reach its store (%s): "
+                            "trying again", self.queue.name, e)  # fmt: skip
+                busy = False
+                pause = self.poll
+            with self._lock:
+                if self._closed and not self._new and not self._waiting:
+                    return
+                more = bool(self._new)
+            if busy or more:
+                pause = 0.0
+                continue
+            # nothing came: wait a little longer each time (a submit wakes it at once)
+            pause = min(self.poll, max(0.002, pause * 2))
+            self._wake.wait(pause)
+            self._wake.clear()
+
+    def _submit(self, batch: list[tuple[NewCall, CallFuture]]) -> None:
+        try:
+            done = self.store.submit_calls(self.queue.name, [n for n, _ in batch])
+        except QdoError as e:
+            for _, f in batch:  # refused as a whole (the queue deleted, say): they fail
+                if f.set_running_or_notify_cancel():
+                    f.set_exception(e)
+            return
+        succeeded = []
+        with self._lock:
+            for (_, f), sub in zip(batch, done, strict=True):
+                f.task_id = sub.task_id
+                self._waiting.setdefault(sub.task_id, []).append(f)
+                if sub.new:
+                    self.calls_submitted += 1
+                else:
+                    self.calls_found += 1
+                    if sub.state is State.SUCCEEDED:
+                        succeeded.append(sub.task_id)
+        # calls that Succeeded in an earlier run: their results, a query per BATCH
+        for i in range(0, len(succeeded), BATCH):
+            self._resolve(self.store.results_of(succeeded[i : i + BATCH]))
+
+    def _collect(self) -> bool:
+        """Resolve the futures of the results written since the last look."""
+        got = False
+        while True:
+            rows = self.store.results_since(self.queue.name, self._after, BATCH)
+            if rows:
+                got = True
+                self._after = max(self._after, rows[-1].seq)
+                self._resolve(rows)
+            if len(rows) < BATCH:
+                return got
+
+    def _resolve(self, rows: list[CallResult]) -> None:
+        for row in rows:
+            if row.item != -1:
+                continue  # a generator's item (not followed here yet)
+            with self._lock:
+                futures = self._waiting.pop(row.task_id, [])
+            if not futures:
+                continue
+            outcome = calls.decode_result(row.ok, row.data)
+            for f in futures:
+                _settle(f, row.ok, outcome)
+
+    def _sweep(self) -> None:
+        """The calls waited for that ended without this watcher seeing a result."""
+        with self._lock:
+            ids = sorted(self._waiting)
+        for i in range(0, len(ids), BATCH):
+            chunk = ids[i : i + BATCH]
+            states = self.store.task_states(chunk)
+            ended = [t for t in chunk if t not in states or states[t][0] in _FINAL]
+            if not ended:
+                continue
+            rows = self.store.results_of(ended)
+            self._resolve(rows)
+            with self._lock:
+                lost = {t: self._waiting.pop(t) for t in ended if t in self._waiting}
+            for task_id, futures in lost.items():
+                state, message = states.get(task_id, (None, "it was deleted from the queue"))
+                error = CallFailed(self.queue.name, task_id,
+                                   state.value if state else "gone", message)  # fmt: skip
+                for f in futures:
+                    _settle(f, False, error)
+
+
+def _settle(future: CallFuture, ok: bool, outcome: Any) -> None:
+    if future.done():
+        return
+    if not future.set_running_or_notify_cancel():
+        return
+    if ok:
+        future.set_result(outcome)
+    else:
+        future.set_exception(outcome)

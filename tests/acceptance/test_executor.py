@@ -1,0 +1,241 @@
+"""Durable futures (issue 14): a concurrent.futures.Executor over a queue of calls, run
+by real ``qdo do`` agents, on both backends; drivers and agents SIGKILLed midway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import qdo
+from qdo.calls import MAX_RESULT_BYTES, RemoteError, ResultTooLarge
+from qdo.errors import CallFailed, InvalidInput, RemoteTraceback
+from qdo.models import State
+from qdo.sched import Queue as SchedQueue
+from qdo.sched import Scheduler
+from tests import calls_helpers as h
+from tests.conftest import run_qdo
+
+pytestmark = pytest.mark.backends
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Agents:
+    """``qdo do QUEUE --wait`` agents, in subprocesses that outlive the test's calls."""
+
+    def __init__(self, queue: str, log_dir: Path) -> None:
+        self.queue, self.log_dir = queue, log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, n: int = 1, *options: str) -> list[subprocess.Popen[bytes]]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        new = []
+        for _ in range(n):
+            out = open(self.log_dir / f"agent-{len(self.procs)}.out", "wb")  # noqa: SIM115
+            new.append(subprocess.Popen(
+                [sys.executable, "-m", "qdo", "do", self.queue, "--wait", *options],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT))  # fmt: skip
+            out.close()
+            self.procs.append(new[-1])
+        return new
+
+    def output(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.out")))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[[str], Agents]]:
+    made: list[Agents] = []
+
+    def make(queue: str) -> Agents:
+        made.append(Agents(queue, tmp_path / f"agents-{queue}"))
+        return made[-1]
+
+    yield make
+    for a in made:
+        a.stop()
+
+
+def attempts_of(queue: str) -> dict[int, list[str]]:
+    q = qdo.connect(queue)
+    return {t.id: [a.state for a in t.history] for t in q.tasks(history=True)}
+
+
+# -- results, errors, the queue ----------------------------------------------------------
+def test_calls_run_on_agents_and_come_back(agents: Callable[[str], Agents]) -> None:
+    ex = qdo.connect("Calls", create_ok=True).executor()
+    agents("Calls").start(2)
+    futures = [ex.submit(h.square, i) for i in range(200)]
+    assert [f.result(timeout=60) for f in futures] == [i * i for i in range(200)]
+    assert len(set(ex.map(lambda _: h.pid(), range(1)))) == 1  # a lambda: by value
+    assert ex.submit(h.pid).result(timeout=60) != os.getpid()  # it ran elsewhere
+    ex.shutdown()
+    q = qdo.connect("Calls")
+    status = q.status()
+    assert status["ntasks"]["Succeeded"] == 202 and "square(3)" in [t.task for t in q.tasks()][3]
+
+
+def test_exceptions_come_back_with_their_remote_traceback(
+    agents: Callable[[str], Agents], qdo_dir: Path
+) -> None:
+    ex = qdo.connect("Errors", create_ok=True).executor()
+    agents("Errors").start(1)
+    error = ex.submit(h.fail, "bad input 7").exception(timeout=60)
+    assert isinstance(error, ValueError) and str(error) == "bad input 7"
+    assert isinstance(error.__cause__, RemoteTraceback)
+    assert "in fail" in error.__cause__.text and "ValueError: bad input 7" in error.__cause__.text
+    unpicklable = ex.submit(h.raise_unpicklable).exception(timeout=60)
+    assert isinstance(unpicklable, RemoteError) and "Unpicklable: cannot travel" in str(unpicklable)
+    too_big = ex.submit(h.big, MAX_RESULT_BYTES + 1).exception(timeout=120)
+    assert isinstance(too_big, ResultTooLarge) and "more than the" in str(too_big)
+    ex.shutdown()
+    q = qdo.connect("Errors")
+    failed = q.tasks(state=qdo.Task.FAILED)
+    assert len(failed) == 3 and failed[0].message == "ValueError: bad input 7"
+    log = run_qdo("log", "Errors", str(failed[0].id))
+    assert "Traceback" in log.stdout and "bad input 7" in log.stdout, log
+
+
+def test_a_queue_of_calls_takes_no_shell_tasks_and_back(agents: Callable[[str], Agents]) -> None:
+    shell = qdo.create("Shell")
+    shell.add("echo hi")
+    with pytest.raises(InvalidInput, match="holds shell tasks"):
+        shell.executor()
+    calls = qdo.connect("Mixed", create_ok=True)
+    calls.executor().shutdown()
+    with pytest.raises(InvalidInput, match="holds Python calls"):
+        calls.add("echo hi")
+    proc = run_qdo("do", "Mixed", "--func", "tests.calls_helpers:square")
+    assert proc.returncode != 0 and "holds Python calls" in proc.stderr
+
+
+def test_cancel_takes_a_pending_call_off_the_queue() -> None:
+    ex = qdo.connect("Cancel", create_ok=True).executor()
+    f, g = ex.submit(h.square, 1), ex.submit(h.square, 2)
+    while g.task_id is None:  # submitted by the watcher
+        time.sleep(0.01)
+    assert g.cancel() and g.cancelled()
+    assert [t.id for t in qdo.connect("Cancel").tasks()] == [f.task_id]
+    assert f.cancel()
+    ex.shutdown()
+    assert qdo.connect("Cancel").tasks() == []
+
+
+def test_a_killed_call_fails_its_future() -> None:
+    ex = qdo.connect("Killed", create_ok=True).executor()
+    f = ex.submit(h.square, 3)
+    while f.task_id is None:
+        time.sleep(0.01)
+    q = qdo.connect("Killed")  # no agent: an administrator kills it while it waits
+    q.store.set_state("Killed", f.task_id, State.KILLED, None, "not wanted", "the test")
+    error = f.exception(timeout=30)
+    assert isinstance(error, CallFailed) and error.state == "Killed" and "not wanted" in str(error)
+    ex.shutdown()
+
+
+# -- the scheduler plans, the cluster runs -------------------------------------------------
+def grid(n: int, k: int, executor: object) -> list[object]:
+    import numpy
+
+    sch = Scheduler()
+    Q = SchedQueue(sch, executor=executor)  # type: ignore[arg-type]
+    A = [Q.submit(h.matrix, i, k) for i in range(n)]
+    B = [Q.submit(numpy.linalg.inv, a) for a in A]
+    C = [Q.submit(numpy.matmul, B[i], B[j]) for i in range(n) for j in range(n)]
+    sch.start()
+    try:
+        return [c.result(timeout=300) for c in C]
+    finally:
+        sch.shutdown()
+
+
+def test_seed_grid_through_the_cluster_matches_threads(agents: Callable[[str], Agents]) -> None:
+    numpy = pytest.importorskip("numpy")
+    n, k = 30, 8
+    ex = qdo.connect("Grid", create_ok=True).executor()
+    agents("Grid").start(2)
+    remote = grid(n, k, ex)
+    local = grid(n, k, None)
+    assert len(remote) == n * n
+    assert all(numpy.allclose(r, t) for r, t in zip(remote, local, strict=True))
+    ex.shutdown()
+    assert qdo.connect("Grid").status()["ntasks"]["Succeeded"] == n + n + n * n
+
+
+# -- drivers and agents that die ------------------------------------------------------------
+DRIVER = textwrap.dedent("""
+    import json, sys
+    import qdo
+    from tests import calls_helpers as h
+    ex = qdo.connect("Driver", create_ok=True).executor()
+    futures = [ex.submit(h.slow_square, i, 0.02) for i in range(int(sys.argv[1]))]
+    results = [f.result() for f in futures]
+    print(json.dumps({"results": results, "submitted": ex.calls_submitted,
+                      "found": ex.calls_found}))
+    ex.shutdown()
+""")
+
+
+def test_a_driver_killed_halfway_is_run_again(agents: Callable[[str], Agents]) -> None:
+    import json
+
+    n = 300
+    script = [sys.executable, "-c", DRIVER, str(n)]
+    qdo.connect("Driver", create_ok=True).executor().shutdown()  # a queue of calls
+    agents("Driver").start(2)
+    first = subprocess.Popen(script, cwd=ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while True:  # halfway: a third done, say
+        done = qdo.connect("Driver", create_ok=True).status()["ntasks"]["Succeeded"]
+        if done >= n // 3:
+            break
+        assert time.monotonic() < deadline, "the calls do not run"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = {t: s for t, s in attempts_of("Driver").items() if "Succeeded" in s}
+    second = subprocess.run(script, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    out = json.loads(second.stdout)
+    assert out["results"] == [i * i for i in range(n)]
+    assert out["found"] >= len(before) and out["submitted"] + out["found"] == n
+    after = attempts_of("Driver")
+    assert len(after) == n  # each call is one task, made once
+    for task_id, states in after.items():
+        assert states.count("Succeeded") == 1, (task_id, states)  # none ran twice
+    for task_id, states in before.items():
+        assert after[task_id] == states  # what had Succeeded did not run again
+
+
+def test_an_agent_killed_midway_loses_no_future(agents: Callable[[str], Agents]) -> None:
+    ex = qdo.connect("Lost", create_ok=True).executor()
+    pool = agents("Lost")
+    victim, survivor = pool.start(2, "--lease", "1")
+    futures = [ex.submit(h.slow_square, i, 0.1) for i in range(60)]
+    deadline = time.monotonic() + 60
+    while qdo.connect("Lost").status()["ntasks"]["Succeeded"] < 10:
+        assert time.monotonic() < deadline, pool.output()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    assert [f.result(timeout=120) for f in futures] == [i * i for i in range(60)]
+    ex.shutdown()
+    assert survivor.poll() is None

@@ -1,0 +1,45 @@
+"""Functions that the durable executor's tests submit: importable by the agents (which
+run from the repository's root), so that calls go by reference."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def slow_square(x: int, seconds: float = 0.05) -> int:
+    time.sleep(seconds)
+    return x * x
+
+
+def matrix(seed: int, k: int) -> Any:
+    import numpy
+
+    return numpy.random.default_rng(seed).random((k, k)) + k * numpy.eye(k)
+
+
+def fail(why: str) -> None:
+    raise ValueError(why)
+
+
+def big(nbytes: int) -> bytes:
+    return b"x" * nbytes
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+class Unpicklable(Exception):
+    def __init__(self) -> None:
+        super().__init__("cannot travel")
+        self.lock = __import__("threading").Lock()
+
+
+def raise_unpicklable() -> None:
+    raise Unpicklable()

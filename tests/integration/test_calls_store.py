@@ -1,0 +1,104 @@
+"""The store's verbs of durable futures (issue 14), on every backend: queues of calls,
+submitting by key, results in the order written."""
+
+from __future__ import annotations
+
+import pytest
+
+from qdo.errors import InvalidInput
+from qdo.models import State
+from qdo.store.base import NewCall, NewTask, Outcome, Store
+
+pytestmark = pytest.mark.backends
+
+
+def call(key: str, data: bytes = b"call") -> NewCall:
+    return NewCall(key, f"f({key})", data + key.encode())
+
+
+@pytest.fixture
+def q(store: Store) -> str:
+    store.create_queue("calls")
+    store.make_call_queue("calls")
+    return "calls"
+
+
+def test_a_queue_of_calls_is_made_empty_and_keeps_to_calls(store: Store, q: str) -> None:
+    assert store.get_queue(q).kind == "calls"
+    store.make_call_queue(q)  # again: nothing
+    with pytest.raises(InvalidInput, match="holds Python calls"):
+        store.add_many(q, [NewTask("echo hi")])
+    store.create_queue("shell")
+    store.add_many("shell", [NewTask("echo hi")])
+    with pytest.raises(InvalidInput, match="holds shell tasks"):
+        store.make_call_queue("shell")
+    with pytest.raises(InvalidInput, match="holds shell tasks"):
+        store.submit_calls("shell", [call("a")])
+    assert store.get_queue("shell").kind == "shell"
+    # a claimer of the wrong kind gets nothing: a call never runs as a command
+    store.submit_calls(q, [call("a")])
+    assert store.claim(q, "w", 10, lease=60) == []
+    assert store.claim("shell", "w", 10, lease=60, calls=True) == []
+    (t,) = store.claim(q, "w", 10, lease=60, calls=True)
+    assert t.task == "f(a)" and store.call_data([t.id]) == {t.id: b"calla"}
+
+
+def test_calls_are_found_again_by_key(store: Store, q: str) -> None:
+    first = store.submit_calls(q, [call("a"), call("b"), call("a")])
+    assert [s.new for s in first] == [True, True, True]  # all three made now (one task)
+    assert first[0].task_id == first[2].task_id != first[1].task_id
+    again = store.submit_calls(q, [call("b"), call("c")])
+    assert again[0] == (first[1].task_id, State.PENDING, False) and again[1].new
+    assert len(store.tasks(q)) == 3
+
+
+def finish(store: Store, q: str, state: State, value: bytes | None) -> int:
+    (t,) = store.claim(q, "w", 1, lease=60, calls=True)
+    assert store.finish("w", [Outcome(t.id, t._token, state, value=value)]) == []
+    return t.id
+
+
+def test_results_are_kept_once_final_in_the_order_written(store: Store, q: str) -> None:
+    assert store.last_result(q) == 0
+    store.submit_calls(q, [call("ok"), call("bad"), call("retried")])
+    ok = finish(store, q, State.SUCCEEDED, b"value")
+    bad = finish(store, q, State.FAILED, b"error")
+    rows = store.results_since(q, 0, 100)
+    assert [(r.task_id, r.item, r.ok, r.data) for r in rows] == [
+        (ok, -1, True, b"value"), (bad, -1, False, b"error")]  # fmt: skip
+    assert rows[0].seq < rows[1].seq == store.last_result(q)
+    assert store.results_since(q, rows[0].seq, 100) == rows[1:]
+    assert store.results_since(q, 0, 1) == rows[:1]
+    assert store.results_of([bad, ok]) == rows
+    # a Failed call that runs again keeps no result: its future waits for the last try
+    store.set_queue_options(q, max_retries=1)
+    retried = finish(store, q, State.FAILED, b"first")
+    assert store.results_of([retried]) == []
+    assert store.task_states([retried, ok]) == {retried: (State.PENDING, None),
+                                                ok: (State.SUCCEEDED, None)}  # fmt: skip
+
+
+def test_failed_and_killed_calls_run_again_when_submitted_again(store: Store, q: str) -> None:
+    store.submit_calls(q, [call("a"), call("b")])
+    a = finish(store, q, State.FAILED, b"err")
+    b = finish(store, q, State.SUCCEEDED, b"val")
+    again = store.submit_calls(q, [call("a"), call("b")])
+    assert again == [(a, State.PENDING, False), (b, State.SUCCEEDED, False)]
+    (t,) = store.claim(q, "w", 5, lease=60, calls=True)
+    assert t.id == a
+    assert store.finish("w", [Outcome(a, t._token, State.SUCCEEDED, value=b"fixed")]) == []
+    (row,) = [r for r in store.results_of([a]) if r.item == -1]
+    assert (row.ok, row.data) == (True, b"fixed")  # the new result, under a new seq
+    assert row.seq == store.last_result(q)
+
+
+def test_cancel_takes_only_waiting_calls_and_forget_takes_all(store: Store, q: str) -> None:
+    subs = store.submit_calls(q, [call(k) for k in "abc"])
+    (running,) = store.claim(q, "w", 1, lease=60, calls=True)
+    ids = [s.task_id for s in subs]
+    assert store.cancel_calls(q, ids) == [i for i in ids if i != running.id]
+    assert [t.id for t in store.tasks(q)] == [running.id]
+    assert store.call_data(ids) == {running.id: b"calla"}
+    assert store.forget_calls(q) == 1
+    assert store.tasks(q) == [] and store.call_data(ids) == {} and store.results_of(ids) == []
+    assert store.get_queue(q).kind == "calls"

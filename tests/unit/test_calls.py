@@ -1,0 +1,82 @@
+"""How calls travel (qdo.calls): by reference or by value, results and errors, keys."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from qdo.calls import (
+    RemoteError,
+    ResultTooLarge,
+    call_key,
+    decode_result,
+    describe,
+    encode_call,
+    encode_error,
+    encode_result,
+    run_call,
+)
+from qdo.errors import RemoteTraceback
+from tests import calls_helpers as h
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_an_importable_function_goes_by_reference() -> None:
+    data = encode_call(h.square, (7,), {})
+    assert b"calls_helpers" in data and b"square" in data
+    assert pickle.loads(data) == (h.square, (7,), {})
+    assert run_call(data) == 49
+
+
+def test_a_lambda_and_a_closure_go_by_value() -> None:
+    k = 3
+    data = encode_call(lambda x: x * k, (5,), {})
+    assert run_call(data) == 15
+
+
+def test_the_key_is_the_same_in_another_process() -> None:
+    here = call_key(encode_call(h.slow_square, (4,), {"seconds": 0.5}))
+    code = ("from qdo.calls import call_key, encode_call\n"
+            "from tests import calls_helpers as h\n"
+            "print(call_key(encode_call(h.slow_square, (4,), {'seconds': 0.5})))")  # fmt: skip
+    there = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.strip()  # fmt: skip
+    assert here == there and len(here) == 32
+    assert here != call_key(encode_call(h.slow_square, (4,), {"seconds": 0.6}))
+
+
+def test_description_is_short_whatever_the_arguments() -> None:
+    text = describe(h.square, (list(range(10_000)), "x" * 10_000), {"k": {"a": 1}})
+    assert text.startswith("tests.calls_helpers.square([0, 1, 2, 3, ...], 'xxx")
+    assert len(text) < 200 and "k={'a': 1}" in text
+
+
+def test_results_errors_and_their_limits() -> None:
+    assert decode_result(True, encode_result({"a": [1, 2]})) == {"a": [1, 2]}
+    size = len(encode_result(b"x" * 1000))
+    assert encode_result(b"x" * 1000, limit=size)  # the limit itself is fine
+    with pytest.raises(ResultTooLarge, match=f"{size:,} bytes pickled, more than the {size - 1:,}"):
+        encode_result(b"x" * 1000, limit=size - 1)
+    try:
+        h.fail("why")
+    except ValueError as e:
+        error = decode_result(False, encode_error(e, "Traceback ...\nValueError: why\n"))
+    assert isinstance(error, ValueError) and str(error) == "why"
+    assert isinstance(error.__cause__, RemoteTraceback) and "ValueError: why" in str(
+        error.__cause__
+    )
+    odd = h.Unpicklable()
+    error = decode_result(False, encode_error(odd, "tb"))
+    assert isinstance(error, RemoteError) and str(error) == "Unpicklable: cannot travel"
+
+
+def test_what_cannot_be_pickled_is_one_clear_error() -> None:
+    with pytest.raises(Exception, match="cannot be pickled"):
+        encode_call(h.square, (threading.Lock(),), {})
+    assert isinstance(decode_result(True, b"not a pickle"), RemoteError)
