@@ -89,6 +89,9 @@ class _Spelling:
     def id_list(self, expr: str) -> str:
         return f"string_agg(CAST({expr} AS text), ',')"
 
+    def among(self, name: str, sql_type: str) -> str:
+        return self.in_list(name, sql_type)
+
 
 Q = sql.compile_queries("postgres", _Spelling())
 

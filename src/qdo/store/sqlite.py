@@ -76,6 +76,9 @@ class _Spelling:
     def id_list(self, expr: str) -> str:
         return f"group_concat({expr})"
 
+    def among(self, name: str, sql_type: str) -> None:
+        return None
+
 
 Q = sql.compile_queries("sqlite", _Spelling())
 

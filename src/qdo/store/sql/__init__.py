@@ -13,7 +13,7 @@ from importlib import resources
 from typing import NamedTuple, Protocol
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_HOOK = re.compile(r"\{(now|in|rows|rowlock|idlist)\b([^{}]*)\}")
+_HOOK = re.compile(r"\{(now|in|among|rows|rowlock|idlist)\b([^{}]*)\}")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _COMMENT = re.compile(r"--[^\n]*")
 _ROWS = re.compile(r"\s*(\w+)\s*\((.*)\)\s*", re.DOTALL)
@@ -79,6 +79,10 @@ class Renderer(Protocol):
     def id_list(self, expr: str) -> str:
         """The aggregate of ``expr`` (integers) as text, comma-separated."""
 
+    def among(self, name: str, sql_type: str) -> str | None:
+        """``in_list`` where a table of rows names the batch, or None to leave the
+        join to those rows (see ``{among}`` in queries.sql)."""
+
 
 def compile_queries(dialect: str, render: Renderer) -> dict[str, Statement]:
     """Every statement of the shared ``queries.sql`` and of ``<dialect>/queries.sql``
@@ -104,6 +108,13 @@ def compile_statement(text: str, render: Renderer) -> Statement:
             name, sql_type = args.split(None, 1)
             lists.append(name)
             return render.in_list(name, sql_type)
+        if kind == "among":
+            name, sql_type = args.split(None, 1)
+            spelled = render.among(name, sql_type)
+            if spelled is None:
+                return " IS NOT NULL"  # (a key: true; the parameter goes unused)
+            lists.append(name)
+            return spelled
         if kind == "rows":
             parsed = _ROWS.fullmatch(args)
             if parsed is None:

@@ -11,6 +11,11 @@
 --                           a table of rows passed as one parameter, named o
 --   {rowlock FOR UPDATE}    a row lock (PostgreSQL); nothing on SQLite, where a write
 --                           transaction holds the whole database
+--   {among ids bigint}      "is one of the batch's ids", where a table of rows names the
+--                           batch: PostgreSQL finds the batch by key with it (not by a
+--                           scan); SQLite drives the join from the rows instead (with the
+--                           list it looked up each row of them for every id), and it is
+--                           true there
 --   {idlist x}              the aggregate of the integers x as text, "1,2,3" (in any
 --                           order: SQLite's group_concat, PostgreSQL's string_agg)
 --
@@ -124,14 +129,14 @@ UPDATE tasks AS t SET started = b.began
 FROM {rows b (task_id bigint, token bigint, began double precision)}
 WHERE t.id = b.task_id AND t.lease_token = b.token AND t.worker = :worker
   AND t.state = 'Running'
-  AND t.id {in ids bigint};  -- (so the batch is found by key, never by a scan)
+  AND t.id {among ids bigint};
 
 -- name: renew
 UPDATE tasks AS t SET lease_expires = {now} + :lease
 FROM {rows o (task_id bigint, token bigint)}
 WHERE t.id = o.task_id AND t.lease_token = o.token AND t.worker = :worker
   AND t.state = 'Running'
-  AND t.id {in ids bigint}  -- (so the batch is found by key, never by a scan)
+  AND t.id {among ids bigint}
 RETURNING id;
 
 -- name: finish
@@ -153,7 +158,7 @@ FROM {rows o (task_id bigint, token bigint, outcome text, code integer, note tex
               output text, began double precision)}
 WHERE t.id = o.task_id AND t.lease_token = o.token AND t.worker = :worker
   AND t.state = 'Running'
-  AND t.id {in ids bigint}  -- (so the batch is found by key, never by a scan)
+  AND t.id {among ids bigint}
 -- (the rows' columns are named apart from the task's: RETURNING names the task's)
 RETURNING id, attempts, worker, jobid, started, finished, queue_id, state, {now} AS now;
 
