@@ -23,6 +23,11 @@ def matrix(seed: int, k: int) -> Any:
     return numpy.random.default_rng(seed).random((k, k)) + k * numpy.eye(k)
 
 
+def job_square(x: int) -> tuple[int, str | None]:
+    """The square, and the batch job it ran in."""
+    return x * x, os.environ.get("SLURM_JOB_ID")
+
+
 def fail(why: str) -> None:
     raise ValueError(why)
 

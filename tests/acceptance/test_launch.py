@@ -233,6 +233,27 @@ def test_one_job_runs_several_workers(slurm: Cluster, qdo_dir: Path, tmp_path: P
     assert "ran 8 tasks" in job_log(qdo_dir, jobid)
 
 
+def test_durable_futures_run_in_launched_jobs(
+    slurm: Cluster, qdo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: the calls of a driver's executor run inside a job of qdo launch (on a
+    cluster, the driver runs on a login node and the agents in jobs)."""
+    from tests import calls_helpers
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # the jobs'
+    q = slurm.queue("futures")
+    ex = qdo.connect(q).executor()
+    futures = [ex.submit(calls_helpers.job_square, i) for i in range(40)]
+    while any(f.task_id is None for f in futures):  # stored, so the job finds them
+        time.sleep(0.05)
+    [jobid] = launch(q, "2")
+    results = [f.result(timeout=JOB_TIMEOUT) for f in futures]
+    assert results == [(i * i, jobid) for i in range(40)]
+    ex.shutdown()
+    assert wait_jobs(qdo_dir, q, [jobid]) == {jobid: "COMPLETED"}
+    assert {t["jobid"] for t in tasks(q)} == {jobid}
+
+
 def test_several_jobs(slurm: Cluster, qdo_dir: Path) -> None:
     q = slurm.queue("several", *[f"{ECHO_JOB}; sleep 0.5"] * 9)
     ids = launch(q, "1", "--jobs", "3")
