@@ -16,7 +16,8 @@ order they were written (``Store.results_since``: a few rows a query, however ma
 futures wait), and now and then asks for the states of the calls it waits for, which
 also catches the calls that end without a result (Killed) and, on PostgreSQL, a result
 committed out of order.  While results come, it asks again at once; when none come it
-waits a little longer each time, up to ``poll`` seconds, and a submit wakes it.
+waits a little longer each time, up to ``poll`` seconds; a submit wakes it, and on
+PostgreSQL so does a result (the agents' report notifies the queue's channel).
 """
 
 from __future__ import annotations
@@ -200,9 +201,13 @@ class DurableExecutor(cf.Executor):
             if busy or more:
                 pause = 0.0
                 continue
-            # nothing came: wait a little longer each time (a submit wakes it at once)
+            # nothing came: wait a little longer each time (a submit wakes it at once;
+            # on PostgreSQL so does a result, told on the queue's channel)
             pause = min(self.poll, max(0.002, pause * 2))
-            self._wake.wait(pause)
+            if self.store.notifies:
+                self.store.wait_for_tasks(self.queue.name, pause, stop=self._wake.is_set)
+            else:
+                self._wake.wait(pause)
             self._wake.clear()
 
     def _submit(self, batch: list[tuple[NewCall, CallFuture]]) -> None:

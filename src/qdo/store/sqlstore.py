@@ -296,8 +296,8 @@ class SQLStore(Store):
                 if r["state"] == _PENDING:
                     woke.append(r["queue_id"])
             tx.count("attempt_insert", a=history)
-            if values:
-                self._keep_results(tx, rows, by_id)
+            if values:  # (their drivers' watchers listen where agents do)
+                woke += self._keep_results(tx, rows, by_id)
             if succeeded:
                 woke += self._release(tx, succeeded)
             if woke:
@@ -310,15 +310,16 @@ class SQLStore(Store):
         return [o.task_id for o in outcomes if o.task_id not in accepted]
 
     @staticmethod
-    def _keep_results(tx: Tx, rows: list[Row], by_id: dict[int, Outcome]) -> None:
+    def _keep_results(tx: Tx, rows: list[Row], by_id: dict[int, Outcome]) -> list[int]:
         """The results of the calls whose state is now final (a Failed call that runs
-        again keeps none: its future waits for the last attempt)."""
+        again keeps none: its future waits for the last attempt); their queues' ids."""
         kept = [(r["queue_id"], r["id"], -1, by_id[r["id"]].state is State.SUCCEEDED,
                  by_id[r["id"]].value) for r in rows
                 if by_id[r["id"]].value is not None and r["state"] in _FINAL]  # fmt: skip
         if kept:
             tx.count("results_drop", ids=[k[1] for k in kept])
             tx.insert("results", RESULT_COLUMNS, kept)
+        return [k[0] for k in kept]
 
     @staticmethod
     def _release(tx: Tx, succeeded: list[int]) -> list[int]:
