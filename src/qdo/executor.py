@@ -11,7 +11,9 @@ waited for if it is still Pending or Running, and runs again only if it never ra
 the end (Failed or Killed).  ``ex.forget()`` clears the queue for a fresh run.
 
 One watcher thread per executor does all the talking to the database: it submits the
-calls in batches (one transaction for up to ``BATCH``), follows the results in the
+calls in batches (one transaction for up to ``BATCH``, which also brings back the
+results of those that Succeeded before: a re-run costs a round trip per ``BATCH``
+finished calls), follows the results in the
 order they were written (``Store.results_since``: a few rows a query, however many
 futures wait), and now and then asks for the states of the calls it waits for, which
 also catches the calls that end without a result (Killed) and, on PostgreSQL, a result
@@ -185,10 +187,13 @@ class DurableExecutor(cf.Executor):
                 if batch:
                     busy = True
                     self._submit(batch)
-                busy = self._collect() or busy
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP
-                    self._sweep()
+                with self._lock:
+                    waiting = bool(self._waiting)
+                if waiting:  # (a re-run whose calls all Succeeded asks nothing more)
+                    busy = self._collect() or busy
+                    if time.monotonic() >= next_sweep:
+                        next_sweep = time.monotonic() + SWEEP
+                        self._sweep()
             except QdoError as e:  # the database away, say: the futures wait, it tries again
                 log.warning("qdo: the executor of queue %s could not reach its store (%s): "
                             "trying again", self.queue.name, e)  # fmt: skip
@@ -218,7 +223,7 @@ class DurableExecutor(cf.Executor):
                 if f.set_running_or_notify_cancel():
                     f.set_exception(e)
             return
-        succeeded = []
+        stored: dict[int, CallResult] = {}
         with self._lock:
             for (_, f), sub in zip(batch, done, strict=True):
                 f.task_id = sub.task_id
@@ -227,11 +232,9 @@ class DurableExecutor(cf.Executor):
                     self.calls_submitted += 1
                 else:
                     self.calls_found += 1
-                    if sub.state is State.SUCCEEDED:
-                        succeeded.append(sub.task_id)
-        # calls that Succeeded in an earlier run: their results, a query per BATCH
-        for i in range(0, len(succeeded), BATCH):
-            self._resolve(self.store.results_of(succeeded[i : i + BATCH]))
+                    if sub.result is not None:  # Succeeded in an earlier run
+                        stored[sub.task_id] = sub.result
+        self._resolve(list(stored.values()))
 
     def _collect(self) -> bool:
         """Resolve the futures of the results written since the last look."""

@@ -48,7 +48,7 @@ def test_calls_are_found_again_by_key(store: Store, q: str) -> None:
     assert [s.new for s in first] == [True, True, True]  # all three made now (one task)
     assert first[0].task_id == first[2].task_id != first[1].task_id
     again = store.submit_calls(q, [call("b"), call("c")])
-    assert again[0] == (first[1].task_id, State.PENDING, False) and again[1].new
+    assert again[0][:3] == (first[1].task_id, State.PENDING, False) and again[1].new
     assert len(store.tasks(q)) == 3
 
 
@@ -83,7 +83,10 @@ def test_failed_and_killed_calls_run_again_when_submitted_again(store: Store, q:
     a = finish(store, q, State.FAILED, b"err")
     b = finish(store, q, State.SUCCEEDED, b"val")
     again = store.submit_calls(q, [call("a"), call("b")])
-    assert again == [(a, State.PENDING, False), (b, State.SUCCEEDED, False)]
+    assert [s[:3] for s in again] == [(a, State.PENDING, False), (b, State.SUCCEEDED, False)]
+    assert again[0].result is None  # it runs again
+    result = again[1].result  # it Succeeded: its result, in the same transaction
+    assert result is not None and (result.task_id, result.ok, result.data) == (b, True, b"val")
     (t,) = store.claim(q, "w", 5, lease=60, calls=True)
     assert t.id == a
     assert store.finish("w", [Outcome(a, t._token, State.SUCCEEDED, value=b"fixed")]) == []

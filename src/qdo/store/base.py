@@ -100,14 +100,6 @@ class NewCall(NamedTuple):
     priority: int = 0
 
 
-class Submitted(NamedTuple):
-    """What became of a submitted call: its task, and the state it is in."""
-
-    task_id: int
-    state: State
-    new: bool  # made now (else found by its key)
-
-
 class CallResult(NamedTuple):
     """A row of a call's results: ``item`` -1 for what the call returned (``ok``) or
     raised; 0, 1, ... for the items a generator yielded.  ``seq`` numbers the rows in
@@ -118,6 +110,16 @@ class CallResult(NamedTuple):
     item: int
     ok: bool
     data: bytes
+
+
+class Submitted(NamedTuple):
+    """What became of a submitted call: its task, the state it is in, and for a call
+    found Succeeded, its result (read in the same transaction)."""
+
+    task_id: int
+    state: State
+    new: bool  # made now (else found by its key)
+    result: CallResult | None = None
 
 
 class Begun(NamedTuple):
@@ -397,8 +399,9 @@ class Store(ABC):
     def submit_calls(self, queue: str, calls: Sequence[NewCall]) -> list[Submitted]:
         """Add the calls whose key is new to this queue of calls, in one transaction;
         find the others by their key.  A call found Failed or Killed runs again (as
-        ``retry`` would); one found Succeeded stays so, its result kept.  Returns what
-        became of each, in order.  Raises InvalidInput for a queue of shell tasks."""
+        ``retry`` would); one found Succeeded stays so, and its result comes back with
+        it.  Returns what became of each, in order.  Raises InvalidInput for a queue of
+        shell tasks."""
 
     @abstractmethod
     def call_data(self, task_ids: Sequence[int]) -> dict[int, bytes]:

@@ -552,8 +552,12 @@ class SQLStore(Store):
                           [(made[k], queue_id, k, c.call) for k, c in new.items()])  # fmt: skip
             elif again:
                 tx.notify([queue_id])
+            done = sorted({i for i, st in found.values() if st is State.SUCCEEDED})
+            results = {r.task_id: r for r in _results(tx.rows("results_of", ids=done))
+                       if r.item == -1} if done else {}  # fmt: skip
             return [Submitted(made[c.key], State.PENDING, True) if c.key in made
-                    else Submitted(*found[c.key], False) for c in calls]  # fmt: skip
+                    else Submitted(*found[c.key], False, results.get(found[c.key][0]))
+                    for c in calls]  # fmt: skip
 
         # a second run after a commit cut off finds the calls by their keys
         return self._run(verb)
