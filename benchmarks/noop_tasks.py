@@ -18,3 +18,10 @@ def noop_payload(payload: dict[str, Any]) -> None:
 def noop_value(x: Any) -> Any:
     """A durable future's call (bench_futures): gives its argument back."""
     return x
+
+
+def matrix(seed: int, k: int) -> Any:
+    """A k x k matrix, well conditioned, the same for a seed (bench_futures_grid)."""
+    import numpy
+
+    return numpy.random.default_rng(seed).random((k, k)) + k * numpy.eye(k)

@@ -54,6 +54,7 @@ BENCHMARKS = {
     "pg-get": "bench_get:run_pg",  # issue 11: PostgreSQL (module:function; default: run)
     "pg-shared": "bench_pg_shared",  # issue 12: the cost of row-level security
     "futures": "bench_futures",  # issue 14: durable futures vs dask.distributed
+    "futures-grid": "bench_futures_grid",  # issue 14: the seed grid, sched + executor
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4
