@@ -215,8 +215,11 @@ class Agent:
                             # asleep until the store says there may be tasks (PostgreSQL:
                             # the server's word; SQLite: a cheap look, often); but still
                             # collect expired leases now and then
+                            until = next_collect
+                            if self.opts.runtime is not None:  # (--runtime ends the wait)
+                                until = min(until, start + self.opts.runtime)
                             self.store.wait_for_tasks(
-                                self.queue.name, max(0.0, next_collect - now),
+                                self.queue.name, max(0.0, until - now),
                                 stop=lambda: self.stop_signal is not None,
                             )  # fmt: skip
                             idle_until = 0.0

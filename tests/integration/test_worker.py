@@ -667,3 +667,21 @@ def test_first_hour_with_func(tmp_path: Path) -> None:
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "done {'Succeeded': 5}" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_waiting_agent_does_not_spin_on_tasks_it_may_not_take() -> None:
+    """``qdo do --wait`` near its job's end, with a Pending task that declares more time
+    than is left: it looks once, then sleeps until the database changes (SQLite watched
+    a change counter; it asked again at once, a claim a millisecond).  Judged by the
+    agent's CPU time, which a busy machine can only make smaller."""
+    q = qdo.create("Spin")
+    q.add("true", timeout=3600)  # an hour: more than the job has left
+    end = time.time() + 120
+    env = {**os.environ, "QDO_JOB_END": str(end)}
+    proc = subprocess.Popen([sys.executable, "-m", "qdo", "do", "Spin", "--wait", "--runtime",
+                             "3"], env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)  # the agent's own CPU time
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0
+    assert usage.ru_utime + usage.ru_stime < 2.0, (usage.ru_utime, usage.ru_stime)
+    assert states(q) == {"Pending": 1}

@@ -93,6 +93,7 @@ class SQLiteStore(SQLStore):
         self.dialect = SQLiteDialect(path, user or login_name(), on_create)
         self.path = self.dialect.path
         super().__init__(self.dialect, self.dialect.user)
+        self._looked: dict[str, int] = {}  # data_version at the last look, by queue
 
     def wait_for_tasks(
         self, queue: str, timeout: float, stop: Callable[[], bool] | None = None
@@ -104,13 +105,14 @@ class SQLiteStore(SQLStore):
         has it."""
         d = self.dialect
         deadline = time.monotonic() + timeout
-        seen = None
         pause = 0.001
         while (left := deadline - time.monotonic()) > 0 and not (stop and stop()):
             if d._ready():
                 version = d._conn().execute("PRAGMA data_version").fetchone()[0]
-                if version != seen:
-                    seen, pause = version, 0.001
+                # (what it saw at its last look, also in an earlier call: Pending tasks
+                # that this agent may not take, near its job's end, say, wake it once)
+                if version != self._looked.get(queue):
+                    self._looked[queue], pause = version, 0.001
                     if self._run(lambda tx: tx.row("pending_any", queue=queue,
                                                    owner=self.user), write=False):  # fmt: skip
                         return True
