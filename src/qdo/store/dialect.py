@@ -62,7 +62,7 @@ class Tx:
         d = self.d
         st = d.queries[name]
         if st.clock and d.clock_param:
-            params["now"] = self._now if self._now is not None else self.time()
+            params["now"] = self.time()
         return self.cur.execute(d.encode(name, st, params) if st.sized else st.text, params)
 
     def rows(self, name: str, /, **params: Any) -> list[Row]:

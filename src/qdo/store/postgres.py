@@ -464,17 +464,16 @@ class PostgresDialect(Dialect):
         held to the end of the transaction)."""
         cur = tx.cur
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x71646F,))
-        found = tx.one("schema_exists", schema=self.schema)
-        if found["has_schema"] and found["ntables"] and not found["has_table"]:
-            raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
-        if not found["has_schema"]:
-            cur.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
-        if not found["has_table"]:
+        version = self._version(tx)  # again, now that we hold the lock
+        if version is None:
+            cur.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                pgsql.Identifier(self.schema)))  # fmt: skip
             cur.execute(SCHEMA)
-        version = tx.one("schema_version")["version"]
-        for _target, script in pending_migrations("postgres", version, self.location):
+        for _target, script in pending_migrations(
+            "postgres", int(tx.one("schema_version")["version"]), self.location
+        ):
             cur.execute(script)
-        return not found["has_table"]
+        return version is None
 
     def _stand_in(self, tx: Tx) -> bool:
         """Before a read while the schema is not made: make it in this transaction, for
@@ -500,7 +499,12 @@ class PostgresDialect(Dialect):
                 self.on_create()
 
     def _version(self, tx: Tx) -> int | None:
-        if not tx.one("schema_exists", schema=self.schema)["has_table"]:
+        """The schema's qdo version, None if not made yet; raises NotQdoDatabase for a
+        schema that holds other tables (made or not, it is left alone)."""
+        found = tx.one("schema_exists", schema=self.schema)
+        if found["has_schema"] and found["ntables"] and not found["has_table"]:
+            raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
+        if not found["has_table"]:
             return None
         return int(tx.one("schema_version")["version"])
 
@@ -517,15 +521,8 @@ class PostgresDialect(Dialect):
                     log.info("qdo: migrating %s from schema version %d to %d",
                              self.location, version, SCHEMA_VERSION)  # fmt: skip
                 self.run(self._lay_out)
-            elif not self._made:  # a schema of other tables is refused, made or not
-                self.run(self._refuse_foreign, write=False)
         except psycopg.Error as e:
             raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
-
-    def _refuse_foreign(self, tx: Tx) -> None:
-        found = tx.one("schema_exists", schema=self.schema)
-        if found["has_schema"] and found["ntables"] and not found["has_table"]:
-            raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
 
     def close(self) -> None:
         with self._lock:

@@ -300,8 +300,7 @@ class SQLStore(Store):
                 woke += self._keep_results(tx, rows, by_id)
             if succeeded:
                 woke += self._release(tx, succeeded)
-            if woke:
-                tx.notify(woke)
+            tx.notify(woke)
             return {r["id"] for r in rows}
 
         # cut off at its commit and run again, an accepted report is refused the second
@@ -534,11 +533,10 @@ class SQLStore(Store):
             keys = sorted({c.key for c in calls})
             found = {r["call_key"]: (r["task_id"], State(r["state"]))
                      for r in tx.rows("calls_by_key", queue_id=queue_id, keys=keys)}  # fmt: skip
-            again = [i for i, state in found.values() if state in (State.FAILED, State.KILLED)]
+            again = {i for i, state in found.values() if state in (State.FAILED, State.KILLED)}
             if again:
-                tx.count("calls_retry", ids=again)
-                found.update({k: (i, State.PENDING) for k, (i, st) in found.items()
-                              if i in set(again)})  # fmt: skip
+                tx.count("calls_retry", ids=sorted(again))
+                found.update({k: (i, State.PENDING) for k, (i, _) in found.items() if i in again})
             new: dict[str, NewCall] = {}
             for c in calls:
                 if c.key not in found:
