@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from _common import Config, Ratio, Report, Row, clean_env, in_child, progress, scratch_dir
@@ -31,15 +33,43 @@ QUEUE = "bench"
 HERE = Path(__file__).resolve().parent
 
 
-def _env(qdo_dir: Path) -> dict[str, str]:
+def futures_env(qdo_dir: Path | None, **extra: str) -> dict[str, str]:
+    """A clean environment (``QDO_DIR``, if given) in which ``noop_tasks`` imports."""
     env = clean_env(qdo_dir)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
-    return env
+    return {**env, **extra}
+
+
+def make_call_queue(queue: str, env: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    import qdo
+
+    qdo.connect(queue, create_ok=True).executor().shutdown()
+
+
+@contextmanager
+def agents_on(queue: str, env: dict[str, str]) -> Iterator[None]:
+    """``queue`` made a queue of calls, and AGENTS ``qdo do --wait`` agents of one slot
+    each working it (given a second to come up, as dask's workers are up), stopped with
+    SIGTERM afterwards."""
+    in_child(make_call_queue, queue, env)
+    agents = [subprocess.Popen([sys.executable, "-m", "qdo", "do", queue, "--wait"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+              for _ in range(AGENTS)]  # fmt: skip
+    try:
+        time.sleep(1.0)
+        yield
+    finally:
+        for a in agents:
+            a.send_signal(signal.SIGTERM)
+        for a in agents:
+            a.wait(timeout=60)
 
 
 def qdo_driver(qdo_dir: str, n: int) -> float:
     os.environ.clear()
-    os.environ.update(_env(Path(qdo_dir)))
+    os.environ.update(futures_env(Path(qdo_dir)))
     from noop_tasks import noop_value
 
     import qdo
@@ -68,14 +98,6 @@ def dask_driver(n: int) -> float:
     return seconds
 
 
-def make_call_queue(qdo_dir: str) -> None:
-    os.environ.clear()
-    os.environ.update(_env(Path(qdo_dir)))
-    import qdo
-
-    qdo.connect(QUEUE, create_ok=True).executor().shutdown()
-
-
 def run(cfg: Config) -> Report:
     n = cfg.size(20_000, 2_000)
     qdo_row = Row(f"qdo  executor, {AGENTS} `qdo do --wait` agents, SQLite", "/s", target=TARGET)
@@ -88,20 +110,8 @@ def run(cfg: Config) -> Report:
             if step == "dask":
                 dask_row.values.append(n / in_child(dask_driver, n))
                 continue
-            with scratch_dir(cfg, "futures") as d:
-                in_child(make_call_queue, str(d))
-                agents = [subprocess.Popen(
-                    [sys.executable, "-m", "qdo", "do", QUEUE, "--wait"], env=_env(d),
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    for _ in range(AGENTS)]  # fmt: skip
-                try:
-                    time.sleep(1.0)  # up and waiting, as dask's workers are
-                    qdo_row.values.append(n / in_child(qdo_driver, str(d), n))
-                finally:
-                    for a in agents:
-                        a.send_signal(signal.SIGTERM)
-                    for a in agents:
-                        a.wait(timeout=60)
+            with scratch_dir(cfg, "futures") as d, agents_on(QUEUE, futures_env(d)):
+                qdo_row.values.append(n / in_child(qdo_driver, str(d), n))
     return Report(
         f"durable futures: {n:,} no-op calls, {AGENTS} workers on this machine",
         [qdo_row, dask_row],

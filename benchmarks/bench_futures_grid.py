@@ -19,29 +19,20 @@ call, so that dask moves the arrays between its workers itself.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import Config, Ratio, Report, Row, clean_env, in_child, progress, scratch_dir
+from _common import Config, Ratio, Report, Row, in_child, progress, scratch_dir
+from bench_futures import AGENTS, HERE, agents_on, futures_env
 
-AGENTS = 2
 QUEUE = "grid"
-HERE = Path(__file__).resolve().parent
 ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
-def _env(qdo_dir: Path | None = None) -> dict[str, str]:
-    env = clean_env(qdo_dir)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
-    return {**env, **ONE_THREAD}
 
 
 def qdo_grid(qdo_dir: str, n: int, k: int) -> tuple[float, float]:
     os.environ.clear()
-    os.environ.update(_env(Path(qdo_dir)))
+    os.environ.update(futures_env(Path(qdo_dir), **ONE_THREAD))
     import numpy
     from noop_tasks import matrix
 
@@ -92,14 +83,6 @@ def dask_grid(n: int, k: int) -> tuple[float, float]:
     return seconds, first[0] - start
 
 
-def make_call_queue(qdo_dir: str) -> None:
-    os.environ.clear()
-    os.environ.update(_env(Path(qdo_dir)))
-    import qdo
-
-    qdo.connect(QUEUE, create_ok=True).executor().shutdown()
-
-
 def run(cfg: Config) -> Report:
     n, k = cfg.size(100, 30), 100
     qdo_span = Row(f"qdo  makespan, sched + executor, {AGENTS} agents, SQLite", "s",
@@ -118,19 +101,8 @@ def run(cfg: Config) -> Report:
                 dask_first.values.append(100 * first / span)
                 continue
             with scratch_dir(cfg, "futures-grid") as d:
-                in_child(make_call_queue, str(d))
-                agents = [subprocess.Popen(
-                    [sys.executable, "-m", "qdo", "do", QUEUE, "--wait"], env=_env(d),
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    for _ in range(AGENTS)]  # fmt: skip
-                try:
-                    time.sleep(1.0)
+                with agents_on(QUEUE, futures_env(d, **ONE_THREAD)):
                     span, first = in_child(qdo_grid, str(d), n, k)
-                finally:
-                    for a in agents:
-                        a.send_signal(signal.SIGTERM)
-                    for a in agents:
-                        a.wait(timeout=60)
                 qdo_span.values.append(span)
                 qdo_first.values.append(100 * first / span)
     return Report(
