@@ -28,7 +28,7 @@ import concurrent.futures as cf
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import calls
@@ -109,24 +109,58 @@ class DurableExecutor(cf.Executor):
     ) -> CallFuture:
         """Store ``fn(*args, **kwargs)`` as a call; return its future.  ``key`` names the
         call (a function that takes a ``key`` argument gets it with functools.partial)."""
-        if not callable(fn):
-            raise InvalidInput(f"submit needs a callable first, got {fn!r}")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise InvalidInput(f"key must be a string of 1 to 200 characters, got {key!r}")
-        call = calls.encode_call(fn, args, kwargs)
+        (future,) = self._enqueue(fn, [(args, kwargs, key)])
+        return future
+
+    def map(
+        self, fn: Callable[..., Any], *iterables: Any, timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:  # fmt: skip
+        """As ``Executor.map``, but every call reaches the watcher at once, so that they
+        go to the database in batches of ``BATCH`` (``chunksize`` has no use here)."""
+        # (zip: as Executor.map, up to the shortest iterable)
+        futures = self._enqueue(fn, [(a, {}, None) for a in zip(*iterables, strict=False)])
+        end = None if timeout is None else time.monotonic() + timeout
+
+        def results() -> Iterator[Any]:
+            try:
+                futures.reverse()
+                while futures:
+                    left = None if end is None else end - time.monotonic()
+                    yield futures.pop().result(left)
+            finally:
+                for f in futures:
+                    f.cancel()
+
+        return results()
+
+    def _enqueue(
+        self, fn: Callable[..., Any],
+        calls_of: list[tuple[tuple[Any, ...], dict[str, Any], str | None]],
+    ) -> list[CallFuture]:  # fmt: skip
+        """Futures for these calls of ``fn``, handed to the watcher in one go."""
+        if not callable(fn):
+            raise InvalidInput(f"submit needs a callable first, got {fn!r}")
+        made = [(calls.encode_call(fn, args, kwargs), args, kwargs, key)
+                for args, kwargs, key in calls_of]  # fmt: skip
+        futures = []
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if key is None:
-                # the n-th equal call of this run: numpy.random.random((3, 3)) ten times
-                # is ten calls, and the same ten again when the driver runs again
-                base = calls.call_key(call)
-                n = self._seen[base] = self._seen.get(base, -1) + 1
-                key = f"{base}.{n}"
-            future = CallFuture(self, key)
-            self._new.append((NewCall(key, calls.describe(fn, args, kwargs), call), future))
+            for call, args, kwargs, key in made:
+                if key is None:
+                    # the n-th equal call of this run: numpy.random.random((3, 3)) ten
+                    # times is ten calls, and the same ten again when the driver runs again
+                    base = calls.call_key(call)
+                    n = self._seen[base] = self._seen.get(base, -1) + 1
+                    key = f"{base}.{n}"
+                future = CallFuture(self, key)
+                self._new.append((NewCall(key, calls.describe(fn, args, kwargs), call), future))
+                futures.append(future)
         self._wake.set()
-        return future
+        return futures
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submits; with ``cancel_futures``, cancel the calls not started yet;
