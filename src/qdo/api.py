@@ -45,7 +45,7 @@ class Queue(queue.Queue):
         opts = launch.LaunchOptions(workers=nworkers, jobs=jobs, **options)
         return launch.launch(self, opts, dry_run=dry_run)
 
-    def executor(self, *, poll: float = 0.1, max_workers: int = 64) -> executor.DurableExecutor:
+    def executor(self, *, poll: float = 0.02, max_workers: int = 64) -> executor.DurableExecutor:
         """A ``concurrent.futures.Executor`` whose calls are tasks of this queue, run by
         any ``qdo do`` agent of it, here or in batch jobs; their results come back to
         the futures.  The queue becomes a queue of calls (it must hold no shell tasks).

@@ -23,13 +23,18 @@ import hashlib
 import io
 import pickle
 import reprlib
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import InvalidInput, QdoError, RemoteTraceback
 
 __all__ = ["MAX_RESULT_BYTES", "RemoteError", "ResultTooLarge", "call_key", "decode_result",
-           "describe", "encode_call", "encode_error", "encode_result", "run_call"]  # fmt: skip
+           "Refs", "describe", "encode_call", "encode_error", "encode_result", "result_ref",
+           "run_call"]  # fmt: skip
+
+#: what stands for another call's result in a call's pickle: ("qdo.result", task id)
+_RESULT_REF = "qdo.result"
 
 #: The largest result (pickled) kept in the database: 64 MiB.  Larger data belongs in
 #: files, with their names as the result.
@@ -48,10 +53,31 @@ class ResultTooLarge(QdoError):
     """A call's result is larger than the database keeps (``MAX_RESULT_BYTES``)."""
 
 
-def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """The pickle of a call: by reference where possible, else with cloudpickle."""
-    return _dumps((fn, args, kwargs), by_value=getattr(fn, "__module__", None) == "__main__",
-                  what=f"the call of {describe_fn(fn)}")  # fmt: skip
+def encode_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+    refer: Callable[[Any], Any] | None = None,
+) -> tuple[bytes, list[Any]]:  # fmt: skip
+    """The pickle of a call (by reference where possible, else with cloudpickle), and
+    the objects in it that ``refer`` named: for each object, ``refer`` returns what
+    stands for it in the pickle, or None to pickle it as usual."""
+    found: list[Any] = []
+
+    def persistent_id(obj: Any) -> Any:
+        pid = refer(obj) if refer is not None else None
+        if pid is not None:
+            found.append(obj)
+        return pid
+
+    data = _dumps((fn, args, kwargs), by_value=getattr(fn, "__module__", None) == "__main__",
+                  what=f"the call of {describe_fn(fn)}",
+                  persistent_id=persistent_id if refer is not None else None)  # fmt: skip
+    # (each once, and once only if the pickle by reference failed and cloudpickle's ran)
+    return data, list({id(x): x for x in found}.values())
+
+
+def result_ref(task_id: int) -> tuple[str, int]:
+    """What stands for the result of call ``task_id`` in the pickle of another call."""
+    return (_RESULT_REF, task_id)
 
 
 def call_key(call: bytes) -> str:
@@ -74,10 +100,16 @@ def describe(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, An
     return f"{describe_fn(fn)}({', '.join(parts)})"[:400]
 
 
-def run_call(call: bytes) -> Any:
-    """Run a pickled call (in a function worker process of an agent)."""
+def run_call(call: bytes | tuple[bytes, dict[int, bytes]]) -> Any:
+    """Run a pickled call (in a function worker process of an agent): the call alone,
+    or with the results it refers to (pickled, by task id)."""
+    refs: dict[int, bytes] = {}
+    if isinstance(call, tuple):
+        call, refs = call
     try:
-        fn, args, kwargs = pickle.loads(call)
+        fn, args, kwargs = _Loader(io.BytesIO(call), refs).load()
+    except RemoteError:
+        raise
     except Exception as e:
         raise RemoteError(f"cannot unpickle the call ({type(e).__name__}: {e}): the agents "
                           "need the code it was made with (and cloudpickle, for a function "
@@ -118,10 +150,70 @@ def decode_result(ok: bool, data: bytes) -> Any:
     return error
 
 
-def _dumps(obj: Any, by_value: bool, what: str) -> bytes:
+class Refs:
+    """An agent's store of the results that its calls take by reference: read from the
+    database once each (``fetch``: task ids to pickled results, those that exist), and
+    kept, the most recently used first, up to ``limit`` bytes (a result never changes)."""
+
+    def __init__(self, fetch: Callable[[list[int]], dict[int, bytes]], limit: int = 256 << 20):
+        self.fetch = fetch
+        self.limit = limit
+        self.kept: OrderedDict[int, bytes] = OrderedDict()
+        self.size = 0
+        self.fetched = 0  # results read from the database
+
+    def get(self, wanted: Iterable[int]) -> dict[int, bytes]:
+        """The results of these calls (those that exist), with one fetch for the ones
+        not kept."""
+        ids = set(wanted)
+        missing = sorted(i for i in ids if i not in self.kept)
+        got = self.fetch(missing) if missing else {}
+        self.fetched += len(got)
+        out = {}
+        for i in ids:
+            data = self.kept.get(i)
+            if data is not None:
+                self.kept.move_to_end(i)
+            elif (data := got.get(i)) is not None:
+                self.kept[i] = data
+                self.size += len(data)
+            else:
+                continue
+            out[i] = data
+        while self.size > self.limit and len(self.kept) > len(out):
+            _, data = self.kept.popitem(last=False)
+            self.size -= len(data)
+        return out
+
+
+class _Loader(pickle.Unpickler):
+    """Unpickles a call, with the results it refers to in place of their references."""
+
+    def __init__(self, file: io.BytesIO, refs: dict[int, bytes]) -> None:
+        super().__init__(file)
+        self.refs = refs
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == _RESULT_REF):
+            raise pickle.UnpicklingError(f"unknown reference {pid!r}")
+        data = self.refs.get(pid[1])
+        if data is None:
+            raise RemoteError(f"the call takes the result of task {pid[1]}, which is not in "
+                              "the database (forgotten, or not a call that Succeeded)")  # fmt: skip
+        return pickle.loads(data)
+
+
+def _dumps(
+    obj: Any, by_value: bool, what: str, persistent_id: Callable[[Any], Any] | None = None
+) -> bytes:
     if not by_value:
         try:
-            return pickle.dumps(obj, _PROTOCOL)
+            out = io.BytesIO()
+            pickler = pickle.Pickler(out, _PROTOCOL)
+            if persistent_id is not None:
+                pickler.persistent_id = persistent_id  # type: ignore[method-assign]
+            pickler.dump(obj)
+            return out.getvalue()
         except (pickle.PicklingError, AttributeError, TypeError):
             pass  # a lambda, a closure, a local class: by value, then
     try:
@@ -134,7 +226,10 @@ def _dumps(obj: Any, by_value: bool, what: str) -> bytes:
         ) from None
     try:
         out = io.BytesIO()
-        cloudpickle.CloudPickler(out, protocol=_PROTOCOL).dump(obj)
+        pickler = cloudpickle.CloudPickler(out, protocol=_PROTOCOL)
+        if persistent_id is not None:
+            pickler.persistent_id = persistent_id
+        pickler.dump(obj)
         return out.getvalue()
     except Exception as e:
         raise InvalidInput(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e

@@ -25,6 +25,7 @@ PostgreSQL so does a result (the agents' report notifies the queue's channel).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import threading
 import time
@@ -52,13 +53,19 @@ _FINAL = (State.SUCCEEDED, State.FAILED, State.KILLED)
 
 class CallFuture(cf.Future[Any]):
     """The future of one durable call: ``key`` finds the call again; ``task_id`` is its
-    task in the queue (None until the watcher has submitted it)."""
+    task in the queue (None until the watcher has submitted it).  As an argument of
+    another call of an executor on the same database, it stands for its result: see
+    ``DurableExecutor.submit``."""
 
     def __init__(self, executor: DurableExecutor, key: str) -> None:
         super().__init__()
         self.key = key
         self.task_id: int | None = None
         self._executor = executor
+        # the call, until it is submitted, when it takes other calls' results (its pickle
+        # needs their task ids): fn, args, kwargs and those calls' futures
+        self._call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
+                          list[CallFuture]] | None = None  # fmt: skip
 
     def cancel(self) -> bool:
         """Cancel the call if it has not started: it is then taken off the queue.  False
@@ -74,7 +81,7 @@ class DurableExecutor(cf.Executor):
     module's docstring.  ``poll``: the longest the watcher waits between looks for
     results when none come; ``max_workers``: see the attribute."""
 
-    def __init__(self, queue: Queue, *, poll: float = 0.1, max_workers: int = 64) -> None:
+    def __init__(self, queue: Queue, *, poll: float = 0.02, max_workers: int = 64) -> None:
         if not (isinstance(poll, (int, float)) and 0 < poll <= 60):
             raise InvalidInput(f"poll must be a number of seconds in (0, 60], got {poll!r}")
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
@@ -108,7 +115,12 @@ class DurableExecutor(cf.Executor):
         self, fn: Callable[..., Any], /, *args: Any, key: str | None = None, **kwargs: Any
     ) -> CallFuture:
         """Store ``fn(*args, **kwargs)`` as a call; return its future.  ``key`` names the
-        call (a function that takes a ``key`` argument gets it with functools.partial)."""
+        call (a function that takes a ``key`` argument gets it with functools.partial).
+
+        A future of a call of this database, anywhere in the arguments, stands for that
+        call's result: the call waits in the queue until that one Succeeded, and the
+        agent that runs it reads the result from the database (the driver never sends
+        it back).  If that call fails, so does this one, without running."""
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise InvalidInput(f"key must be a string of 1 to 200 characters, got {key!r}")
         (future,) = self._enqueue(fn, [(args, kwargs, key)])
@@ -143,13 +155,15 @@ class DurableExecutor(cf.Executor):
         """Futures for these calls of ``fn``, handed to the watcher in one go."""
         if not callable(fn):
             raise InvalidInput(f"submit needs a callable first, got {fn!r}")
-        made = [(calls.encode_call(fn, args, kwargs), args, kwargs, key)
+        # a call's pickle with the futures in it as their keys: the key's hash, and (if it
+        # has no futures) what is stored
+        made = [(*calls.encode_call(fn, args, kwargs, self._by_key), args, kwargs, key)
                 for args, kwargs, key in calls_of]  # fmt: skip
         futures = []
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            for call, args, kwargs, key in made:
+            for call, takes, args, kwargs, key in made:
                 if key is None:
                     # the n-th equal call of this run: numpy.random.random((3, 3)) ten
                     # times is ten calls, and the same ten again when the driver runs again
@@ -157,10 +171,55 @@ class DurableExecutor(cf.Executor):
                     n = self._seen[base] = self._seen.get(base, -1) + 1
                     key = f"{base}.{n}"
                 future = CallFuture(self, key)
+                if takes:  # pickled again once their task ids are known (see _submit)
+                    future._call = (fn, args, kwargs, takes)
+                    call = b""
                 self._new.append((NewCall(key, calls.describe(fn, args, kwargs), call), future))
                 futures.append(future)
         self._wake.set()
+        for future in futures:
+            if future._call is not None:
+                for up in future._call[3]:
+                    up.add_done_callback(self._upstream_done(future))
         return futures
+
+    def takes(self, future: cf.Future[Any]) -> bool:
+        """Whether ``future``, in the arguments of a call, stands for its result (a future
+        of a call of this database); qdo.sched asks, to hand over futures, not values."""
+        return isinstance(future, CallFuture) and future._executor.store is self.store
+
+    def _by_key(self, obj: Any) -> Any:
+        return ("qdo.key", obj.key) if type(obj) is CallFuture and self.takes(obj) else None
+
+    def _by_id(self, obj: Any) -> Any:
+        if type(obj) is CallFuture and self.takes(obj):
+            assert obj.task_id is not None
+            return calls.result_ref(obj.task_id)
+        return None
+
+    def _upstream_done(self, future: CallFuture) -> Callable[[cf.Future[Any]], None]:
+        def done(up: cf.Future[Any]) -> None:
+            if not up.cancelled() and up.exception() is None:
+                return
+            # it will never run: off the queue (if it is there), and its future fails
+            with self._lock:
+                unsent = next((i for i, (_, f) in enumerate(self._new) if f is future), None)
+                if unsent is not None:
+                    del self._new[unsent]
+                task_id = future.task_id
+                if task_id is not None and future in self._waiting.get(task_id, ()):
+                    self._waiting[task_id].remove(future)
+                    if not self._waiting[task_id]:
+                        del self._waiting[task_id]
+            if task_id is not None:
+                with contextlib.suppress(QdoError):  # (if not, it stays Waiting: harmless)
+                    self.store.cancel_calls(self.queue.name, [task_id])
+            what = "was cancelled" if up.cancelled() else f"failed: {up.exception()!r}"
+            error = CallFailed(self.queue.name, task_id or 0, "not run",
+                               f"a call whose result it takes {what}")  # fmt: skip
+            _settle(future, False, error)
+
+        return done
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submits; with ``cancel_futures``, cancel the calls not started yet;
@@ -217,7 +276,7 @@ class DurableExecutor(cf.Executor):
             busy = False
             try:
                 with self._lock:
-                    batch, self._new = self._new[:BATCH], self._new[BATCH:]
+                    batch = self._next_batch()
                 if batch:
                     busy = True
                     self._submit(batch)
@@ -236,7 +295,9 @@ class DurableExecutor(cf.Executor):
             with self._lock:
                 if self._closed and not self._new and not self._waiting:
                     return
-                more = bool(self._new)
+                # (calls left that wait for the task id of another executor's call: a
+                # pause, not a spin)
+                more = bool(self._new) and bool(batch)
             if busy or more:
                 pause = 0.0
                 continue
@@ -249,7 +310,27 @@ class DurableExecutor(cf.Executor):
                 self._wake.wait(pause)
             self._wake.clear()
 
+    def _next_batch(self) -> list[tuple[NewCall, CallFuture]]:
+        """The next calls to submit (the caller holds the lock): up to BATCH, and none
+        that takes the result of a call not submitted yet (its pickle needs the task id:
+        it goes in the next batch)."""
+        end = min(len(self._new), BATCH)
+        for i in range(end):
+            future = self._new[i][1]
+            if future._call is not None and any(up.task_id is None for up in future._call[3]):
+                end = i
+                break
+        batch, self._new = self._new[:end], self._new[end:]
+        return batch
+
     def _submit(self, batch: list[tuple[NewCall, CallFuture]]) -> None:
+        for n, (new, future) in enumerate(batch):
+            if future._call is not None:  # now that the task ids are known
+                fn, args, kwargs, takes = future._call
+                future._call = None
+                call, _ = calls.encode_call(fn, args, kwargs, self._by_id)
+                requires = sorted({up.task_id for up in takes if up.task_id is not None})
+                batch[n] = (new._replace(call=call, requires=requires), future)
         try:
             done = self.store.submit_calls(self.queue.name, [n for n, _ in batch])
         except QdoError as e:

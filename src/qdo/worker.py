@@ -40,8 +40,10 @@ T = TypeVar("T")
 #: keep slots busy between claims, too little to starve other agents near the end.
 BACKLOG_SECONDS = 0.25
 MAX_BATCH = 500
-#: A result waits at most this long before it is reported.
+#: A result waits at most this long before it is reported: results come in batches,
+#: a transaction each.  A call's result sooner: a driver waits for it (qdo.executor).
 REPORT_DELAY = 0.2
+CALL_REPORT_DELAY = 0.02
 #: A worker in a batch job claims tasks that declare at most the time it has left, less
 #: this: they will still fit when they start a moment later.
 CLAIM_MARGIN = 5.0
@@ -138,6 +140,16 @@ class Agent:
             raise InvalidInput(f"queue {queue.name!r} holds Python calls: they run as they "
                                "are (no --func, no --script)")  # fmt: skip
         self.runner: Runner = self._make_runner()
+        self.report_delay = CALL_REPORT_DELAY if self.calls else REPORT_DELAY
+        if self.calls:
+            from .calls import Refs
+
+            self.refs = Refs(self._results_of)
+
+    def _results_of(self, ids: list[int]) -> dict[int, bytes]:
+        """What these calls returned, those that Succeeded."""
+        rows = self._db(self.store.results_of, ids)
+        return {r.task_id: r.data for r in rows if r.item == -1 and r.ok}
 
     def _make_runner(self) -> Runner:
         log_dir = self.log_dir
@@ -230,7 +242,7 @@ class Agent:
                     and not held
                     and (
                         len(self.outbox) >= self.summary.batch
-                        or now - self.outbox_since >= REPORT_DELAY
+                        or now - self.outbox_since >= self.report_delay
                         or not self.running
                     )
                 ):
@@ -270,7 +282,7 @@ class Agent:
         if self.stop_deadline is not None and self.stop_deadline != math.inf:
             limit = min(limit, max(0.0, self.stop_deadline - now))
         if self.outbox:
-            limit = min(limit, REPORT_DELAY)
+            limit = min(limit, self.report_delay)
         if not self.running:
             return min(limit, max(0.0, idle_until - now))
         return min(limit, 1.0)
@@ -304,8 +316,16 @@ class Agent:
         if self.calls and tasks:
             # what each runs: the pickled call, in place of its description
             data = self._db(self.store.call_data, [t.id for t in tasks])
+            # and the results it takes by reference (the tasks it requires)
+            refs = self.refs.get(r for t in tasks for r in t.requires)
             for t in tasks:
-                t.task = data.get(t.id) or UnreadablePayload(str(t.task), "its call is missing")
+                call = data.get(t.id)
+                if call is None:
+                    t.task = UnreadablePayload(str(t.task), "its call is missing")
+                elif t.requires:
+                    t.task = (call, {r: refs[r] for r in t.requires if r in refs})
+                else:
+                    t.task = call
         self.todo.extend(tasks)
         return bool(tasks)
 

@@ -153,6 +153,62 @@ def test_a_killed_call_fails_its_future() -> None:
     ex.shutdown()
 
 
+# -- futures as arguments: results by reference ---------------------------------------------
+def test_a_future_as_an_argument_takes_the_result_from_the_database(
+    agents: Callable[[str], Agents],
+) -> None:
+    numpy = pytest.importorskip("numpy")
+    ex = qdo.connect("Refs", create_ok=True).executor()
+    a = ex.submit(h.matrix, 1, 50)  # no agent yet: b is submitted while a waits
+    b = ex.submit(numpy.linalg.inv, a)
+    both = ex.submit(numpy.matmul, a, b)
+    while both.task_id is None:
+        time.sleep(0.01)
+    q = qdo.connect("Refs")
+    tasks = {t.id: t for t in q.tasks()}
+    assert tasks[b.task_id].state == State.WAITING
+    assert list(tasks[b.task_id].requires) == [a.task_id]
+    assert sorted(tasks[both.task_id].requires) == sorted([a.task_id, b.task_id])
+    agents("Refs").start(2)
+    assert numpy.allclose(both.result(timeout=60), numpy.eye(50))
+    assert numpy.allclose(b.result(), numpy.linalg.inv(h.matrix(1, 50)))
+    ex.shutdown()
+    # the calls went by reference: each pickle is far smaller than the 20 kB array
+    data = q.store.call_data([b.task_id, both.task_id])
+    assert max(len(d) for d in data.values()) < 300, {k: len(d) for k, d in data.items()}
+
+
+def test_keys_of_calls_on_futures_are_made_of_their_keys() -> None:
+    """A call's key holds the keys of the futures it takes, not their values: the same
+    driver run again (a new executor) makes the same keys before anything ran."""
+    keys = []
+    for _ in range(2):
+        ex = qdo.connect("Keys", create_ok=True).executor()
+        a = ex.submit(h.square, 3)
+        b = ex.submit(h.square, a)
+        c = ex.submit(h.square, 4)
+        keys.append((a.key, b.key, c.key))
+        ex.shutdown(wait=False, cancel_futures=True)
+        ex.shutdown()
+    assert keys[0] == keys[1] and len(set(keys[0])) == 3
+
+
+def test_a_call_on_a_failed_future_fails_without_running(agents: Callable[[str], Agents]) -> None:
+    ex = qdo.connect("RefFail", create_ok=True).executor()
+    a = ex.submit(h.fail, "upstream broke")
+    b = ex.submit(h.square, a)
+    agents("RefFail").start(1)
+    assert isinstance(a.exception(timeout=60), ValueError)
+    error = b.exception(timeout=60)
+    assert isinstance(error, CallFailed) and "upstream broke" in str(error), error
+    ex.shutdown()
+    assert [t.id for t in qdo.connect("RefFail").tasks()] == [a.task_id]  # b is off the queue
+    again = qdo.connect("RefFail").executor()
+    c = again.submit(h.square, a)  # on a future that failed already: at once
+    assert isinstance(c.exception(timeout=30), CallFailed)
+    again.shutdown()
+
+
 # -- the scheduler plans, the cluster runs -------------------------------------------------
 def grid(n: int, k: int, executor: object) -> list[object]:
     import numpy
@@ -179,7 +235,15 @@ def test_seed_grid_through_the_cluster_matches_threads(agents: Callable[[str], A
     assert len(remote) == n * n
     assert all(numpy.allclose(r, t) for r, t in zip(remote, local, strict=True))
     ex.shutdown()
-    assert qdo.connect("Grid").status()["ntasks"]["Succeeded"] == n + n + n * n
+    q = qdo.connect("Grid")
+    assert q.status()["ntasks"]["Succeeded"] == n + n + n * n
+    # the scheduler handed the upstream futures over, not their values: a C call is a
+    # function's name and two references, smaller than either array it takes
+    tasks = q.tasks()
+    calls = q.store.call_data([t.id for t in tasks])
+    array = len(__import__("pickle").dumps(local[0]))
+    c_calls = [calls[t.id] for t in tasks if "matmul" in t.task]
+    assert len(c_calls) == n * n and max(map(len, c_calls)) < array / 2
 
 
 # -- drivers and agents that die ------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from qdo.calls import (
+    Refs,
     RemoteError,
     ResultTooLarge,
     call_key,
@@ -19,6 +20,7 @@ from qdo.calls import (
     encode_call,
     encode_error,
     encode_result,
+    result_ref,
     run_call,
 )
 from qdo.errors import RemoteTraceback
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_an_importable_function_goes_by_reference() -> None:
-    data = encode_call(h.square, (7,), {})
+    data, _ = encode_call(h.square, (7,), {})
     assert b"calls_helpers" in data and b"square" in data
     assert pickle.loads(data) == (h.square, (7,), {})
     assert run_call(data) == 49
@@ -36,19 +38,19 @@ def test_an_importable_function_goes_by_reference() -> None:
 
 def test_a_lambda_and_a_closure_go_by_value() -> None:
     k = 3
-    data = encode_call(lambda x: x * k, (5,), {})
+    data, _ = encode_call(lambda x: x * k, (5,), {})
     assert run_call(data) == 15
 
 
 def test_the_key_is_the_same_in_another_process() -> None:
-    here = call_key(encode_call(h.slow_square, (4,), {"seconds": 0.5}))
+    here = call_key(encode_call(h.slow_square, (4,), {"seconds": 0.5})[0])
     code = ("from qdo.calls import call_key, encode_call\n"
             "from tests import calls_helpers as h\n"
-            "print(call_key(encode_call(h.slow_square, (4,), {'seconds': 0.5})))")  # fmt: skip
+            "print(call_key(encode_call(h.slow_square, (4,), {'seconds': 0.5})[0]))")  # fmt: skip
     there = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.strip()  # fmt: skip
     assert here == there and len(here) == 32
-    assert here != call_key(encode_call(h.slow_square, (4,), {"seconds": 0.6}))
+    assert here != call_key(encode_call(h.slow_square, (4,), {"seconds": 0.6})[0])
 
 
 def test_description_is_short_whatever_the_arguments() -> None:
@@ -80,3 +82,29 @@ def test_what_cannot_be_pickled_is_one_clear_error() -> None:
     with pytest.raises(Exception, match="cannot be pickled"):
         encode_call(h.square, (threading.Lock(),), {})
     assert isinstance(decode_result(True, b"not a pickle"), RemoteError)
+
+
+def test_an_agent_reads_each_referenced_result_once_and_keeps_what_fits() -> None:
+    asked: list[list[int]] = []
+
+    def fetch(ids: list[int]) -> dict[int, bytes]:
+        asked.append(ids)
+        return {i: bytes(10) for i in ids if i != 99}  # 99: not in the database
+
+    refs = Refs(fetch, limit=30)
+    assert set(refs.get([1, 2, 99])) == {1, 2}
+    assert set(refs.get([2, 1])) == {1, 2} and asked == [[1, 2, 99]]  # kept: no fetch
+    refs.get([3, 4])  # over the limit: the least recently used (1, 2) go first
+    assert asked[-1] == [3, 4] and refs.size <= 30 and 4 in refs.kept
+    refs.get([1])
+    assert asked[-1] == [1]
+
+
+def test_a_call_takes_referenced_results_in_place_of_their_references() -> None:
+    marker = object()
+    data, found = encode_call(h.square, (marker,), {},
+                              refer=lambda o: result_ref(5) if o is marker else None)  # fmt: skip
+    assert found == [marker] and len(data) < 100
+    assert run_call((data, {5: pickle.dumps(9)})) == 81
+    with pytest.raises(RemoteError, match="result of task 5"):
+        run_call((data, {}))

@@ -220,7 +220,7 @@ class TaskFuture(cf.Future[Any], Node):
 
     __slots__ = ("_state", "_result", "_exception", "_mutex", "_sleepers", "_scheduler",
                  "name", "_items", "_announced", "_produced", "owner", "fn", "args", "kwargs",
-                 "resolve", "releases")  # fmt: skip
+                 "resolve", "releases", "remote")  # fmt: skip
     _waiters = _ListWhenUsed()
     _done_callbacks = _ListWhenUsed()
 
@@ -246,6 +246,9 @@ class TaskFuture(cf.Future[Any], Node):
         self.kwargs: dict[str, Any] = _NO_KWARGS
         self.resolve = False  # futures among the arguments, to replace by their results
         self.releases: list[TaskFuture] = _NO_FUTURES  # the hold tasks it ends the sessions of
+        # the future of the executor that ran it (a queue with an executor): an executor
+        # that ``takes`` it gets it in place of the result, as an argument of a later task
+        self.remote: cf.Future[Any] | None = None
 
     @property
     def _condition(self) -> _Condition:  # type: ignore[override]

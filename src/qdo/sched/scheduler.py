@@ -234,11 +234,15 @@ def _task(node: Node) -> TaskFuture:
     return node
 
 
-def _arguments(task: TaskFuture) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's arguments, futures replaced by their results."""
+def _arguments(
+    task: TaskFuture, takes: Callable[[cf.Future[Any]], bool] | None = None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments, futures replaced by their results, or by the futures of
+    the executor that ran them where ``takes`` (the executor's) says it takes those."""
     if not task.resolve:
         return task.args, task.kwargs
-    return _resolve(task.args), _resolve(task.kwargs) if task.kwargs else task.kwargs
+    return (_resolve(task.args, takes),
+            _resolve(task.kwargs, takes) if task.kwargs else task.kwargs)  # fmt: skip
 
 
 class Timeline(list[tuple[str, str, int, float, float]]):
@@ -624,7 +628,7 @@ class Queue:
                 if not task.set_running_or_notify_cancel():
                     raise cf.CancelledError()  # settled below, like a thread slot does
                 assert task.fn is not None
-                call_args, call_kwargs = _arguments(task)
+                call_args, call_kwargs = _arguments(task, getattr(self._executor, "takes", None))
                 done = self._executor.submit(task.fn, *call_args, **call_kwargs)
             except BaseException as e:
                 woke = self._settle(task, 0, start, error=e)
@@ -638,6 +642,7 @@ class Queue:
     def _done(self, done: cf.Future[Any], task: TaskFuture, start: float) -> None:
         error = done.exception()
         if error is None:
+            task.remote = done
             woke = self._settle(task, 0, start, result=done.result())
         else:
             woke = self._settle(task, 0, start, error=error)
@@ -694,21 +699,24 @@ def _collect(obj: Any, out: list[TaskFuture]) -> None:
             _collect(x, out)
 
 
-def _resolve(obj: Any) -> Any:
+def _resolve(obj: Any, takes: Callable[[cf.Future[Any]], bool] | None = None) -> Any:
     if isinstance(obj, TaskFuture):
+        remote = obj.remote
+        if takes is not None and remote is not None and takes(remote):
+            return remote
         return obj.result()
     if isinstance(obj, list):
-        return [_resolve(x) for x in obj]
+        return [_resolve(x, takes) for x in obj]
     if isinstance(obj, tuple):
         return (
-            type(obj)(*(_resolve(x) for x in obj))
+            type(obj)(*(_resolve(x, takes) for x in obj))
             if hasattr(obj, "_fields")
-            else tuple(_resolve(x) for x in obj)
+            else tuple(_resolve(x, takes) for x in obj)
         )
     if isinstance(obj, (set, frozenset)):
-        return type(obj)(_resolve(x) for x in obj)
+        return type(obj)(_resolve(x, takes) for x in obj)
     if isinstance(obj, dict):
-        return {k: _resolve(v) for k, v in obj.items()}
+        return {k: _resolve(v, takes) for k, v in obj.items()}
     return obj
 
 

@@ -98,6 +98,7 @@ class NewCall(NamedTuple):
     payload: str  # how it reads, for people (``qdo tasks``)
     call: bytes  # the function and its arguments (qdo.calls.encode_call)
     priority: int = 0
+    requires: Sequence[int] = ()  # the calls whose results it takes (by task id)
 
 
 class CallResult(NamedTuple):

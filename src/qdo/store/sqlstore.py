@@ -543,7 +543,8 @@ class SQLStore(Store):
                     new.setdefault(c.key, c)
             made: dict[str, int] = {}
             if new:
-                ids = self._add_rows(tx, queue_id, [NewTask(c.payload, priority=c.priority)
+                ids = self._add_rows(tx, queue_id, [NewTask(c.payload, priority=c.priority,
+                                                            requires=c.requires)
                                                     for c in new.values()])  # fmt: skip
                 made = dict(zip(new, ids, strict=True))
                 tx.insert("calls", CALL_COLUMNS,
