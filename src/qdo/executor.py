@@ -335,13 +335,16 @@ class DurableExecutor(cf.Executor):
             done = self.store.submit_calls(self.queue.name, [n for n, _ in batch])
         except QdoError as e:
             for _, f in batch:  # refused as a whole (the queue deleted, say): they fail
-                if f.set_running_or_notify_cancel():
-                    f.set_exception(e)
+                _settle(f, False, e)
             return
         stored: dict[int, CallResult] = {}
+        dropped = []
         with self._lock:
             for (_, f), sub in zip(batch, done, strict=True):
                 f.task_id = sub.task_id
+                if f.done():  # a call whose result it takes failed meanwhile: it won't run
+                    dropped.append(sub.task_id)
+                    continue
                 self._waiting.setdefault(sub.task_id, []).append(f)
                 if sub.new:
                     self.calls_submitted += 1
@@ -349,6 +352,8 @@ class DurableExecutor(cf.Executor):
                     self.calls_found += 1
                     if sub.result is not None:  # Succeeded in an earlier run
                         stored[sub.task_id] = sub.result
+        if dropped:
+            self.store.cancel_calls(self.queue.name, dropped)
         self._resolve(list(stored.values()))
 
     def _collect(self) -> bool:
