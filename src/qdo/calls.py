@@ -61,16 +61,18 @@ def encode_call(
     the objects in it that ``refer`` named: for each object, ``refer`` returns what
     stands for it in the pickle, or None to pickle it as usual."""
     found: list[Any] = []
+    persistent_id = None
+    if refer is not None:
+        named = refer
 
-    def persistent_id(obj: Any) -> Any:
-        pid = refer(obj) if refer is not None else None
-        if pid is not None:
-            found.append(obj)
-        return pid
+        def persistent_id(obj: Any) -> Any:
+            pid = named(obj)
+            if pid is not None:
+                found.append(obj)
+            return pid
 
     data = _dumps((fn, args, kwargs), by_value=getattr(fn, "__module__", None) == "__main__",
-                  what=f"the call of {describe_fn(fn)}",
-                  persistent_id=persistent_id if refer is not None else None)  # fmt: skip
+                  what=f"the call of {describe_fn(fn)}", persistent_id=persistent_id)  # fmt: skip
     # (each once, and once only if the pickle by reference failed and cloudpickle's ran)
     return data, list({id(x): x for x in found}.values())
 
@@ -160,7 +162,6 @@ class Refs:
         self.limit = limit
         self.kept: OrderedDict[int, bytes] = OrderedDict()
         self.size = 0
-        self.fetched = 0  # results read from the database
 
     def get(self, wanted: Iterable[int]) -> dict[int, bytes]:
         """The results of these calls (those that exist), with one fetch for the ones
@@ -168,7 +169,6 @@ class Refs:
         ids = set(wanted)
         missing = sorted(i for i in ids if i not in self.kept)
         got = self.fetch(missing) if missing else {}
-        self.fetched += len(got)
         out = {}
         for i in ids:
             data = self.kept.get(i)

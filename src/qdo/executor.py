@@ -203,14 +203,10 @@ class DurableExecutor(cf.Executor):
                 return
             # it will never run: off the queue (if it is there), and its future fails
             with self._lock:
-                unsent = next((i for i, (_, f) in enumerate(self._new) if f is future), None)
-                if unsent is not None:
-                    del self._new[unsent]
+                self._take_unsent(future)
                 task_id = future.task_id
-                if task_id is not None and future in self._waiting.get(task_id, ()):
-                    self._waiting[task_id].remove(future)
-                    if not self._waiting[task_id]:
-                        del self._waiting[task_id]
+                if task_id is not None:
+                    self._unwait(future)
             if task_id is not None:
                 with contextlib.suppress(QdoError):  # (if not, it stays Waiting: harmless)
                     self.store.cancel_calls(self.queue.name, [task_id])
@@ -249,24 +245,34 @@ class DurableExecutor(cf.Executor):
         with self._lock:
             if future.done():
                 return False
-            unsent = next((i for i, (_, f) in enumerate(self._new) if f is future), None)
-            if unsent is not None:  # not submitted yet: it never reaches the queue
-                del self._new[unsent]
+            unsent = self._take_unsent(future)  # not submitted yet: never reaches the queue
             task_id = future.task_id
             others = [f for f in self._waiting.get(task_id, ()) if f is not future]  # type: ignore[arg-type]
-        if unsent is not None:
+        if unsent:
             return cf.Future.cancel(future)  # (its callbacks run outside the lock)
         if task_id is None:
             return False
         if not others and not self.store.cancel_calls(self.queue.name, [task_id]):
             return False  # it runs, or has ended
         with self._lock:
-            futures = self._waiting.get(task_id, [])
-            if future in futures:
-                futures.remove(future)
-            if not futures:
-                self._waiting.pop(task_id, None)
+            self._unwait(future)
         return cf.Future.cancel(future)
+
+    def _take_unsent(self, future: CallFuture) -> bool:
+        """Take ``future`` off the calls still to submit, if it is there (the caller holds
+        the lock)."""
+        unsent = next((i for i, (_, f) in enumerate(self._new) if f is future), None)
+        if unsent is not None:
+            del self._new[unsent]
+        return unsent is not None
+
+    def _unwait(self, future: CallFuture) -> None:
+        """Stop waiting for ``future``'s result (the caller holds the lock)."""
+        futures = self._waiting.get(future.task_id, [])  # type: ignore[arg-type]
+        if future in futures:
+            futures.remove(future)
+        if not futures:
+            self._waiting.pop(future.task_id, None)  # type: ignore[arg-type]
 
     # -- the watcher ---------------------------------------------------------------------------
     def _watch(self) -> None:
