@@ -48,3 +48,25 @@ class Unpicklable(Exception):
 
 def raise_unpicklable() -> None:
     raise Unpicklable()
+
+
+def gated_items(n: int, first: int, gate: str) -> Any:
+    """Yield 0, 10, 20, ...: ``first`` of them, then (once the file ``gate`` exists) the
+    rest: a test sees the first items come while the generator still runs."""
+    for i in range(first):
+        yield i * 10
+    deadline = time.monotonic() + 120
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never came")
+        time.sleep(0.01)
+    for i in range(first, n):
+        yield i * 10
+
+
+gated_items.number_of_results = lambda n, first, gate: n  # type: ignore[attr-defined]
+
+
+def items_then_fail(n: int) -> Any:
+    yield from range(n)
+    raise ValueError(f"failed after {n} items")

@@ -11,6 +11,12 @@ error.  An exception raised by a call comes back as itself, with the traceback o
 worker process as its ``__cause__`` (``RemoteTraceback``); one that cannot be pickled
 comes back as a ``RemoteError`` saying what it was.
 
+A call that returns a generator (a generator function's call) streams: the worker
+process sends each item as it is yielded (``run_items``), the agent writes it to the
+database at once (item 0, 1, ...), and the call's own result is ``Yielded(n)``, how many
+there were; a driver's future of it gives the list of items in the end, and ``f[i]``
+is the future of item i, done as soon as it is written.
+
 A call's key (``call_key``) is a hash of its pickle: the same function with equal
 arguments has the same key, in this run and the next, so a driver run again finds the
 calls it made before.  (Arguments whose pickle varies from run to run, such as sets
@@ -24,17 +30,19 @@ import io
 import pickle
 import reprlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 from .errors import InvalidInput, QdoError, RemoteTraceback
 
-__all__ = ["MAX_RESULT_BYTES", "RemoteError", "ResultTooLarge", "call_key", "decode_result",
-           "Refs", "describe", "encode_call", "encode_error", "encode_result", "result_ref",
-           "run_call"]  # fmt: skip
+__all__ = ["MAX_RESULT_BYTES", "RemoteError", "ResultTooLarge", "Yielded", "call_key",
+           "decode_result", "Refs", "describe", "encode_call", "encode_error", "encode_result",
+           "result_ref", "run_call", "run_items", "value_ref", "whole_result"]  # fmt: skip
 
 #: what stands for another call's result in a call's pickle: ("qdo.result", task id)
 _RESULT_REF = "qdo.result"
+#: and for a value the driver has already (a generator's item): ("qdo.value", its pickle)
+_VALUE_REF = "qdo.value"
 
 #: The largest result (pickled) kept in the database: 64 MiB.  Larger data belongs in
 #: files, with their names as the result.
@@ -51,6 +59,23 @@ class RemoteError(QdoError):
 
 class ResultTooLarge(QdoError):
     """A call's result is larger than the database keeps (``MAX_RESULT_BYTES``)."""
+
+
+class Yielded(NamedTuple):
+    """What a call that returned a generator stores as its result: how many items the
+    generator yielded (they are stored one by one, as they came)."""
+
+    items: int
+
+
+def run_items(out: Iterator[Any], send: Callable[[int, bytes], None]) -> Yielded:
+    """Run a call's generator to its end, sending each item (its index and pickle) as
+    soon as it is yielded; what the call's result is then."""
+    n = 0
+    for item in out:
+        send(n, encode_result(item))
+        n += 1
+    return Yielded(n)
 
 
 def encode_call(
@@ -77,9 +102,31 @@ def encode_call(
     return data, list({id(x): x for x in found}.values())
 
 
+def whole_result(data: bytes, items: list[tuple[int, bytes]]) -> bytes:
+    """The pickle of what a call returned, given its stored result and items: for a call
+    that returned a generator (its result a ``Yielded``), the list of its items."""
+    if not items and not (len(data) < 200 and b"Yielded" in data):
+        return data
+    try:
+        value = pickle.loads(data)
+    except Exception:
+        return data  # (its unpickling fails where it is used, with the usual message)
+    if not isinstance(value, Yielded):
+        return data
+    got = dict(items)
+    return pickle.dumps([pickle.loads(got[i]) for i in range(value.items) if i in got],
+                        _PROTOCOL)  # fmt: skip
+
+
 def result_ref(task_id: int) -> tuple[str, int]:
     """What stands for the result of call ``task_id`` in the pickle of another call."""
     return (_RESULT_REF, task_id)
+
+
+def value_ref(value: Any) -> tuple[str, bytes]:
+    """What stands for ``value`` (one the driver holds, such as a generator's item) in
+    the pickle of a call: the value itself, pickled apart."""
+    return (_VALUE_REF, _dumps(value, by_value=False, what="a generator's item"))
 
 
 def call_key(call: bytes) -> str:
@@ -194,6 +241,8 @@ class _Loader(pickle.Unpickler):
         self.refs = refs
 
     def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) == 2 and pid[0] == _VALUE_REF:
+            return pickle.loads(pid[1])
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == _RESULT_REF):
             raise pickle.UnpicklingError(f"unknown reference {pid!r}")
         data = self.refs.get(pid[1])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -40,7 +41,7 @@ from .store.base import CallResult, NewCall
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["BATCH", "CallFuture", "DurableExecutor"]
+__all__ = ["BATCH", "CallFuture", "DurableExecutor", "ItemFuture"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,25 @@ class CallFuture(cf.Future[Any]):
         # the call, until it is submitted, when it takes other calls' results (its pickle
         # needs their task ids): fn, args, kwargs and those calls' futures
         self._call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
-                          list[CallFuture]] | None = None  # fmt: skip
+                          list[CallFuture | ItemFuture]] | None = None  # fmt: skip
+        # a generator call's items: what came (by index), how many went to the item
+        # callbacks (in order), the futures asked for, the callbacks
+        self._produced: dict[int, Any] = {}
+        self._delivered = 0
+        self._items: dict[int, ItemFuture] = {}
+        self._item_callbacks: list[Callable[[int, Any], None]] = []
+
+    def __getitem__(self, index: int) -> ItemFuture:
+        """The future of item ``index`` of the generator that the call returns: done as
+        soon as the agent has written it, while the generator goes on."""
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise IndexError(f"item index must be an integer of 0 or more, got {index!r}")
+        return self._executor._item(self, index)
+
+    def add_item_callback(self, fn: Callable[[int, Any], None]) -> None:
+        """Call ``fn(index, item)`` for each item of the generator that the call returns,
+        in order, as they come (those that came already: at once)."""
+        self._executor._add_item_callback(self, fn)
 
     def cancel(self) -> bool:
         """Cancel the call if it has not started: it is then taken off the queue.  False
@@ -74,6 +93,28 @@ class CallFuture(cf.Future[Any]):
 
     def __repr__(self) -> str:
         return f"<CallFuture {self.key[:12]} task {self.task_id} {self._state.lower()}>"
+
+
+class ItemFuture(cf.Future[Any]):
+    """The future of item ``index`` of the generator that call ``call`` returns (see
+    ``CallFuture.__getitem__``); as an argument of another call of the same executor,
+    that call waits in the driver until the item came, and takes its value."""
+
+    def __init__(self, call: CallFuture, index: int) -> None:
+        super().__init__()
+        self.call = call
+        self.index = index
+
+    @property
+    def key(self) -> str:
+        return f"{self.call.key}[{self.index}]"
+
+    @property
+    def task_id(self) -> int | None:
+        return self.call.task_id
+
+    def __repr__(self) -> str:
+        return f"<ItemFuture {self.call.key[:12]}[{self.index}] {self._state.lower()}>"
 
 
 class DurableExecutor(cf.Executor):
@@ -97,6 +138,8 @@ class DurableExecutor(cf.Executor):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._new: list[tuple[NewCall, CallFuture]] = []  # to submit
+        # to submit once the generators' items they take have come, by id of the future
+        self._held: dict[int, tuple[NewCall, CallFuture]] = {}
         self._waiting: dict[int, list[CallFuture]] = {}  # submitted, by task id
         self._after = self.store.last_result(queue.name)  # results seen up to this seq
         self._closed = False
@@ -171,31 +214,81 @@ class DurableExecutor(cf.Executor):
                     n = self._seen[base] = self._seen.get(base, -1) + 1
                     key = f"{base}.{n}"
                 future = CallFuture(self, key)
+                new = NewCall(key, calls.describe(fn, args, kwargs), call)
                 if takes:  # pickled again once their task ids are known (see _submit)
                     future._call = (fn, args, kwargs, takes)
-                    call = b""
-                self._new.append((NewCall(key, calls.describe(fn, args, kwargs), call), future))
+                    new = new._replace(call=b"")
+                if any(type(up) is ItemFuture and not up.done() for up in takes):
+                    self._held[id(future)] = (new, future)
+                else:
+                    self._new.append((new, future))
                 futures.append(future)
         self._wake.set()
         for future in futures:
             if future._call is not None:
                 for up in future._call[3]:
                     up.add_done_callback(self._upstream_done(future))
+                    if type(up) is ItemFuture:
+                        up.add_done_callback(functools.partial(self._unhold, future))
         return futures
+
+    def _unhold(self, future: CallFuture, _: object = None) -> None:
+        """Submit a held call once every item it takes came (one that failed fails it:
+        see _upstream_done)."""
+        assert future._call is not None
+        if not all(up.done() and not up.cancelled() and up.exception() is None
+                   for up in future._call[3]):  # fmt: skip
+            return
+        with self._lock:
+            held = self._held.pop(id(future), None)
+            if held is not None:
+                self._new.append(held)
+        self._wake.set()
+
+    #: its futures of calls that return generators stream their items
+    #: (``add_item_callback``): qdo.sched runs generator tasks on it
+    generators = True
 
     def takes(self, future: cf.Future[Any]) -> bool:
         """Whether ``future``, in the arguments of a call, stands for its result (a future
         of a call of this database); qdo.sched asks, to hand over futures, not values."""
-        return isinstance(future, CallFuture) and future._executor.store is self.store
+        call = future.call if isinstance(future, ItemFuture) else future
+        return isinstance(call, CallFuture) and call._executor.store is self.store
 
     def _by_key(self, obj: Any) -> Any:
-        return ("qdo.key", obj.key) if type(obj) is CallFuture and self.takes(obj) else None
+        if type(obj) is CallFuture and self.takes(obj):
+            return ("qdo.key", obj.key)
+        if type(obj) is ItemFuture and self.takes(obj):
+            return ("qdo.key", obj.call.key, obj.index)
+        return None
 
     def _by_id(self, obj: Any) -> Any:
         if type(obj) is CallFuture and self.takes(obj):
             assert obj.task_id is not None
             return calls.result_ref(obj.task_id)
+        if type(obj) is ItemFuture and self.takes(obj):
+            return calls.value_ref(obj.result())  # (it came: the call was held till then)
         return None
+
+    def _item(self, call: CallFuture, index: int) -> ItemFuture:
+        with self._lock:
+            first = not call._items
+            item = call._items.get(index)
+            if item is None:
+                item = call._items[index] = ItemFuture(call, index)
+            came = index in call._produced
+        if first:  # (the call's end settles the items it never produced)
+            call.add_done_callback(lambda _: self._settle_items(call))
+        elif came or call.done():
+            self._settle_items(call)
+        return item
+
+    def _add_item_callback(self, call: CallFuture, fn: Callable[[int, Any], None]) -> None:
+        with self._lock:
+            came = [(i, call._produced[i]) for i in range(call._delivered)]
+            call._item_callbacks.append(fn)
+        for index, value in came:
+            fn(index, value)
 
     def _upstream_done(self, future: CallFuture) -> Callable[[cf.Future[Any]], None]:
         def done(up: cf.Future[Any]) -> None:
@@ -223,7 +316,7 @@ class DurableExecutor(cf.Executor):
         with self._lock:
             self._closed = True
             waiting = [f for fs in self._waiting.values() for f in fs]
-            unsent = [f for _, f in self._new]
+            unsent = [f for _, f in self._new] + [f for _, f in self._held.values()]
         if cancel_futures:
             for f in unsent + waiting:
                 f.cancel()
@@ -235,7 +328,7 @@ class DurableExecutor(cf.Executor):
         """Delete every call of the queue and its result, for a fresh run; return how
         many went.  Not while futures of this executor wait."""
         with self._lock:
-            if self._new or self._waiting:
+            if self._new or self._waiting or self._held:
                 raise InvalidInput("forget() clears the queue's calls: not while futures "
                                    "of this executor wait for theirs")  # fmt: skip
         return self.store.forget_calls(self.queue.name)
@@ -264,7 +357,7 @@ class DurableExecutor(cf.Executor):
         unsent = next((i for i, (_, f) in enumerate(self._new) if f is future), None)
         if unsent is not None:
             del self._new[unsent]
-        return unsent is not None
+        return unsent is not None or self._held.pop(id(future), None) is not None
 
     def _unwait(self, future: CallFuture) -> None:
         """Stop waiting for ``future``'s result (the caller holds the lock)."""
@@ -299,7 +392,7 @@ class DurableExecutor(cf.Executor):
                 busy = False
                 pause = self.poll
             with self._lock:
-                if self._closed and not self._new and not self._waiting:
+                if self._closed and not self._new and not self._waiting and not self._held:
                     return
                 # (calls left that wait for the task id of another executor's call: a
                 # pause, not a spin)
@@ -335,7 +428,13 @@ class DurableExecutor(cf.Executor):
                 fn, args, kwargs, takes = future._call
                 future._call = None
                 call, _ = calls.encode_call(fn, args, kwargs, self._by_id)
-                requires = sorted({up.task_id for up in takes if up.task_id is not None})
+                requires = sorted(
+                    {
+                        up.task_id
+                        for up in takes  # (items: held till they came)
+                        if type(up) is CallFuture and up.task_id is not None
+                    }
+                )
                 batch[n] = (new._replace(call=call, requires=requires), future)
         try:
             done = self.store.submit_calls(self.queue.name, [n for n, _ in batch])
@@ -345,6 +444,7 @@ class DurableExecutor(cf.Executor):
             return
         stored: dict[int, CallResult] = {}
         dropped = []
+        going = []  # found again, not done: the items their generators yielded so far
         with self._lock:
             for (_, f), sub in zip(batch, done, strict=True):
                 f.task_id = sub.task_id
@@ -358,8 +458,12 @@ class DurableExecutor(cf.Executor):
                     self.calls_found += 1
                     if sub.result is not None:  # Succeeded in an earlier run
                         stored[sub.task_id] = sub.result
+                    else:
+                        going.append(sub.task_id)
         if dropped:
             self.store.cancel_calls(self.queue.name, dropped)
+        if going:  # (a round trip of a re-run, for the calls still running)
+            self._resolve(self.store.results_of(going))
         self._resolve(list(stored.values()))
 
     def _collect(self) -> bool:
@@ -375,16 +479,77 @@ class DurableExecutor(cf.Executor):
                 return got
 
     def _resolve(self, rows: list[CallResult]) -> None:
+        ends = []
         for row in rows:
-            if row.item != -1:
-                continue  # a generator's item (not followed here yet)
             with self._lock:
-                futures = self._waiting.pop(row.task_id, [])
+                futures = list(self._waiting.get(row.task_id, ()))
             if not futures:
                 continue
-            outcome = calls.decode_result(row.ok, row.data)
+            if row.item >= 0:  # an item its generator yielded (in order, for one call)
+                self._produce(futures, row.item, calls.decode_result(True, row.data))
+            else:
+                ends.append((row, futures, calls.decode_result(row.ok, row.data)))
+        # a generator's end: its result is the list of its items (those this watcher
+        # missed, as those of a re-run's calls written before it started, read now)
+        short = [row.task_id for row, futures, outcome in ends
+                 if isinstance(outcome, calls.Yielded)
+                 and len(futures[0]._produced) < outcome.items]  # fmt: skip
+        if short:
+            for row in self.store.results_of(short):
+                if row.item >= 0:
+                    with self._lock:
+                        futures = list(self._waiting.get(row.task_id, ()))
+                    self._produce(futures, row.item, calls.decode_result(True, row.data))
+        for row, futures, outcome in ends:
+            with self._lock:
+                if self._waiting.pop(row.task_id, None) is None:
+                    continue  # (settled meanwhile: cancelled, say)
             for f in futures:
-                _settle(f, row.ok, outcome)
+                if isinstance(outcome, calls.Yielded):
+                    _settle(f, True, [f._produced.get(i) for i in range(outcome.items)])
+                else:
+                    _settle(f, row.ok, outcome)
+
+    def _produce(self, futures: list[CallFuture], index: int, value: Any) -> None:
+        """Item ``index`` of these futures' call came: to the item callbacks, in order,
+        and to the item futures asked for."""
+        for f in futures:
+            with self._lock:
+                if index in f._produced:
+                    continue  # (seen already)
+                f._produced[index] = value
+                came = []
+                while f._delivered in f._produced:
+                    came.append((f._delivered, f._produced[f._delivered]))
+                    f._delivered += 1
+                callbacks = list(f._item_callbacks)
+            for i, v in came:
+                for fn in callbacks:
+                    try:
+                        fn(i, v)
+                    except Exception:
+                        log.exception("qdo: an item callback of %r failed", f)
+            self._settle_items(f)
+
+    def _settle_items(self, call: CallFuture) -> None:
+        """Settle the item futures asked of ``call`` that can be: those that came, and
+        once the call is done, the others (never produced, or the call failed)."""
+        with self._lock:
+            items = [(i, f) for i, f in call._items.items() if not f.done()]
+            produced = dict(call._produced)
+        for index, item in items:
+            if index in produced:
+                _settle(item, True, produced[index])
+            elif call.done():
+                if call.cancelled():
+                    error: BaseException = cf.CancelledError()
+                elif call.exception() is not None:
+                    error = CallFailed(self.queue.name, call.task_id or 0, "not produced",
+                                       f"its call failed: {call.exception()!r}")  # fmt: skip
+                else:
+                    error = IndexError(f"the call {call.key} yielded {len(produced)} items: "
+                                       f"item {index} was never produced")  # fmt: skip
+                _settle(item, False, error)
 
     def _sweep(self) -> None:
         """The calls waited for that ended without this watcher seeing a result."""
@@ -408,7 +573,7 @@ class DurableExecutor(cf.Executor):
                     _settle(f, False, error)
 
 
-def _settle(future: CallFuture, ok: bool, outcome: Any) -> None:
+def _settle(future: cf.Future[Any], ok: bool, outcome: Any) -> None:
     if future.done():
         return
     if not future.set_running_or_notify_cancel():

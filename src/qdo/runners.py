@@ -8,7 +8,9 @@ as a result with ``stopped`` set, to be handed back rather than counted as faile
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -32,12 +34,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .calls import encode_error, encode_result
+from .calls import encode_error, encode_result, run_items
 from .errors import InvalidInput
 from .models import State, Task
 from .reaper import Reaper
 from .runtime import pid_alive
-from .store.base import Outcome
+from .store.base import Item, Outcome
 
 #: After SIGTERM, a task's process group gets this long before SIGKILL.
 KILL_AFTER = 2.0
@@ -94,6 +96,11 @@ class Runner(ABC):
 
     def tune(self, batch: int) -> None:  # noqa: B027 - optional hook
         """The agent's current batch size (a runner may group work by it)."""
+
+    def take_items(self) -> list[Item]:
+        """The items that running calls' generators yielded since the last look (see
+        ``qdo.calls``), to write before their calls' results."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -474,7 +481,8 @@ def _func_main(
     sending each task's result as soon as it has one (if the process dies, the agent
     then knows which task it died in, and that the rest of the chunk never started).
     With ``values`` (a queue of calls), the payload is the one argument, and what the
-    function returns or raises goes back, pickled (``qdo.calls``)."""
+    function returns or raises goes back, pickled (``qdo.calls``); a generator it returns
+    sends its items, each as it comes, before that."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when to stop
     # a process group of its own, with what its tasks start: the agent's watchdog kills
     # the group if the agent dies, and a task's time limit kills all of it
@@ -494,7 +502,10 @@ def _func_main(
             value = None
             try:
                 if values:
-                    value = encode_result(func(payload))
+                    out = func(payload)
+                    if inspect.isgenerator(out):
+                        out = run_items(out, functools.partial(_send_item, conn, task_id))
+                    value = encode_result(out)
                 else:
                     call(func, payload)
                 error = trace = None
@@ -508,6 +519,10 @@ def _func_main(
             except OSError as e:  # a full disk, say: this task fails, the process goes on
                 error = error or f"its output could not be kept in its log: {e}"
             conn.send((task_id, error, trace, time.monotonic() - started, value))
+
+
+def _send_item(conn: Connection, task_id: int, index: int, data: bytes) -> None:
+    conn.send((task_id, index, data))
 
 
 class _Output:
@@ -590,6 +605,11 @@ class FuncRunner(Runner):
         self.procs = [self._new_proc() for _ in range(slots)]
         self.buffer: deque[Task] = deque()
         self.ready: list[Result] = []
+        self.yielded: list[Item] = []
+
+    def take_items(self) -> list[Item]:
+        out, self.yielded = self.yielded, []
+        return out
 
     def _new_proc(self) -> _Proc:
         return _Proc(self.ctx, self.spec, self.log_dir, self.reaper, self.values)
@@ -628,7 +648,7 @@ class FuncRunner(Runner):
         end = time.monotonic() + (30.0 if drain else timeout)
         while True:
             busy = [p for p in self.procs if p.tasks]
-            if not busy or (out and not drain):
+            if not busy or ((out or self.yielded) and not drain):
                 break
             now = time.monotonic()
             soonest = min(p.deadline for p in busy)
@@ -647,11 +667,12 @@ class FuncRunner(Runner):
 
     def _receive(self, p: _Proc) -> list[Result]:
         out: list[Result] = []
+        items = len(self.yielded)
         while p.tasks:
             try:
-                if out and not p.conn.poll():
+                if (out or len(self.yielded) > items) and not p.conn.poll():
                     break
-                task_id, error, trace, seconds, value = p.conn.recv()
+                message = p.conn.recv()
             except (EOFError, OSError):
                 # the process died in the first task it has not answered for: that one
                 # failed; the rest of its chunk never started, and goes back in line
@@ -663,6 +684,12 @@ class FuncRunner(Runner):
                 return out + self._restart(
                     p, State.FAILED, f"the function's worker process died ({how}) in this task"
                 )
+            if len(message) == 3:  # an item its generator yielded: the call goes on
+                task_id, index, data = message
+                assert task_id == p.tasks[0].id
+                self.yielded.append(Item(task_id, p.tasks[0]._token or 0, index, data))
+                continue
+            task_id, error, trace, seconds, value = message
             task = p.tasks.pop(0)
             assert task.id == task_id
             if error is None:

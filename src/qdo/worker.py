@@ -30,7 +30,7 @@ from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue
 from .runners import Result, Runner, ShellRunner, log_path
 from .runtime import batch_job_id, worker_id
-from .store.base import Begun
+from .store.base import Begun, Item
 
 __all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]
 
@@ -121,6 +121,7 @@ class Agent:
         self.running: dict[int, Task] = {}
         self.outbox: list[Result] = []
         self.begun: list[Begun] = []  # tasks about to start, for the report before they do
+        self.items: list[Item] = []  # generators' items, for the report (before results)
         self.outbox_since = 0.0
         self.mean_seconds: float | None = None  # running mean of task durations
         self.stop_signal: str | None = None
@@ -148,8 +149,15 @@ class Agent:
 
     def _results_of(self, ids: list[int]) -> dict[int, bytes]:
         """What these calls returned, those that Succeeded."""
+        from .calls import whole_result
+
         rows = self._db(self.store.results_of, ids)
-        return {r.task_id: r.data for r in rows if r.item == -1 and r.ok}
+        items: dict[int, list[tuple[int, bytes]]] = {}
+        for r in rows:
+            if r.item >= 0:  # a generator's: what it takes is the list of them
+                items.setdefault(r.task_id, []).append((r.item, r.data))
+        return {r.task_id: whole_result(r.data, items.get(r.task_id, [])) for r in rows
+                if r.item == -1 and r.ok}  # fmt: skip
 
     def _make_runner(self) -> Runner:
         log_dir = self.log_dir
@@ -238,7 +246,7 @@ class Agent:
                             continue
                 self._collect(timeout=self._sleep(now, idle_until, next_renew))
                 if (
-                    self.outbox
+                    (self.outbox or self.items)
                     and not held
                     and (
                         len(self.outbox) >= self.summary.batch
@@ -281,7 +289,7 @@ class Agent:
             limit = min(limit, max(0.0, self.full_until - now))
         if self.stop_deadline is not None and self.stop_deadline != math.inf:
             limit = min(limit, max(0.0, self.stop_deadline - now))
-        if self.outbox:
+        if self.outbox or self.items:
             limit = min(limit, self.report_delay)
         if not self.running:
             return min(limit, max(0.0, idle_until - now))
@@ -381,6 +389,11 @@ class Agent:
 
     def _collect(self, timeout: float, drain: bool = False) -> None:
         results = self.runner.results(timeout, drain=drain)
+        items = self.runner.take_items()
+        if items:
+            if not self.outbox and not self.items:
+                self.outbox_since = time.monotonic()
+            self.items += items
         full = bool(results) and _low_space(self.log_dir)
         for result in results:
             task = self.running.pop(result.task.id, None)
@@ -424,13 +437,19 @@ class Agent:
 
     def _later(self, result: Result) -> None:
         """Keep a result for the next report."""
-        if not self.outbox:
+        if not self.outbox and not self.items:
             self.outbox_since = time.monotonic()
         self.outbox.append(result)
 
     def _report(self) -> None:
         """Report the results waiting in the outbox, and the tasks about to start; kept
         for the next time if the database cannot take them (a full disk)."""
+        if self.items:  # first: a call's items are in before its result
+            refused_items = self._db(self.store.add_items, self.worker, self.items)
+            self.items = []
+            if refused_items:  # (its lease is lost: _renew stops it)
+                log.warning("qdo do %s: %d running calls are no longer ours: their items "
+                            "were not kept", self.queue.name, len(refused_items))  # fmt: skip
         if not self.outbox and not self.begun:
             return
         outbox, begun = self.outbox, self.begun

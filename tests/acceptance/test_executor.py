@@ -246,6 +246,96 @@ def test_seed_grid_through_the_cluster_matches_threads(agents: Callable[[str], A
     assert len(c_calls) == n * n and max(map(len, c_calls)) < array / 2
 
 
+# -- generators ---------------------------------------------------------------------------------
+def wait_until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_generators_items_resolve_one_by_one_while_it_runs(
+    agents: Callable[[str], Agents], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    ex = qdo.connect("Items", create_ok=True).executor()
+    agents("Items").start(2)
+    gen = ex.submit(h.gated_items, 5, 3, str(gate))
+    # the first three come while the generator waits at its gate: it has not ended
+    assert [gen[i].result(timeout=60) for i in range(3)] == [0, 10, 20]
+    assert not gen.done() and not gen[3].done()
+    # a call on an item waits in the driver for it, and takes its value
+    on_item = ex.submit(h.square, gen[1])
+    assert on_item.result(timeout=60) == 100 and not gen.done()
+    later = ex.submit(h.square, gen[4])  # not yielded yet: held
+    seen: list[tuple[int, int]] = []
+    gen.add_item_callback(lambda i, v: seen.append((i, v)))
+    assert seen == [(0, 0), (1, 10), (2, 20)]  # those that came, at once
+    gate.touch()
+    assert gen.result(timeout=60) == [0, 10, 20, 30, 40]
+    assert later.result(timeout=60) == 1600
+    assert seen == [(i, 10 * i) for i in range(5)]
+    with pytest.raises(IndexError, match="yielded 5 items: item 7 was never produced"):
+        gen[7].result(timeout=10)
+    # a generator that fails: its items so far stand, the others fail with it
+    broken = ex.submit(h.items_then_fail, 2)
+    assert isinstance(broken.exception(timeout=60), ValueError)
+    assert broken[1].result(timeout=10) == 1
+    with pytest.raises(CallFailed, match="its call failed: ValueError"):
+        broken[2].result(timeout=10)
+    ex.shutdown()
+    rows = qdo.connect("Items").store.results_of([gen.task_id])
+    assert sorted(r.item for r in rows) == [-1, 0, 1, 2, 3, 4]
+
+
+def test_a_generator_task_of_the_scheduler_runs_on_the_cluster(
+    agents: Callable[[str], Agents], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    ex = qdo.connect("SchedItems", create_ok=True).executor()
+    agents("SchedItems").start(2)
+    sch = Scheduler()
+    Q = SchedQueue(sch, executor=ex)
+    gen = Q.submit(h.gated_items, 6, 3, str(gate))
+    squares = [Q.submit(h.square, gen[i]) for i in range(6)]
+    total = Q.submit(sum, gen)  # the whole generator: the list of its items
+    sch.start()
+    # dependents of the first items ran while the generator waits at its gate
+    assert [squares[i].result(timeout=60) for i in range(3)] == [0, 100, 400]
+    assert not gen.done() and not squares[3].done()
+    gate.touch()
+    assert [s.result(timeout=60) for s in squares] == [(10 * i) ** 2 for i in range(6)]
+    assert gen.result(timeout=60) == [10 * i for i in range(6)]
+    assert total.result(timeout=60) == 150
+    sch.stop()
+    ex.shutdown()
+
+
+def test_a_driver_run_again_gets_the_items_yielded_so_far(
+    agents: Callable[[str], Agents], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    first = qdo.connect("ItemsAgain", create_ok=True).executor()
+    agents("ItemsAgain").start(1)
+    gen = first.submit(h.gated_items, 4, 2, str(gate))
+    assert gen[1].result(timeout=60) == 10
+    # the driver is gone (its executor with it); run again, it finds the call running
+    # and the items it yielded before this executor began to follow the queue
+    again = qdo.connect("ItemsAgain").executor()
+    same = again.submit(h.gated_items, 4, 2, str(gate))
+    assert [same[0].result(timeout=30), same[1].result(timeout=30)] == [0, 10]
+    assert again.calls_found == 1 and not same.done()
+    gate.touch()
+    assert same.result(timeout=60) == [0, 10, 20, 30]
+    # and once it Succeeded, a third run gets all of it back without running it
+    third = qdo.connect("ItemsAgain").executor()
+    done = third.submit(h.gated_items, 4, 2, str(gate))
+    assert done.result(timeout=30) == [0, 10, 20, 30] and done[3].result(timeout=5) == 30
+    for ex in (first, again, third):
+        ex.shutdown()
+    assert attempts_of("ItemsAgain")[same.task_id] == ["Succeeded"]
+
+
 # -- drivers and agents that die ------------------------------------------------------------
 DRIVER = textwrap.dedent("""
     import json, sys

@@ -7,7 +7,7 @@ import pytest
 
 from qdo.errors import InvalidInput
 from qdo.models import State
-from qdo.store.base import NewCall, NewTask, Outcome, Store
+from qdo.store.base import Item, NewCall, NewTask, Outcome, Store
 
 pytestmark = pytest.mark.backends
 
@@ -105,3 +105,28 @@ def test_cancel_takes_only_waiting_calls_and_forget_takes_all(store: Store, q: s
     assert store.forget_calls(q) == 1
     assert store.tasks(q) == [] and store.call_data(ids) == {} and store.results_of(ids) == []
     assert store.get_queue(q).kind == "calls"
+
+
+def test_items_are_kept_while_held_and_the_first_attempts_stand(store: Store, q: str) -> None:
+    store.set_queue_options(q, max_retries=1)
+    store.submit_calls(q, [call("gen")])
+    (t,) = store.claim(q, "w", 1, lease=60, calls=True)
+    assert (
+        store.add_items("w", [Item(t.id, t._token, 0, b"a"), Item(t.id, t._token, 1, b"b")]) == []
+    )
+    # not its holder, or not its lease: refused, nothing kept
+    assert store.add_items("other", [Item(t.id, t._token, 2, b"x")]) == [t.id]
+    assert store.add_items("w", [Item(t.id, t._token + 1, 2, b"x")]) == [t.id]
+    rows = store.results_of([t.id])
+    assert [(r.item, r.data) for r in rows] == [(0, b"a"), (1, b"b")]
+    assert store.results_since(q, 0, 10) == rows  # followed like results
+    # the attempt fails and the call runs again: what the first yielded stands
+    assert store.finish("w", [Outcome(t.id, t._token, State.FAILED, value=b"e")]) == []
+    (again,) = store.claim(q, "w2", 1, lease=60, calls=True)
+    assert again.id == t.id
+    assert store.add_items("w2", [Item(t.id, again._token, 1, b"B"),
+                                  Item(t.id, again._token, 2, b"c")]) == []  # fmt: skip
+    assert store.finish("w2", [Outcome(t.id, again._token, State.SUCCEEDED, value=b"n")]) == []
+    assert [(r.item, r.data) for r in store.results_of([t.id])] == [
+        (0, b"a"), (1, b"b"), (2, b"c"), (-1, b"n")]  # fmt: skip
+    assert store.add_items("w2", [Item(t.id, again._token, 3, b"late")]) == [t.id]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from qdo.errors import InvalidInput
 from qdo.sched import DependencyError, Queue, Scheduler
 
 
@@ -540,6 +541,16 @@ def test_process_and_pool_executors_with_plain_arguments(sch: Scheduler) -> None
         d = T.submit(lambda u, v: (u, v), c, a)
         sch.start()
         assert d.result(timeout=60) == ((16, 1), 81)
+
+
+def test_an_executor_that_cannot_stream_items_refuses_generator_tasks(sch: Scheduler) -> None:
+    def gen() -> Iterator[int]:
+        yield 1
+
+    with cf.ThreadPoolExecutor(1) as pool:
+        T = Queue(sch, executor=pool)
+        with pytest.raises(InvalidInput, match="gen is a generator: generator tasks run on thread"):
+            T.submit(gen)
 
 
 def test_two_threads_ask_for_the_same_items_while_the_generator_runs(sch: Scheduler) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from qdo import calls
 from qdo.calls import (
     Refs,
     RemoteError,
@@ -108,3 +109,22 @@ def test_a_call_takes_referenced_results_in_place_of_their_references() -> None:
     assert run_call((data, {5: pickle.dumps(9)})) == 81
     with pytest.raises(RemoteError, match="result of task 5"):
         run_call((data, {}))
+
+
+def test_a_generators_items_go_one_by_one_and_join_into_its_result() -> None:
+    sent: list[tuple[int, bytes]] = []
+    end = calls.run_items(iter(["a", "b", "c"]), lambda i, data: sent.append((i, data)))
+    assert end == calls.Yielded(3) and [i for i, _ in sent] == [0, 1, 2]
+    final = calls.encode_result(end)
+    assert pickle.loads(calls.whole_result(final, sent)) == ["a", "b", "c"]
+    assert pickle.loads(calls.whole_result(calls.encode_result(calls.Yielded(0)), [])) == []
+    plain = calls.encode_result(["Yielded"])  # not a generator's: as it is
+    assert calls.whole_result(plain, []) is plain
+
+
+def test_an_items_value_travels_inside_the_call() -> None:
+    marker = object()
+    data, found = calls.encode_call(
+        h.square, (marker,), {}, lambda o: calls.value_ref(7) if o is marker else None
+    )
+    assert found == [marker] and calls.run_call(data) == 49

@@ -184,6 +184,10 @@ class Scheduler:
         return out
 
 
+def _too_many(gen: TaskFuture) -> Exception:
+    return IndexError(f"{gen.name} yielded more than the {gen._announced} results it announced")
+
+
 def _missing(gen: TaskFuture, index: int, produced: int) -> Exception:
     return IndexError(
         f"{gen.name} yielded {produced} items"
@@ -334,9 +338,10 @@ class Queue:
             else inspect.isgeneratorfunction(fn)
         )  # fmt: skip
         if self._executor is not None:
-            if is_generator:
+            if is_generator and not getattr(self._executor, "generators", False):
                 raise InvalidInput(
-                    f"{_name(fn)} is a generator: generator tasks run on thread queues only"
+                    f"{_name(fn)} is a generator: generator tasks run on thread queues, and "
+                    "on executors whose futures stream their items (qdo's durable executor)"
                 )
             if isinstance(self._executor, cf.ProcessPoolExecutor):
                 try:
@@ -502,28 +507,30 @@ class Queue:
                 future._announced = announced
 
     def _drain_generator(self, future: TaskFuture, gen: Any) -> list[Any]:
-        sch = self.scheduler
-        produced = future._produced
         for value in gen:
+            if future._announced is not None and len(future._produced) >= future._announced:
+                raise _too_many(future)
+            self._produce(future, value)
+        return future._produced
+
+    def _produce(self, future: TaskFuture, value: Any) -> None:
+        """A generator task yielded its next item: its future, and what waits for it."""
+        sch = self.scheduler
+        with sch._lock:
+            produced = future._produced
             index = len(produced)
-            if future._announced is not None and index >= future._announced:
-                raise IndexError(
-                    f"{future.name} yielded more than the {future._announced} results it announced"
-                )
-            with sch._lock:
-                produced.append(value)  # under the lock: _item() reads it
-                assert future._items is not None
-                item = future._items.get(index)
-                # in the plan first: from here on the item can't be cancelled (its
-                # dependents wait in result() for the value set just below)
-                woke = []
-                if item is not None and item.seq and item.state not in (DONE, FAILED):
-                    woke = sch._planner.finish(item)
-            if item is not None and not item.done():  # a cancelled item: the rest goes on
-                with contextlib.suppress(cf.InvalidStateError):
-                    item.set_result(value)
-            _kick_queues(woke, None)
-        return produced
+            produced.append(value)  # under the lock: _item() reads it
+            assert future._items is not None
+            item = future._items.get(index)
+            # in the plan first: from here on the item can't be cancelled (its
+            # dependents wait in result() for the value set just below)
+            woke = []
+            if item is not None and item.seq and item.state not in (DONE, FAILED):
+                woke = sch._planner.finish(item)
+        if item is not None and not item.done():  # a cancelled item: the rest goes on
+            with contextlib.suppress(cf.InvalidStateError):
+                item.set_result(value)
+        _kick_queues(woke, None)
 
     def _settle(
         self, task: TaskFuture, slot: int, start: float,
@@ -629,18 +636,32 @@ class Queue:
                     raise cf.CancelledError()  # settled below, like a thread slot does
                 assert task.fn is not None
                 call_args, call_kwargs = _arguments(task, getattr(self._executor, "takes", None))
+                if task._items is not None and task._announced is None:
+                    self._announce(task, *_arguments(task))  # (with values, not futures)
                 done = self._executor.submit(task.fn, *call_args, **call_kwargs)
             except BaseException as e:
                 woke = self._settle(task, 0, start, error=e)
                 _kick_queues(woke, self)
                 continue
+            if task._items is not None:  # its items come one by one, as they are yielded
+                done.add_item_callback(self._item_callback(task))  # type: ignore[attr-defined]
             done.add_done_callback(self._callback(task, start))
+
+    def _item_callback(self, task: TaskFuture) -> Callable[[int, Any], None]:
+        def produced(index: int, value: Any) -> None:
+            del index  # (they come in order)
+            if task._announced is None or len(task._produced) < task._announced:
+                self._produce(task, value)  # (one too many fails the task: see _done)
+
+        return produced
 
     def _callback(self, task: TaskFuture, start: float) -> Callable[[cf.Future[Any]], None]:
         return lambda done: self._done(done, task, start)
 
     def _done(self, done: cf.Future[Any], task: TaskFuture, start: float) -> None:
         error = done.exception()
+        if error is None and task._announced is not None and len(done.result()) > task._announced:
+            error = _too_many(task)
         if error is None:
             task.remote = done
             woke = self._settle(task, 0, start, result=done.result())

@@ -123,6 +123,15 @@ class Submitted(NamedTuple):
     result: CallResult | None = None
 
 
+class Item(NamedTuple):
+    """An item that a running call's generator yielded (see ``Store.add_items``)."""
+
+    task_id: int
+    token: int  # the holder's lease token
+    item: int  # 0, 1, ...: the order the generator yielded it in
+    data: bytes  # pickled (qdo.calls.encode_result)
+
+
 class Begun(NamedTuple):
     """A reserved task that its holder started (see ``Store.claim``)."""
 
@@ -416,6 +425,13 @@ class Store(ABC):
     @abstractmethod
     def last_result(self, queue: str) -> int:
         """The highest seq of the queue's results (0: none yet)."""
+
+    @abstractmethod
+    def add_items(self, worker: str, items: Sequence[Item]) -> list[int]:
+        """Keep the items that running calls' generators yielded, in one transaction, as
+        results (``CallResult.item`` their index); return the ids of the tasks that this
+        worker no longer holds (nothing is written for those).  An item an earlier
+        attempt of the call wrote already stays as it was: a driver may have used it."""
 
     @abstractmethod
     def results_of(self, task_ids: Sequence[int]) -> list[CallResult]:

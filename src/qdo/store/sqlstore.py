@@ -27,6 +27,7 @@ from .base import (
     Begun,
     CallResult,
     Counts,
+    Item,
     Job,
     NewCall,
     NewTask,
@@ -581,6 +582,28 @@ class SQLStore(Store):
         return self._run(lambda tx: int(tx.one("results_last",
                                                queue_id=self._queue(tx, queue)["id"])["seq"]),
                          write=False)  # fmt: skip
+
+    def add_items(self, worker: str, items: Sequence[Item]) -> list[int]:
+        ids = sorted({i.task_id for i in items})
+        if not ids:
+            return []
+        pairs = sorted({(i.task_id, i.token) for i in items})
+
+        def verb(tx: Tx) -> set[int]:
+            held = {r["id"]: r["queue_id"] for r in tx.rows("held", worker=worker, o=pairs,
+                                                             ids=ids)}  # fmt: skip
+            if not held:
+                return set()
+            there = {(r["task_id"], r["item"]) for r in tx.rows("items_of", ids=sorted(held))}
+            new = [(held[i.task_id], i.task_id, i.item, True, i.data) for i in items
+                   if i.task_id in held and (i.task_id, i.item) not in there]  # fmt: skip
+            if new:
+                tx.insert("results", RESULT_COLUMNS, new)
+                tx.notify(held.values())
+            return set(held)
+
+        kept = self._run(verb)
+        return [t for t in ids if t not in kept]
 
     def results_of(self, task_ids: Sequence[int]) -> list[CallResult]:
         ids = list(task_ids)

@@ -413,6 +413,16 @@ WHERE queue_id = :queue_id AND seq > :after ORDER BY seq LIMIT :limit;
 -- name: results_last
 SELECT coalesce(max(seq), 0) AS seq FROM results WHERE queue_id = :queue_id;
 
+-- name: held
+-- Which of these (task, token) pairs this worker holds, Running.
+SELECT t.id, t.queue_id FROM tasks AS t, {rows o (task_id bigint, token bigint)}
+WHERE t.id = o.task_id AND t.lease_token = o.token AND t.worker = :worker
+  AND t.state = 'Running'
+  AND t.id {among ids bigint};
+
+-- name: items_of
+SELECT task_id, item FROM results WHERE task_id {in ids bigint} AND item >= 0;
+
 -- name: results_of
 SELECT seq, task_id, item, ok, data FROM results WHERE task_id {in ids bigint} ORDER BY seq;
 
