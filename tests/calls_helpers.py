@@ -70,3 +70,13 @@ gated_items.number_of_results = lambda n, first, gate: n  # type: ignore[attr-de
 def items_then_fail(n: int) -> Any:
     yield from range(n)
     raise ValueError(f"failed after {n} items")
+
+
+def gated_square(x: int, gate: str) -> int:
+    """The square, once the file ``gate`` exists."""
+    deadline = time.monotonic() + 120
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never came")
+        time.sleep(0.01)
+    return x * x

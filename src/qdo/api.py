@@ -45,13 +45,15 @@ class Queue(queue.Queue):
         opts = launch.LaunchOptions(workers=nworkers, jobs=jobs, **options)
         return launch.launch(self, opts, dry_run=dry_run)
 
-    def executor(self, *, poll: float = 0.02, max_workers: int = 64) -> executor.DurableExecutor:
+    def executor(
+        self, *, poll: float = 0.02, max_workers: int | None = None
+    ) -> executor.DurableExecutor:
         """A ``concurrent.futures.Executor`` whose calls are tasks of this queue, run by
         any ``qdo do`` agent of it, here or in batch jobs; their results come back to
         the futures.  The queue becomes a queue of calls (it must hold no shell tasks).
         Run again after a crash, a driver gets back the results of the calls that
         Succeeded, waits for those still running, and runs only the rest (see
-        ``qdo.executor``)."""
+        ``qdo.executor``).  ``max_workers``: see ``DurableExecutor.max_workers``."""
         return executor.DurableExecutor(self, poll=poll, max_workers=max_workers)
 
 

@@ -47,8 +47,11 @@ log = logging.getLogger(__name__)
 
 #: Calls submitted in one transaction, and results read in one query, at most.
 BATCH = 1000
-#: Seconds between looks at the states of the calls waited for.
+#: Seconds between looks at the states of the calls waited for (and at the agents).
 SWEEP = 1.0
+#: Calls a scheduler's queue keeps in the durable queue per slot of its live agents:
+#: one running, one waiting, so that no slot waits for the driver between two calls.
+PER_SLOT = 2
 _FINAL = (State.SUCCEEDED, State.FAILED, State.KILLED)
 
 
@@ -120,21 +123,24 @@ class ItemFuture(cf.Future[Any]):
 class DurableExecutor(cf.Executor):
     """Run calls through ``queue``, which becomes (or is) a queue of calls; see the
     module's docstring.  ``poll``: the longest the watcher waits between looks for
-    results when none come; ``max_workers``: see the attribute."""
+    results when none come; ``max_workers``: see the property."""
 
-    def __init__(self, queue: Queue, *, poll: float = 0.02, max_workers: int = 64) -> None:
+    def __init__(
+        self, queue: Queue, *, poll: float = 0.02, max_workers: int | None = None
+    ) -> None:  # fmt: skip
         if not (isinstance(poll, (int, float)) and 0 < poll <= 60):
             raise InvalidInput(f"poll must be a number of seconds in (0, 60], got {poll!r}")
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
             raise InvalidInput(f"max_workers must be a positive integer, got {max_workers!r}")
-        #: how many calls a scheduler's queue over this executor keeps in the durable
-        #: queue at once (qdo.sched.Queue takes it as its width): enough to keep the
-        #: agents' slots busy, few enough that the plan's order still decides
-        self.max_workers = max_workers
         self.queue = queue
         self.store = queue.store
         self.poll = float(poll)
         self.store.make_call_queue(queue.name)
+        self._fixed = max_workers
+        self._width = max_workers or 1
+        self._width_callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._new: list[tuple[NewCall, CallFuture]] = []  # to submit
@@ -146,12 +152,43 @@ class DurableExecutor(cf.Executor):
         self._seen: dict[str, int] = {}  # equal calls so far, by the hash of the call
         self.calls_submitted = 0  # new calls it added (not those found again)
         self.calls_found = 0  # calls found again by their key
+        self._follow_agents()
         self._thread = threading.Thread(target=self._watch, name=f"qdo-executor-{queue.name}",
                                         daemon=True)  # fmt: skip
         self._thread.start()
 
     def __repr__(self) -> str:
         return f"<qdo DurableExecutor of queue {self.queue.name!r}>"
+
+    @property
+    def max_workers(self) -> int:
+        """How many calls a scheduler's queue over this executor keeps in the durable
+        queue at once (qdo.sched.Queue takes it as its width): enough to keep the agents'
+        slots busy, few enough that the plan's order still decides.  Given, it stays;
+        else it follows the live agents of the queue: ``PER_SLOT`` calls per slot they
+        have (1 while there are none), looked at every ``SWEEP`` seconds while calls
+        wait; ``add_width_callback`` hears of a change."""
+        return self._width
+
+    def add_width_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` (in the watcher's thread) when ``max_workers`` changes."""
+        with self._lock:
+            self._width_callbacks.append(fn)
+
+    def _follow_agents(self) -> None:
+        if self._fixed is not None:
+            return
+        slots = sum(a.slots for a in self.store.agents(self.queue.name))
+        width = max(1, PER_SLOT * slots)
+        with self._lock:
+            changed, self._width = width != self._width, width
+            callbacks = list(self._width_callbacks)
+        if changed:
+            for fn in callbacks:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("qdo: a width callback of %r failed", self)
 
     # -- the Executor API -------------------------------------------------------------------
     def submit(  # type: ignore[override]
@@ -386,6 +423,7 @@ class DurableExecutor(cf.Executor):
                     if time.monotonic() >= next_sweep:
                         next_sweep = time.monotonic() + SWEEP
                         self._sweep()
+                        self._follow_agents()
             except QdoError as e:  # the database away, say: the futures wait, it tries again
                 log.warning("qdo: the executor of queue %s could not reach its store (%s): "
                             "trying again", self.queue.name, e)  # fmt: skip

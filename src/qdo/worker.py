@@ -10,11 +10,13 @@ and hands them back too, and exits leaving nothing Running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -25,12 +27,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from .errors import DiskFull, InvalidInput
+from .errors import DiskFull, InvalidInput, QdoError
 from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue
 from .runners import Result, Runner, ShellRunner, log_path
 from .runtime import batch_job_id, worker_id
-from .store.base import Begun, Item
+from .store.base import AGENT_BEAT, Begun, Item
 
 __all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]
 
@@ -191,11 +193,14 @@ class Agent:
         restore = self._install_signals()
         if self.store.notifies and self.opts.wait:
             self.store.listen(self.queue.name)  # before the first claim: no task slips by
-        next_renew = next_collect = next_progress = start
+        next_renew = next_collect = next_progress = next_beat = start
         idle_until = 0.0
         try:
             while True:
                 now = time.monotonic()
+                if now >= next_beat:  # alive, with these slots (drivers size their work by it)
+                    next_beat = now + AGENT_BEAT
+                    self._beat()
                 self.summary.seconds = now - start
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self.runner.kill_all()  # grace is over; their results come back "stopped"
@@ -278,6 +283,8 @@ class Agent:
             finally:
                 self.runner.close()
                 restore()
+                with contextlib.suppress(QdoError):  # (else it is gone after AGENT_LIVE)
+                    self.store.agent_gone(self.queue.name, self.worker)
         self.summary.seconds = time.monotonic() - start
         self.summary.held = 0
         return self.summary
@@ -294,6 +301,13 @@ class Agent:
         if not self.running:
             return min(limit, max(0.0, idle_until - now))
         return min(limit, 1.0)
+
+    def _beat(self) -> None:
+        try:
+            self.store.agent_seen(self.queue.name, self.worker, socket.gethostname(),
+                                  self.runner.slots, self.jobid)  # fmt: skip
+        except QdoError as e:  # (a full disk, the server away: its tasks are what matter)
+            log.warning("qdo do %s: could not say it is alive (%s)", self.queue.name, e)
 
     def _runtime_over(self, now: float) -> bool:
         return self.opts.runtime is not None and self.summary.seconds >= self.opts.runtime

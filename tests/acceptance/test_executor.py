@@ -246,6 +246,44 @@ def test_seed_grid_through_the_cluster_matches_threads(agents: Callable[[str], A
     assert len(c_calls) == n * n and max(map(len, c_calls)) < array / 2
 
 
+def test_the_width_follows_the_agents_slots(
+    agents: Callable[[str], Agents], tmp_path: Path
+) -> None:
+    ex = qdo.connect("Width", create_ok=True).executor()
+    assert ex.max_workers == 1  # no agents yet: one call goes ahead, to be found
+    sch = Scheduler()
+    Q = SchedQueue(sch, executor=ex)
+    gates = [tmp_path / "gate0", tmp_path / "gate1"]
+    futures = [Q.submit(h.gated_square, i, str(gates[0])) for i in range(100)]
+    sch.start()
+    pool = agents("Width")
+    first, _ = pool.start(2, "--workers", "3")
+    wait_until(lambda: Q.max_workers == 2 * 6, f"width {Q.max_workers}: {pool.output()}")
+    live = qdo.connect("Width").store.agents("Width")
+    assert sorted(a.slots for a in live) == [3, 3] and all(a.host for a in live)
+    # what is in the durable queue at once (none can end before the gate): the width
+    def queued() -> int:
+        counts = qdo.connect("Width").status()["ntasks"]
+        return int(counts["Pending"] + counts["Running"])
+
+    wait_until(lambda: queued() == 12, "12 calls in the queue")
+    wait_until(lambda: len(qdo.connect("Width").tasks(state=qdo.Task.RUNNING)) >= 6, "6 run")
+    assert queued() == 12
+    gates[0].touch()
+    assert [f.result(timeout=120) for f in futures] == [i * i for i in range(100)]
+    first.send_signal(signal.SIGTERM)  # an agent that ends says so: the width shrinks
+    first.wait(timeout=60)
+    more = [Q.submit(h.gated_square, i, str(gates[1])) for i in range(100, 150)]
+    wait_until(lambda: Q.max_workers == 2 * 3, f"width {Q.max_workers}")
+    gates[1].touch()
+    assert [f.result(timeout=120) for f in more] == [i * i for i in range(100, 150)]
+    sch.stop()
+    ex.shutdown()
+    fixed = qdo.connect("Width").executor(max_workers=5)
+    assert fixed.max_workers == 5  # given: it stays
+    fixed.shutdown()
+
+
 # -- generators ---------------------------------------------------------------------------------
 def wait_until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
@@ -429,4 +467,4 @@ def test_a_rerun_costs_a_round_trip_per_thousand_finished_calls(
     again.shutdown()
     assert again.calls_found == n and again.calls_submitted == 0
     assert asked["submit_calls"] == 3, asked
-    assert sum(asked.values()) <= 3 + 2, asked  # + make_call_queue, last_result
+    assert sum(asked.values()) <= 3 + 3, asked  # + make_call_queue, last_result, agents

@@ -130,3 +130,18 @@ def test_items_are_kept_while_held_and_the_first_attempts_stand(store: Store, q:
     assert [(r.item, r.data) for r in store.results_of([t.id])] == [
         (0, b"a"), (1, b"b"), (2, b"c"), (-1, b"n")]  # fmt: skip
     assert store.add_items("w2", [Item(t.id, again._token, 3, b"late")]) == [t.id]
+
+
+def test_agents_say_they_are_alive_and_gone(store: Store, q: str) -> None:
+    assert store.agents(q) == []
+    store.agent_seen(q, "h1:1", "h1", 4, None)
+    store.agent_seen(q, "h2:7", "h2", 2, "123")
+    store.agent_seen(q, "h1:1", "h1", 4, None)  # its heartbeat: still one row
+    live = store.agents(q)
+    assert [(a.worker, a.host, a.slots, a.jobid) for a in live] == [
+        ("h1:1", "h1", 4, None), ("h2:7", "h2", 2, "123")]  # fmt: skip
+    assert live[0].started <= live[0].seen
+    store.agent_gone(q, "h1:1")
+    assert [a.worker for a in store.agents(q)] == ["h2:7"]
+    store.create_queue("other")
+    assert store.agents("other") == []  # by queue

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import qdo
-from qdo.errors import NotQdoDatabase, SchemaTooNew
+from qdo.errors import DatabaseError, NotQdoDatabase, SchemaTooNew
 from qdo.models import QueueState, State
 from qdo.store.base import NewTask, Outcome, Store
 from tests.conftest import make_store, postgres_or_skip, run_qdo
@@ -461,6 +461,17 @@ def test_newer_schema_version_is_refused(url: str, store: Store) -> None:
     assert "upgrade qdo" in one_error(run_qdo("list"))
     assert sql(url, f'SELECT version FROM "{schema}".qdo_schema') == [(SCHEMA_VERSION + 1,)]
     assert sql(url, f'SELECT name FROM "{schema}".queues') == [("Q",)]
+
+
+def test_a_table_gone_under_a_store_is_a_database_error(url: str, store: Store) -> None:
+    """Any failure of the server is a qdo error, as the callers (a watcher, an agent)
+    expect: not psycopg's own."""
+    schema = os.environ["QDO_DB_SCHEMA"]
+    store.create_queue("Q")
+    sql(url, f'DROP TABLE "{schema}".agents')
+    with pytest.raises(DatabaseError, match='relation "agents" does not exist'):
+        store.agents("Q")
+    assert [q.name for q in store.list_queues()] == ["Q"]  # and the store goes on
 
 
 def test_refused_store_leaves_no_session_open(url: str) -> None:

@@ -267,7 +267,10 @@ class Queue:
     """A queue of a scheduler: ``max_workers`` slots (default: the executor's
     ``max_workers`` where it has one, as a durable executor does, else the number of CPUs),
     optional counted ``resources``, and where its work runs (``executor``: threads by
-    default, ``'process'``, or any ``concurrent.futures.Executor``)."""
+    default, ``'process'``, or any ``concurrent.futures.Executor``).  Without
+    ``max_workers``, over an executor whose width changes (one with
+    ``add_width_callback``, as a durable executor that follows its agents' slots), the
+    queue's width follows it."""
 
     def __init__(
         self,
@@ -278,6 +281,7 @@ class Queue:
         resources: Mapping[str, float] | None = None,
         name: str | None = None,
     ) -> None:
+        given = max_workers is not None
         if max_workers is None:  # an executor that says how wide it is, else the CPUs
             max_workers = getattr(executor, "max_workers", None) or os.cpu_count() or 1
         workers = max_workers
@@ -307,6 +311,9 @@ class Queue:
         with scheduler._lock:
             self._pq: PlanQueue = scheduler._planner.add_queue(workers, resources)
             scheduler._queues.append(self)
+        follow = getattr(self._executor, "add_width_callback", None)
+        if not given and follow is not None:
+            follow(self._follow_width)
 
     def __repr__(self) -> str:
         return f"<qdo.sched.Queue {self.name} max_workers={self.max_workers}>"
@@ -413,6 +420,14 @@ class Queue:
         with self._cond:
             self._cond.notify_all()
         self._kick()
+
+    def _follow_width(self) -> None:
+        """The executor's width changed: so does this queue's (a wider one starts more
+        now; a narrower one starts nothing until it has fewer running)."""
+        width = self._executor.max_workers  # type: ignore[union-attr]
+        with self.scheduler._lock:
+            self._pq.width = self.max_workers = width
+        self._pump()
 
     def _kick(self) -> None:
         """Make sure ready tasks of this queue get going."""

@@ -140,6 +140,24 @@ class Begun(NamedTuple):
     started: float  # epoch seconds
 
 
+#: Seconds between an agent's heartbeats (``Store.agent_seen``).
+AGENT_BEAT = 10.0
+#: An agent not seen for this long is gone (it died, or its node did).
+AGENT_LIVE = 3 * AGENT_BEAT
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A live agent (``qdo do``) of a queue."""
+
+    worker: str  # host:pid, as tasks name their holder
+    host: str
+    slots: int  # how many tasks it runs at once
+    jobid: str | None  # the batch job it runs in
+    started: float  # epoch seconds
+    seen: float  # its last heartbeat
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A batch job launched for a queue."""
@@ -358,6 +376,21 @@ class Store(ABC):
     @abstractmethod
     def jobs(self, queue: str) -> list[Job]:
         """The batch jobs launched for ``queue``, oldest first."""
+
+    # -- agents -----------------------------------------------------------------------------
+    @abstractmethod
+    def agent_seen(self, queue: str, worker: str, host: str, slots: int, jobid: str | None) -> None:
+        """An agent of ``queue`` is alive (added at its first heartbeat, then renewed:
+        every ``AGENT_BEAT`` seconds)."""
+
+    @abstractmethod
+    def agent_gone(self, queue: str, worker: str) -> None:
+        """An agent of ``queue`` ended."""
+
+    @abstractmethod
+    def agents(self, queue: str) -> list[Agent]:
+        """The live agents of ``queue`` (seen within ``AGENT_LIVE`` seconds), the oldest
+        first."""
 
     @abstractmethod
     def pending_fits(self, queue: str, max_seconds: float) -> bool:

@@ -390,6 +390,8 @@ class PostgresDialect(Dialect):
                     ) from e
                 if not broken or attempt == ATTEMPTS:
                     raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
+            except psycopg.Error as e:  # any other: the schema dropped under it, say
+                raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
         raise AssertionError("unreachable")
 
     @contextmanager

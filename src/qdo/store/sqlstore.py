@@ -22,8 +22,10 @@ from ..errors import (
 )
 from ..models import Attempt, QueueInfo, QueueState, State, Task
 from .base import (
+    AGENT_LIVE,
     ATTEMPT_COLUMNS,
     TASK_COLUMNS,
+    Agent,
     Begun,
     CallResult,
     Counts,
@@ -490,6 +492,31 @@ class SQLStore(Store):
                      jobid=jobid, profile=profile, workers=workers)  # fmt: skip
 
         self._run(verb)
+
+    # -- agents -----------------------------------------------------------------------------
+    def agent_seen(self, queue: str, worker: str, host: str, slots: int, jobid: str | None) -> None:
+        def verb(tx: Tx) -> None:
+            queue_id = self._queue(tx, queue, change=True)["id"]
+            tx.count("agent_seen", queue_id=queue_id, worker=worker, host=host, slots=slots,
+                     jobid=jobid)  # fmt: skip
+            tx.count("agents_purge", queue_id=queue_id, older=100 * AGENT_LIVE)
+
+        self._run(verb)
+
+    def agent_gone(self, queue: str, worker: str) -> None:
+        def verb(tx: Tx) -> None:
+            tx.count("agent_gone", queue_id=self._queue(tx, queue, change=True)["id"],
+                     worker=worker)  # fmt: skip
+
+        self._run(verb)
+
+    def agents(self, queue: str) -> list[Agent]:
+        def verb(tx: Tx) -> list[Agent]:
+            rows = tx.rows("agents_live", queue_id=self._queue(tx, queue)["id"], within=AGENT_LIVE)
+            return [Agent(r["worker"], r["host"], r["slots"], r["jobid"], r["started"], r["seen"])
+                    for r in rows]  # fmt: skip
+
+        return self._run(verb, write=False)
 
     def jobs(self, queue: str) -> list[Job]:
         def verb(tx: Tx) -> list[Job]:

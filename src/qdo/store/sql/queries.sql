@@ -374,6 +374,24 @@ ON CONFLICT (queue_id, jobid) DO NOTHING;
 SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = :queue_id
 ORDER BY submitted, jobid;
 
+-- name: agent_seen
+INSERT INTO agents (worker, queue_id, host, slots, jobid, started, seen)
+VALUES (:worker, :queue_id, :host, :slots, :jobid, {now}, {now})
+ON CONFLICT (queue_id, worker) DO UPDATE
+SET slots = excluded.slots, jobid = excluded.jobid, seen = excluded.seen;
+
+-- name: agents_purge
+-- (the rows of agents that died: long gone, they would only pile up)
+DELETE FROM agents WHERE queue_id = :queue_id AND seen < {now} - :older;
+
+-- name: agent_gone
+DELETE FROM agents WHERE queue_id = :queue_id AND worker = :worker;
+
+-- name: agents_live
+SELECT worker, host, slots, jobid, started, seen FROM agents
+WHERE queue_id = :queue_id AND seen >= {now} - :within
+ORDER BY started, worker;
+
 -- name: pending_any
 SELECT 1 AS found FROM tasks
 WHERE queue_id = (SELECT id FROM queues WHERE owner = :owner AND name = :queue

@@ -98,8 +98,8 @@ INSERT INTO qdo_schema (one, application, version) VALUES (1, 'qdo', 3);
 -- qdo_lock_ids/qdo_used_ids).
 GRANT USAGE ON SCHEMA {schema} TO {group};
 GRANT SELECT ON qdo_schema, unmet_requires TO {group};
-GRANT SELECT, INSERT, DELETE ON queues, tasks, requires, attempts, jobs, shares, calls, results
-    TO {group};
+GRANT SELECT, INSERT, DELETE ON queues, tasks, requires, attempts, jobs, shares, calls, results,
+    agents TO {group};
 GRANT UPDATE (state, max_retries, max_lost, kind) ON queues TO {group};
 GRANT UPDATE (state, priority, exitcode, message, attempts, started, finished, worker, jobid,
               log, lease_expires, lease_token, timeout, max_retries, failures, lost)
@@ -107,5 +107,6 @@ GRANT UPDATE (state, priority, exitcode, message, attempts, started, finished, w
 GRANT UPDATE (state, worker, jobid, started, finished, exitcode, message)
     ON attempts TO {group};
 GRANT UPDATE (mode) ON shares TO {group};
+GRANT UPDATE (slots, jobid, seen) ON agents TO {group};
 GRANT USAGE ON SEQUENCE queues_id_seq TO {group};
 GRANT EXECUTE ON FUNCTION qdo_lock_ids(), qdo_used_ids() TO {group};
