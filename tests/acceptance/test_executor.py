@@ -261,6 +261,7 @@ def test_the_width_follows_the_agents_slots(
     wait_until(lambda: Q.max_workers == 2 * 6, f"width {Q.max_workers}: {pool.output()}")
     live = qdo.connect("Width").store.agents("Width")
     assert sorted(a.slots for a in live) == [3, 3] and all(a.host for a in live)
+
     # what is in the durable queue at once (none can end before the gate): the width
     def queued() -> int:
         counts = qdo.connect("Width").status()["ntasks"]
