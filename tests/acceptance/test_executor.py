@@ -285,6 +285,47 @@ def test_the_width_follows_the_agents_slots(
     fixed.shutdown()
 
 
+def test_stop_submits_nothing_new_and_cancel_takes_a_pending_call_back(
+    agents: Callable[[str], Agents], tmp_path: Path
+) -> None:
+    from qdo.sched import DependencyError
+
+    ex = qdo.connect("Stop", create_ok=True).executor()
+    sch = Scheduler()
+    Q = SchedQueue(sch, 4, executor=ex)
+    gate = str(tmp_path / "gate")
+    firsts = [Q.submit(h.gated_square, i, gate) for i in range(12)]
+    after = [Q.submit(h.square, f) for f in firsts]
+    sch.start()
+
+    def in_queue() -> int:
+        return len(qdo.connect("Stop").tasks())
+
+    wait_until(lambda: in_queue() == 4, "4 calls in the durable queue")
+    # no agent yet: those four are Pending there, and cancel takes one back
+    (sent,) = [f for f in firsts if f.remote is not None][:1]
+    assert sent.cancel() and sent.cancelled()
+    with pytest.raises(DependencyError):
+        after[firsts.index(sent)].result(timeout=30)
+    unsent = next(f for f in firsts if f.remote is None)
+    assert unsent.cancel() and unsent.cancelled()  # not sent yet: the plan's own
+    wait_until(lambda: in_queue() == 4, "the freed slot taken")  # (3 + 1 call, the first gone)
+    assert sent.remote is not None and sent.remote.task_id not in {
+        t.id for t in qdo.connect("Stop").tasks()}  # fmt: skip
+    sch.stop()  # nothing new goes to the durable queue; what is there runs
+    agents("Stop").start(1, "--workers", "4")
+    Path(gate).touch()
+    wait_until(lambda: qdo.connect("Stop").status()["ntasks"]["Succeeded"] >= 4, "4 ran")
+    time.sleep(0.3)  # (a stopped scheduler sends nothing meanwhile: nothing to wait for)
+    assert in_queue() == 4
+    sch.start()  # resumed: the rest
+    left = [i for i in range(12) if firsts[i] not in (sent, unsent)]
+    assert [after[i].result(timeout=60) for i in left] == [(i * i) ** 2 for i in left]
+    sch.stop()
+    ex.shutdown()
+    assert qdo.connect("Stop").status()["ntasks"]["Succeeded"] == 2 * 10
+
+
 # -- generators ---------------------------------------------------------------------------------
 def wait_until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds

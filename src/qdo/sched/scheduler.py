@@ -105,8 +105,12 @@ class Scheduler:
             return False  # in no plan: done when it was made
         with self._lock:
             gone = self._planner.cancel(future)
-            if gone is None:
-                return False
+            remote = future.remote
+        if gone is None:
+            # handed to an executor: cancelled if the executor has not started it (its
+            # callback then settles this future, and what depends on it fails)
+            return remote is not None and not future.done() and remote.cancel()
+        with self._lock:
             gone = self._and_items(gone)
             freed = self._end_sessions(gone)
             self._unfinished -= sum(1 for n in gone if not n.external)
@@ -598,7 +602,7 @@ class Queue:
             self._counts["done"] += 1
             woke = sch._planner.finish(task)
         else:
-            self._counts["failed"] += 1
+            self._counts["cancelled" if task.cancelled() else "failed"] += 1
             woke = []
             failed = sch._planner.fail(task)
         for f, _ in ended.items_failed:
@@ -647,7 +651,9 @@ class Queue:
             task = _task(node)
             start = time.perf_counter()
             try:
-                if not task.set_running_or_notify_cancel():
+                # (the future stays pending while the executor has not started the call:
+                # cancel() then asks the executor to take it back)
+                if task.cancelled():
                     raise cf.CancelledError()  # settled below, like a thread slot does
                 assert task.fn is not None
                 call_args, call_kwargs = _arguments(task, getattr(self._executor, "takes", None))
@@ -658,6 +664,8 @@ class Queue:
                 woke = self._settle(task, 0, start, error=e)
                 _kick_queues(woke, self)
                 continue
+            with sch._lock:
+                task.remote = done
             if task._items is not None:  # its items come one by one, as they are yielded
                 done.add_item_callback(self._item_callback(task))  # type: ignore[attr-defined]
             done.add_done_callback(self._callback(task, start))
@@ -674,7 +682,11 @@ class Queue:
         return lambda done: self._done(done, task, start)
 
     def _done(self, done: cf.Future[Any], task: TaskFuture, start: float) -> None:
-        error = done.exception()
+        if done.cancelled():  # taken back before it started (see Scheduler._cancel)
+            cf.Future.cancel(task)
+            error: BaseException | None = cf.CancelledError()
+        else:
+            error = done.exception()
         if error is None and task._announced is not None and len(done.result()) > task._announced:
             error = _too_many(task)
         if error is None:
