@@ -326,6 +326,35 @@ def test_stop_submits_nothing_new_and_cancel_takes_a_pending_call_back(
     assert qdo.connect("Stop").status()["ntasks"]["Succeeded"] == 2 * 10
 
 
+def test_the_cli_shows_the_agents_and_forgets_the_calls(agents: Callable[[str], Agents]) -> None:
+    import json
+
+    ex = qdo.connect("Cli", create_ok=True).executor()
+    none = run_qdo("agents", "Cli")
+    assert none.returncode == 0 and "no live agents of Cli" in none.stdout
+    (agent,) = agents("Cli").start(1, "--workers", "2")
+    assert ex.submit(h.square, 3).result(timeout=60) == 9
+    listed = json.loads(run_qdo("agents", "Cli", "--json", check=True).stdout)
+    assert [(a["slots"], a["jobid"]) for a in listed] == [(2, None)]
+    assert listed[0]["worker"].endswith(f":{agent.pid}") and listed[0]["seen_seconds_ago"] >= 0
+    text = run_qdo("agents", "Cli", check=True).stdout
+    assert "WORKER" in text and "1 agents, 2 slots" in text
+    ex.shutdown()
+    # forget: not without --force, nothing changed; then every call and result goes
+    refused = run_qdo("forget", "Cli")
+    assert refused.returncode == 1 and "add --force" in refused.stderr
+    assert len(qdo.connect("Cli").tasks()) == 1
+    gone = run_qdo("forget", "Cli", "--force", check=True)
+    assert "1 calls of Cli and their results are gone" in gone.stdout
+    assert qdo.connect("Cli").tasks() == []
+    qdo.create("Shell")
+    shell = run_qdo("forget", "Shell", "--force")
+    assert shell.returncode == 1 and "holds shell tasks" in shell.stderr
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(timeout=60)
+    assert "no live agents" in run_qdo("agents", "Cli", check=True).stdout
+
+
 # -- generators ---------------------------------------------------------------------------------
 def wait_until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds

@@ -1,5 +1,5 @@
 """Commands on queues as a whole: create, set, list, status, pause, resume, retry, rerun,
-recover, delete."""
+forget, recover, delete."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def register(commands: Commands) -> None:
     commands.queue_command("resume", cmd_resume)
     commands.queue_command("retry", cmd_retry)
     p = commands.queue_command("rerun", cmd_rerun)
+    p.add_argument("--force", action="store_true")
+    p = commands.queue_command("forget", cmd_forget)
     p.add_argument("--force", action="store_true")
     p = commands.queue_command("recover", cmd_recover)
     which = p.add_mutually_exclusive_group()
@@ -133,6 +135,21 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             "add --force to do it"
         )
     print(f"{q.rerun():,} tasks of {args.queue} will run again")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    if not args.force:
+        if q.store.get_queue(q.name).kind != "calls":
+            raise InvalidInput(f"queue {q.name!r} holds shell tasks: forget is for a queue of "
+                               "Python calls (qdo delete, or qdo rerun, for this one)")  # fmt: skip
+        total = sum(q.status()["ntasks"].values())
+        raise InvalidInput(
+            f"forget deletes all {total:,} calls of {q.name} and their results, so that its "
+            "driver runs afresh: add --force to do it"
+        )
+    print(f"{q.store.forget_calls(q.name):,} calls of {q.name} and their results are gone")
     return 0
 
 

@@ -124,6 +124,8 @@ def register(commands: Commands) -> None:
         metavar="MAXJOBS",
         help="keep up to MAXJOBS jobs running while tasks are pending, then stop",
     )
+    p = commands.queue_command("agents", cmd_agents)
+    p.add_argument("--json", action="store_true")
     p = commands.queue_command("jobs", cmd_jobs)
     p.add_argument("--json", action="store_true")
     p.add_argument(
@@ -270,6 +272,29 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(f"launched {len(ids)} jobs: {' '.join(ids)}" if ids else "launched no job")
         return 0
     launch.launch(q, opts, dry_run=args.dry_run, say=say)
+    return 0
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    now = time.time()
+    live = q.store.agents(q.name)
+    rows = [{"worker": a.worker, "host": a.host, "slots": a.slots, "jobid": a.jobid,
+             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
+             "seen_seconds_ago": round(max(0.0, now - a.seen), 1)}
+            for a in live]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no live agents of {q.name} (qdo do {q.name}, or qdo launch {q.name} NWORKERS)")
+        return 0
+    headers = ["WORKER", "HOST", "SLOTS", "JOB", "STARTED", "SEEN"]
+    table = [[r["worker"], r["host"], r["slots"], r["jobid"] or "-", r["started"],
+              f"{r['seen_seconds_ago']:g} s ago"] for r in rows]  # fmt: skip
+    for line in display.table(headers, table, right=[2]):
+        print(line)
+    print(f"{len(live)} agents, {sum(a.slots for a in live)} slots")
     return 0
 
 
