@@ -129,7 +129,8 @@ def test_two_roles_cannot_read_change_or_run_each_others_tasks(
 
     # plain SQL, with every grant qdo needs: nothing of alice's is there to read or change
     with bob.sql() as conn:
-        for table in ("queues", "tasks", "requires", "attempts", "jobs", "shares"):
+        for table in ("queues", "tasks", "requires", "attempts", "jobs", "shares", "calls",
+                      "results", "agents"):
             rows = conn.execute(f"SELECT * FROM {table}").fetchall()
             assert all(alice.name not in map(str, r) for r in rows), (table, rows)
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (1,)  # his own
@@ -148,6 +149,8 @@ def test_two_roles_cannot_read_change_or_run_each_others_tasks(
             # slip a task into her queue
             f"INSERT INTO tasks (id, queue_id, payload, state, created) "
             f"VALUES ({last + 1}, {queue_id}, 'touch {pwned}', 'Pending', 0)",
+            # pose as an agent of her queue (to steer her drivers' widths)
+            f"INSERT INTO agents VALUES ('x:1', {queue_id}, 'x', 1000, NULL, 0, 1e12)",
             # share her queue with himself, under her name or his
             f"INSERT INTO shares VALUES ({queue_id}, '{alice.name}', '{bob.name}', 'write')",
             f"INSERT INTO shares VALUES ({queue_id}, '{bob.name}', '{bob.name}', 'write')",
@@ -169,7 +172,8 @@ def test_two_roles_cannot_read_change_or_run_each_others_tasks(
     # alice's queue is as she left it, and her worker runs her task only
     tasks = alice.ok("tasks", "aq")
     assert f"touch {ran}" in tasks and "pwned" not in tasks, tasks
-    alice.ok("do", "aq")
+    done = alice.qdo("do", "aq")
+    assert done.returncode == 0 and "could not say it is alive" not in done.stderr, done.stderr
     assert ran.exists() and not pwned.exists()
     assert "Succeeded" in alice.ok("tasks", "aq")
     bob.ok("do", "bq")  # his own work is his to do
