@@ -70,12 +70,13 @@ class CallFuture(cf.Future[Any]):
         # needs their task ids): fn, args, kwargs and those calls' futures
         self._call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
                           list[CallFuture | ItemFuture]] | None = None  # fmt: skip
-        # a generator call's items: what came (by index), how many went to the item
-        # callbacks (in order), the futures asked for, the callbacks
-        self._produced: dict[int, Any] = {}
-        self._delivered = 0
-        self._items: dict[int, ItemFuture] = {}
-        self._item_callbacks: list[Callable[[int, Any], None]] = []
+        self._gen: _Items | None = None  # a generator call's items, once there are any
+
+    def _items(self) -> _Items:
+        """Its items (made on first use: most calls have none; the executor's lock)."""
+        if self._gen is None:
+            self._gen = _Items()
+        return self._gen
 
     def __getitem__(self, index: int) -> ItemFuture:
         """The future of item ``index`` of the generator that the call returns: done as
@@ -96,6 +97,21 @@ class CallFuture(cf.Future[Any]):
 
     def __repr__(self) -> str:
         return f"<CallFuture {self.key[:12]} task {self.task_id} {self._state.lower()}>"
+
+
+class _Items:
+    """The items of a generator call, in the driver: those that came, by index; how many
+    went to the item callbacks (in order: ``deliver`` is held while they run); the item
+    futures asked for; the callbacks."""
+
+    __slots__ = ("produced", "delivered", "deliver", "futures", "callbacks")
+
+    def __init__(self) -> None:
+        self.produced: dict[int, Any] = {}
+        self.delivered = 0
+        self.deliver = threading.Lock()
+        self.futures: dict[int, ItemFuture] = {}
+        self.callbacks: list[Callable[[int, Any], None]] = []
 
 
 class ItemFuture(cf.Future[Any]):
@@ -309,23 +325,30 @@ class DurableExecutor(cf.Executor):
 
     def _item(self, call: CallFuture, index: int) -> ItemFuture:
         with self._lock:
-            first = not call._items
-            item = call._items.get(index)
+            gen = call._items()
+            first = not gen.futures
+            item = gen.futures.get(index)
             if item is None:
-                item = call._items[index] = ItemFuture(call, index)
-            came = index in call._produced
+                item = gen.futures[index] = ItemFuture(call, index)
+            came = index in gen.produced
+            value = gen.produced.get(index)
+        if came:
+            _settle(item, True, value)
         if first:  # (the call's end settles the items it never produced)
             call.add_done_callback(lambda _: self._settle_items(call))
-        elif came or call.done():
+        elif call.done():
             self._settle_items(call)
         return item
 
     def _add_item_callback(self, call: CallFuture, fn: Callable[[int, Any], None]) -> None:
         with self._lock:
-            came = [(i, call._produced[i]) for i in range(call._delivered)]
-            call._item_callbacks.append(fn)
-        for index, value in came:
-            fn(index, value)
+            gen = call._items()
+        with gen.deliver:  # (in order: no item goes out while those that came do)
+            with self._lock:
+                came = [(i, gen.produced[i]) for i in range(gen.delivered)]
+                gen.callbacks.append(fn)
+            for index, value in came:
+                fn(index, value)
 
     def _upstream_done(self, future: CallFuture) -> Callable[[cf.Future[Any]], None]:
         def done(up: cf.Future[Any]) -> None:
@@ -531,7 +554,7 @@ class DurableExecutor(cf.Executor):
         # missed, as those of a re-run's calls written before it started, read now)
         short = [row.task_id for row, futures, outcome in ends
                  if isinstance(outcome, calls.Yielded)
-                 and len(futures[0]._produced) < outcome.items]  # fmt: skip
+                 and len(futures[0]._items().produced) < outcome.items]  # fmt: skip
         if short:
             for row in self.store.results_of(short):
                 if row.item >= 0:
@@ -544,7 +567,8 @@ class DurableExecutor(cf.Executor):
                     continue  # (settled meanwhile: cancelled, say)
             for f in futures:
                 if isinstance(outcome, calls.Yielded):
-                    _settle(f, True, [f._produced.get(i) for i in range(outcome.items)])
+                    produced = f._items().produced
+                    _settle(f, True, [produced.get(i) for i in range(outcome.items)])
                 else:
                     _settle(f, row.ok, outcome)
 
@@ -553,28 +577,34 @@ class DurableExecutor(cf.Executor):
         and to the item futures asked for."""
         for f in futures:
             with self._lock:
-                if index in f._produced:
-                    continue  # (seen already)
-                f._produced[index] = value
-                came = []
-                while f._delivered in f._produced:
-                    came.append((f._delivered, f._produced[f._delivered]))
-                    f._delivered += 1
-                callbacks = list(f._item_callbacks)
-            for i, v in came:
-                for fn in callbacks:
-                    try:
-                        fn(i, v)
-                    except Exception:
-                        log.exception("qdo: an item callback of %r failed", f)
-            self._settle_items(f)
+                gen = f._items()
+            with gen.deliver:
+                with self._lock:
+                    if index in gen.produced:
+                        continue  # (seen already)
+                    gen.produced[index] = value
+                    came = []
+                    while gen.delivered in gen.produced:
+                        came.append((gen.delivered, gen.produced[gen.delivered]))
+                        gen.delivered += 1
+                    callbacks = list(gen.callbacks)
+                    item = gen.futures.get(index)
+                for i, v in came:
+                    for fn in callbacks:
+                        try:
+                            fn(i, v)
+                        except Exception:
+                            log.exception("qdo: an item callback of %r failed", f)
+            if item is not None:
+                _settle(item, True, value)
 
     def _settle_items(self, call: CallFuture) -> None:
-        """Settle the item futures asked of ``call`` that can be: those that came, and
-        once the call is done, the others (never produced, or the call failed)."""
+        """Once ``call`` is done, settle the item futures asked of it that are not: those
+        never produced, or all those not produced if the call failed."""
         with self._lock:
-            items = [(i, f) for i, f in call._items.items() if not f.done()]
-            produced = dict(call._produced)
+            gen = call._items()
+            items = [(i, f) for i, f in gen.futures.items() if not f.done()]
+            produced = dict(gen.produced) if items else {}
         for index, item in items:
             if index in produced:
                 _settle(item, True, produced[index])
