@@ -47,11 +47,14 @@ log = logging.getLogger(__name__)
 
 #: Calls submitted in one transaction, and results read in one query, at most.
 BATCH = 1000
-#: Seconds between looks at the states of the calls waited for (and at the agents).
+#: Seconds between looks at the states of the calls waited for.
 SWEEP = 1.0
-#: Calls a scheduler's queue keeps in the durable queue per slot of its live agents:
-#: one running, one waiting, so that no slot waits for the driver between two calls.
-PER_SLOT = 2
+#: Calls a scheduler's queue keeps in the durable queue for each call that its live
+#: agents keep in hand (at least a slot's worth: see ``Agent.hand``), so that none of
+#: them waits for the driver between two calls.
+PER_HAND = 2
+#: Seconds between looks at the agents, while calls wait.
+WIDTH_LOOK = 0.25
 _FINAL = (State.SUCCEEDED, State.FAILED, State.KILLED)
 
 
@@ -181,8 +184,10 @@ class DurableExecutor(cf.Executor):
         """How many calls a scheduler's queue over this executor keeps in the durable
         queue at once (qdo.sched.Queue takes it as its width): enough to keep the agents'
         slots busy, few enough that the plan's order still decides.  Given, it stays;
-        else it follows the live agents of the queue: ``PER_SLOT`` calls per slot they
-        have (1 while there are none), looked at every ``SWEEP`` seconds while calls
+        else it follows the live agents of the queue: ``PER_HAND`` calls per call they
+        keep in hand (their slots, and as many ahead as their calls' durations call for:
+        short calls need many in the queue to keep a slot busy, long ones one each; 1
+        while there are no agents), looked at every ``WIDTH_LOOK`` seconds while calls
         wait; ``add_width_callback`` hears of a change."""
         return self._width
 
@@ -194,8 +199,8 @@ class DurableExecutor(cf.Executor):
     def _follow_agents(self) -> None:
         if self._fixed is not None:
             return
-        slots = sum(a.slots for a in self.store.agents(self.queue.name))
-        width = max(1, PER_SLOT * slots)
+        hands = sum(max(a.slots, a.hand) for a in self.store.agents(self.queue.name))
+        width = max(1, PER_HAND * hands)
         with self._lock:
             changed, self._width = width != self._width, width
             callbacks = list(self._width_callbacks)
@@ -431,6 +436,7 @@ class DurableExecutor(cf.Executor):
     def _watch(self) -> None:
         pause = 0.0
         next_sweep = time.monotonic() + SWEEP
+        next_look = time.monotonic() + WIDTH_LOOK
         while True:
             busy = False
             try:
@@ -446,6 +452,8 @@ class DurableExecutor(cf.Executor):
                     if time.monotonic() >= next_sweep:
                         next_sweep = time.monotonic() + SWEEP
                         self._sweep()
+                    if time.monotonic() >= next_look and self._fixed is None:
+                        next_look = time.monotonic() + WIDTH_LOOK
                         self._follow_agents()
             except QdoError as e:  # the database away, say: the futures wait, it tries again
                 log.warning("qdo: the executor of queue %s could not reach its store (%s): "

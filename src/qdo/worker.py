@@ -46,6 +46,8 @@ MAX_BATCH = 500
 #: a transaction each.  A call's result sooner: a driver waits for it (qdo.executor).
 REPORT_DELAY = 0.2
 CALL_REPORT_DELAY = 0.02
+#: Seconds at least between heartbeats that tell of a hand that doubled or halved.
+HAND_BEAT = 0.25
 #: A worker in a batch job claims tasks that declare at most the time it has left, less
 #: this: they will still fit when they start a moment later.
 CLAIM_MARGIN = 5.0
@@ -124,6 +126,7 @@ class Agent:
         self.outbox: list[Result] = []
         self.begun: list[Begun] = []  # tasks about to start, for the report before they do
         self.items: list[Item] = []  # generators' items, for the report (before results)
+        self.told_hand, self.told_at = 1, 0.0  # what the last heartbeat said, and when
         self.outbox_since = 0.0
         self.mean_seconds: float | None = None  # running mean of task durations
         self.stop_signal: str | None = None
@@ -198,9 +201,10 @@ class Agent:
         try:
             while True:
                 now = time.monotonic()
-                if now >= next_beat:  # alive, with these slots (drivers size their work by it)
+                if now >= next_beat or self._hand_moved(now):
+                    # alive, with these slots and this hand (drivers size their work by it)
                     next_beat = now + AGENT_BEAT
-                    self._beat()
+                    self._beat(now)
                 self.summary.seconds = now - start
                 if self.stop_deadline is not None and now >= self.stop_deadline:
                     self.runner.kill_all()  # grace is over; their results come back "stopped"
@@ -302,12 +306,25 @@ class Agent:
             return min(limit, max(0.0, idle_until - now))
         return min(limit, 1.0)
 
-    def _beat(self) -> None:
+    def _hand(self) -> int:
+        """How many tasks it keeps claimed: its slots, or its batch if more."""
+        return max(self.runner.slots, self.summary.batch)
+
+    def _hand_moved(self, now: float) -> bool:
+        """Has the hand doubled or halved since the last heartbeat said it (and was that
+        a while ago)?  Then a driver should hear of it before the next one."""
+        told = self.told_hand
+        hand = self._hand()
+        return now >= self.told_at + HAND_BEAT and (hand >= 2 * told or 2 * hand <= told)
+
+    def _beat(self, now: float) -> None:
+        hand = self._hand()
         try:
             self.store.agent_seen(self.queue.name, self.worker, socket.gethostname(),
-                                  self.runner.slots, self.jobid)  # fmt: skip
+                                  self.runner.slots, hand, self.jobid)  # fmt: skip
         except QdoError as e:  # (a full disk, the server away: its tasks are what matter)
             log.warning("qdo do %s: could not say it is alive (%s)", self.queue.name, e)
+        self.told_hand, self.told_at = hand, now
 
     def _runtime_over(self, now: float) -> bool:
         return self.opts.runtime is not None and self.summary.seconds >= self.opts.runtime

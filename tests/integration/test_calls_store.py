@@ -134,12 +134,12 @@ def test_items_are_kept_while_held_and_the_first_attempts_stand(store: Store, q:
 
 def test_agents_say_they_are_alive_and_gone(store: Store, q: str) -> None:
     assert store.agents(q) == []
-    store.agent_seen(q, "h1:1", "h1", 4, None)
-    store.agent_seen(q, "h2:7", "h2", 2, "123")
-    store.agent_seen(q, "h1:1", "h1", 4, None)  # its heartbeat: still one row
+    store.agent_seen(q, "h1:1", "h1", 4, 4, None)
+    store.agent_seen(q, "h2:7", "h2", 2, 2, "123")
+    store.agent_seen(q, "h1:1", "h1", 4, 40, None)  # its heartbeat: still one row
     live = store.agents(q)
-    assert [(a.worker, a.host, a.slots, a.jobid) for a in live] == [
-        ("h1:1", "h1", 4, None), ("h2:7", "h2", 2, "123")]  # fmt: skip
+    assert [(a.worker, a.host, a.slots, a.hand, a.jobid) for a in live] == [
+        ("h1:1", "h1", 4, 40, None), ("h2:7", "h2", 2, 2, "123")]  # fmt: skip
     assert live[0].started <= live[0].seen
     store.agent_gone(q, "h1:1")
     assert [a.worker for a in store.agents(q)] == ["h2:7"]

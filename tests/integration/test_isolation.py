@@ -129,8 +129,17 @@ def test_two_roles_cannot_read_change_or_run_each_others_tasks(
 
     # plain SQL, with every grant qdo needs: nothing of alice's is there to read or change
     with bob.sql() as conn:
-        for table in ("queues", "tasks", "requires", "attempts", "jobs", "shares", "calls",
-                      "results", "agents"):
+        for table in (
+            "queues",
+            "tasks",
+            "requires",
+            "attempts",
+            "jobs",
+            "shares",
+            "calls",
+            "results",
+            "agents",
+        ):
             rows = conn.execute(f"SELECT * FROM {table}").fetchall()
             assert all(alice.name not in map(str, r) for r in rows), (table, rows)
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (1,)  # his own

@@ -153,6 +153,9 @@ class Agent:
     worker: str  # host:pid, as tasks name their holder
     host: str
     slots: int  # how many tasks it runs at once
+    #: how many it keeps claimed: those running and those ahead of its slots, as many
+    #: as its tasks' durations call for (a driver keeps that many in the queue for it)
+    hand: int
     jobid: str | None  # the batch job it runs in
     started: float  # epoch seconds
     seen: float  # its last heartbeat
@@ -379,9 +382,11 @@ class Store(ABC):
 
     # -- agents -----------------------------------------------------------------------------
     @abstractmethod
-    def agent_seen(self, queue: str, worker: str, host: str, slots: int, jobid: str | None) -> None:
+    def agent_seen(
+        self, queue: str, worker: str, host: str, slots: int, hand: int, jobid: str | None
+    ) -> None:
         """An agent of ``queue`` is alive (added at its first heartbeat, then renewed:
-        every ``AGENT_BEAT`` seconds)."""
+        every ``AGENT_BEAT`` seconds, and soon when its hand changes much)."""
 
     @abstractmethod
     def agent_gone(self, queue: str, worker: str) -> None:

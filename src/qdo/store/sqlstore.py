@@ -494,11 +494,13 @@ class SQLStore(Store):
         self._run(verb)
 
     # -- agents -----------------------------------------------------------------------------
-    def agent_seen(self, queue: str, worker: str, host: str, slots: int, jobid: str | None) -> None:
+    def agent_seen(
+        self, queue: str, worker: str, host: str, slots: int, hand: int, jobid: str | None
+    ) -> None:
         def verb(tx: Tx) -> None:
             queue_id = self._queue(tx, queue, change=True)["id"]
             tx.count("agent_seen", queue_id=queue_id, worker=worker, host=host, slots=slots,
-                     jobid=jobid)  # fmt: skip
+                     hand=hand, jobid=jobid)  # fmt: skip
             tx.count("agents_purge", queue_id=queue_id, older=100 * AGENT_LIVE)
 
         self._run(verb)
@@ -513,8 +515,8 @@ class SQLStore(Store):
     def agents(self, queue: str) -> list[Agent]:
         def verb(tx: Tx) -> list[Agent]:
             rows = tx.rows("agents_live", queue_id=self._queue(tx, queue)["id"], within=AGENT_LIVE)
-            return [Agent(r["worker"], r["host"], r["slots"], r["jobid"], r["started"], r["seen"])
-                    for r in rows]  # fmt: skip
+            return [Agent(r["worker"], r["host"], r["slots"], r["hand"], r["jobid"], r["started"],
+                          r["seen"]) for r in rows]  # fmt: skip
 
         return self._run(verb, write=False)
 

@@ -375,10 +375,10 @@ SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = :queue_id
 ORDER BY submitted, jobid;
 
 -- name: agent_seen
-INSERT INTO agents (worker, queue_id, host, slots, jobid, started, seen)
-VALUES (:worker, :queue_id, :host, :slots, :jobid, {now}, {now})
+INSERT INTO agents (worker, queue_id, host, slots, hand, jobid, started, seen)
+VALUES (:worker, :queue_id, :host, :slots, :hand, :jobid, {now}, {now})
 ON CONFLICT (queue_id, worker) DO UPDATE
-SET slots = excluded.slots, jobid = excluded.jobid, seen = excluded.seen;
+SET slots = excluded.slots, hand = excluded.hand, jobid = excluded.jobid, seen = excluded.seen;
 
 -- name: agents_purge
 -- (the rows of agents that died: long gone, they would only pile up)
@@ -388,7 +388,7 @@ DELETE FROM agents WHERE queue_id = :queue_id AND seen < {now} - :older;
 DELETE FROM agents WHERE queue_id = :queue_id AND worker = :worker;
 
 -- name: agents_live
-SELECT worker, host, slots, jobid, started, seen FROM agents
+SELECT worker, host, slots, hand, jobid, started, seen FROM agents
 WHERE queue_id = :queue_id AND seen >= {now} - :within
 ORDER BY started, worker;
 

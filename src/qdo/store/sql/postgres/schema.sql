@@ -107,6 +107,6 @@ GRANT UPDATE (state, priority, exitcode, message, attempts, started, finished, w
 GRANT UPDATE (state, worker, jobid, started, finished, exitcode, message)
     ON attempts TO {group};
 GRANT UPDATE (mode) ON shares TO {group};
-GRANT UPDATE (slots, jobid, seen) ON agents TO {group};
+GRANT UPDATE (slots, hand, jobid, seen) ON agents TO {group};
 GRANT USAGE ON SEQUENCE queues_id_seq TO {group};
 GRANT EXECUTE ON FUNCTION qdo_lock_ids(), qdo_used_ids() TO {group};

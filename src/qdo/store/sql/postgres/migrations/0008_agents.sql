@@ -5,6 +5,7 @@ CREATE TABLE agents (
     queue_id bigint  NOT NULL REFERENCES queues (id) ON DELETE CASCADE,
     host     text    NOT NULL,
     slots    integer NOT NULL CHECK (slots >= 1),
+    hand     integer NOT NULL CHECK (hand >= 1),
     jobid    text,
     started  double precision NOT NULL,
     seen     double precision NOT NULL,
