@@ -343,7 +343,7 @@ def test_the_cli_shows_the_agents_and_forgets_the_calls(agents: Callable[[str], 
     (agent,) = agents("Cli").start(1, "--workers", "2")
     assert ex.submit(h.square, 3).result(timeout=60) == 9
     listed = json.loads(run_qdo("agents", "Cli", "--json", check=True).stdout)
-    assert [(a["slots"], a["jobid"]) for a in listed] == [(2, None)]
+    assert [(a["slots"], a["jobid"]) for a in listed] == [(2, None)] and listed[0]["hand"] >= 2
     assert listed[0]["worker"].endswith(f":{agent.pid}") and listed[0]["seen_seconds_ago"] >= 0
     text = run_qdo("agents", "Cli", check=True).stdout
     assert "WORKER" in text and "1 agents, 2 slots" in text

@@ -50,7 +50,8 @@ COMMANDS = {
     "log": "print a task's output",
     "launch": "submit batch jobs that run the queue's workers",
     "jobs": "the batch jobs launched for a queue and their state (--cancel ends them)",
-    "agents": "the live agents (qdo do) of a queue: host, slots, batch job, last heartbeat",
+    "agents": "the live agents (qdo do) of a queue: host, slots, hand (the tasks it keeps "
+    "claimed), batch job, last heartbeat",
     "dump": "write a queue (every task and field) to an archive",
     "restore": "rebuild a queue from an archive (any backend)",
     "config": "the settings in effect and where each came from",

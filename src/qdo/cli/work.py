@@ -279,7 +279,8 @@ def cmd_agents(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     now = time.time()
     live = q.store.agents(q.name)
-    rows = [{"worker": a.worker, "host": a.host, "slots": a.slots, "jobid": a.jobid,
+    rows = [{"worker": a.worker, "host": a.host, "slots": a.slots, "hand": a.hand,
+             "jobid": a.jobid,
              "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
              "seen_seconds_ago": round(max(0.0, now - a.seen), 1)}
             for a in live]  # fmt: skip
@@ -289,10 +290,10 @@ def cmd_agents(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no live agents of {q.name} (qdo do {q.name}, or qdo launch {q.name} NWORKERS)")
         return 0
-    headers = ["WORKER", "HOST", "SLOTS", "JOB", "STARTED", "SEEN"]
-    table = [[r["worker"], r["host"], r["slots"], r["jobid"] or "-", r["started"],
+    headers = ["WORKER", "HOST", "SLOTS", "HAND", "JOB", "STARTED", "SEEN"]
+    table = [[r["worker"], r["host"], r["slots"], r["hand"], r["jobid"] or "-", r["started"],
               f"{r['seen_seconds_ago']:g} s ago"] for r in rows]  # fmt: skip
-    for line in display.table(headers, table, right=[2]):
+    for line in display.table(headers, table, right=[2, 3]):
         print(line)
     print(f"{len(live)} agents, {sum(a.slots for a in live)} slots")
     return 0
