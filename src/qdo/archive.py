@@ -138,7 +138,7 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
     transaction can still undo what it did)."""
     digest = hashlib.sha256()
     counts = {"task": 0, "requires": 0, "attempt": 0}
-    widths = {kind: len(cols) for kind, cols in COLUMNS.items()}
+    widths = dict.fromkeys(COLUMNS, 0)
     ended = False
     last_id = 0
     try:
@@ -148,6 +148,7 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
                 raise BadArchive(str(path), "it is empty")
             digest.update(first)
             header = _header(path, first)
+            widths = {kind: len(cols) for kind, cols in header["columns"].items()}
             low, high, _n = header["span"]
             yield "header", header
             for lineno, data in enumerate(iter(lambda: f.readline(MAX_LINE), b""), 2):
@@ -166,6 +167,7 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
                 kind = _KINDS[tag]
                 if not isinstance(row, list) or len(row) != widths[kind]:
                     raise BadArchive(str(path), f"line {lineno} is not a {kind} record")
+                row += [None] * (len(COLUMNS[kind]) - len(row))  # (an earlier qdo's)
                 why = _CHECKS[kind](row) or _in_span(kind, row, low, high, last_id)
                 if why:
                     raise BadArchive(str(path), f"line {lineno}: {why}")
@@ -194,7 +196,13 @@ def _header(path: Path, first: bytes) -> dict[str, Any]:
         raise BadArchive(
             str(path), f"archive version {header.get('version')}; this qdo reads version {VERSION}"
         )
-    if header.get("columns") != COLUMNS or "queue" not in header or "span" not in header:
+    columns = header.get("columns")
+    # an earlier qdo's archive has fewer columns at the end of a record (attempts had no
+    # cpu and rss before schema 9): they are read as unknown
+    if (not isinstance(columns, dict) or set(columns) != set(COLUMNS)
+            or any(not isinstance(columns[k], list) or not columns[k]
+                   or columns[k] != COLUMNS[k][: len(columns[k])] for k in COLUMNS)
+            or "queue" not in header or "span" not in header):  # fmt: skip
         raise BadArchive(str(path), "its header does not describe the records this qdo writes")
     why = _check_header(header)
     if why:
@@ -251,6 +259,8 @@ _ATTEMPT_FIELDS: dict[str, Callable[[Any], bool]] = {
     "finished": _opt(_num),
     "exitcode": _opt(_int),
     "message": _opt(_text),
+    "cpu": _opt(lambda v: _num(v) and v >= 0),
+    "rss": _opt(lambda v: _int(v, 0)),
 }
 
 

@@ -11,6 +11,17 @@ def when(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def size(nbytes: int | None) -> str:
+    """Bytes for people: 812K, 210M, 3.1G; '-' when unknown."""
+    if nbytes is None:
+        return "-"
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if nbytes >= scale:
+            n = nbytes / scale
+            return f"{n:.1f}{unit}" if n < 10 else f"{n:.0f}{unit}"
+    return f"{nbytes}B"
+
+
 def cell(value: object, width: int | None = None) -> str:
     text = "-" if value is None or value == "" else str(value)
     text = text.replace("\n", "\\n").replace("\t", " ")

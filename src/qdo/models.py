@@ -333,6 +333,8 @@ class Attempt:
     finished: datetime | None = None
     exitcode: int | None = None
     message: str | None = None
+    cpu: float | None = None  # CPU seconds used (user + system), where measured
+    rss: int | None = None  # peak resident memory in bytes, where measured
 
     @property
     def duration(self) -> float | None:

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import re
+import resource
 import select
 import shlex
 import shutil
@@ -56,13 +57,15 @@ class Result:
     stopped: bool = False  # ended by the agent stopping: hand it back, it did not fail
     started: float | None = None  # epoch time it really started (after waiting for a slot)
     value: bytes | None = None  # a call's result (qdo.calls.encode_result / encode_error)
+    cpu: float | None = None  # CPU seconds it used (user + system), where measured
+    rss: int | None = None  # its peak resident memory (bytes), where measured
 
     def outcome(self) -> Outcome:
         token = self.task._token or 0
         if self.stopped:
             return Outcome(self.task.id, token, State.PENDING, None, self.message)
         return Outcome(self.task.id, token, self.state, self.exitcode, self.message, self.log,
-                       self.started, self.value)  # fmt: skip
+                       self.started, self.value, self.cpu, self.rss)  # fmt: skip
 
     @classmethod
     def given_back(cls, task: Task, why: str) -> Result:
@@ -306,15 +309,16 @@ class ShellRunner(Runner):
             self.procs[task.id] = pid
         timed_out = False
         try:
-            status = _wait(pid, limit)
-            if status is None:
+            ended = _wait(pid, limit)
+            if ended is None:
                 timed_out = True
                 _signal_group(pid, signal.SIGTERM)
-                status = _wait(pid, KILL_AFTER)
-                if status is None:
+                ended = _wait(pid, KILL_AFTER)
+                if ended is None:
                     _signal_group(pid, signal.SIGKILL)
-                    status = _wait(pid, None)
-            assert status is not None
+                    ended = _wait(pid, None)
+            assert ended is not None
+            status, usage = ended
             code = os.waitstatus_to_exitcode(status)
         finally:
             self.reaper.ended(pid)
@@ -323,6 +327,9 @@ class ShellRunner(Runner):
                 stopped = task.id in self.killed
                 self.killed.discard(task.id)
         seconds = time.monotonic() - started
+        # what the task's processes used (those it waited for, and itself): ru_maxrss is
+        # in kilobytes on Linux
+        used = {"cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss * 1024}
         if stopped:
             out.write(b"\nqdo: stopped by the worker's shutdown; the task will run again\n")
             return Result(task, State.PENDING, code, "stopped by worker shutdown",
@@ -330,12 +337,12 @@ class ShellRunner(Runner):
         if timed_out:
             out.write(f"\nqdo: killed after its time limit of {limit:g} s\n".encode())
             return Result(task, State.KILLED, code, f"timed out after {limit:g} s",
-                          self._keep(spool, task), seconds)  # fmt: skip
+                          self._keep(spool, task), seconds, **used)  # fmt: skip
         log = self._keep(spool, task)
         if code == 0:
-            return Result(task, State.SUCCEEDED, 0, None, log, seconds)
+            return Result(task, State.SUCCEEDED, 0, None, log, seconds, **used)
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        return Result(task, State.FAILED, code, why, log, seconds)
+        return Result(task, State.FAILED, code, why, log, seconds, **used)
 
     def _keep(self, spool: _Spool, task: Task) -> str | None:
         log = log_path(self.log_dir, task.queue, task.id)
@@ -420,25 +427,26 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def _wait(pid: int, timeout: float | None) -> int | None:
-    """Reap a child; its wait status, or None if it still runs after ``timeout`` s."""
+def _wait(pid: int, timeout: float | None) -> tuple[int, Any] | None:
+    """Reap a child; its wait status and what it used (``resource.struct_rusage``), or
+    None if it still runs after ``timeout`` s."""
     if timeout is None:
-        return os.waitpid(pid, 0)[1]
+        return os.wait4(pid, 0)[1:]
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):  # no pidfd (old kernel): poll
         end = time.monotonic() + timeout
         while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status, usage = os.wait4(pid, os.WNOHANG)
             if done:
-                return status
+                return status, usage
             if time.monotonic() >= end:
                 return None
             time.sleep(0.005)
     try:
         if not select.select([pidfd], [], [], timeout)[0]:
             return None
-        return os.waitpid(pid, 0)[1]
+        return os.wait4(pid, 0)[1:]
     finally:
         os.close(pidfd)
 
@@ -498,6 +506,7 @@ def _func_main(
             return
         for task_id, payload, queue in chunk:
             started = time.monotonic()
+            cpu = _cpu_seconds(reset_peak=True)
             mark = output.mark()
             value = None
             try:
@@ -518,7 +527,33 @@ def _func_main(
                 output.keep_since(mark, log_dir, queue, task_id)  # what it printed: its log
             except OSError as e:  # a full disk, say: this task fails, the process goes on
                 error = error or f"its output could not be kept in its log: {e}"
-            conn.send((task_id, error, trace, time.monotonic() - started, value))
+            conn.send((task_id, error, trace, time.monotonic() - started, value,
+                       _cpu_seconds() - cpu, _peak_rss()))  # fmt: skip
+
+
+def _cpu_seconds(reset_peak: bool = False) -> float:
+    """CPU seconds this process and its reaped children used so far; ``reset_peak``:
+    also start its peak resident memory over (Linux; else it is the process's peak)."""
+    if reset_peak:
+        with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory, bytes, since the last reset."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _send_item(conn: Connection, task_id: int, index: int, data: bytes) -> None:
@@ -689,14 +724,16 @@ class FuncRunner(Runner):
                 assert task_id == p.tasks[0].id
                 self.yielded.append(Item(task_id, p.tasks[0]._token or 0, index, data))
                 continue
-            task_id, error, trace, seconds, value = message
+            task_id, error, trace, seconds, value, cpu, rss = message
             task = p.tasks.pop(0)
             assert task.id == task_id
             if error is None:
-                out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds, value=value))
+                out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds, value=value,
+                                  cpu=cpu, rss=rss))  # fmt: skip
                 continue
             log = log_path(self.log_dir, task.queue, task.id)  # the traceback is in it
-            out.append(Result(task, State.FAILED, 1, error, str(log), seconds, value=value))
+            out.append(Result(task, State.FAILED, 1, error, str(log), seconds, value=value,
+                              cpu=cpu, rss=rss))  # fmt: skip
         return out
 
     def _expire(self, p: _Proc) -> list[Result]:

@@ -42,6 +42,8 @@ COMMANDS = {
     "resume": "hand out tasks again",
     "retry": "Failed and Killed tasks go back to Pending",
     "rerun": "every task starts over (needs --force)",
+    "stats": "run time p50/p95/max, CPU efficiency and peak memory of a queue's tasks, and "
+    "a plan for what is left",
     "forget": "delete the calls of a queue of Python calls and their results, for a fresh "
     "run of its driver (needs --force)",
     "recover": "Running tasks whose worker is gone go back to Pending",

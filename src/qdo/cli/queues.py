@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from typing import Any
 
 from .. import display
 from ..api import connect, create, qlist
@@ -31,6 +33,8 @@ def register(commands: Commands) -> None:
     commands.queue_command("retry", cmd_retry)
     p = commands.queue_command("rerun", cmd_rerun)
     p.add_argument("--force", action="store_true")
+    p = commands.queue_command("stats", cmd_stats)
+    p.add_argument("--json", action="store_true")
     p = commands.queue_command("forget", cmd_forget)
     p.add_argument("--force", action="store_true")
     p = commands.queue_command("recover", cmd_recover)
@@ -136,6 +140,63 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         )
     print(f"{q.rerun():,} tasks of {args.queue} will run again")
     return 0
+
+
+#: Per batch job, at most this many workers in the launch that ``qdo stats`` suggests.
+PLAN_WORKERS_PER_JOB = 32
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    s = q.store.stats(q.name)
+    counts = q.status()["ntasks"]
+    left = counts["Pending"] + counts["Waiting"]
+    slots = sum(a.slots for a in q.store.agents(q.name))
+    plan = _plan(q.name, left, s.p95, slots)
+    if args.json:
+        print(json.dumps({"queue": q.name, "succeeded": s.succeeded, "runtime": {
+            "p50": s.p50, "p95": s.p95, "max": s.longest}, "cpu_efficiency": s.cpu_efficiency,
+            "rss_p95": s.rss_p95, "left": left, "plan": plan}, indent=2))  # fmt: skip
+        return 0
+    print(f"{q.name}: {s.succeeded:,} Succeeded attempts")
+    if s.succeeded:
+        print(f"  run time   p50 {_dur(s.p50)}   p95 {_dur(s.p95)}   max {_dur(s.longest)}")
+        eff = "-" if s.cpu_efficiency is None else f"{100 * s.cpu_efficiency:.0f} %"
+        print(f"  CPU        {eff} of the run time (CPU seconds over run seconds)")
+        print(f"  memory     peak p95 {display.size(s.rss_p95)}")
+    if plan is None:
+        print(f"  plan       {left:,} left to run" + ("" if left else ": nothing to plan"))
+    else:
+        workers = f"{plan['workers']:,} worker" + ("s" if plan["workers"] != 1 else "")
+        print(f"  plan       {left:,} left; at the p95 run time, {workers} finish in about "
+              f"{_dur(plan['seconds'])}; e.g. {plan['command']}")  # fmt: skip
+    return 0
+
+
+def _plan(queue: str, left: int, p95: float | None, slots: int) -> dict[str, Any] | None:
+    """How many workers finish what is left, and in how long, at the p95 run time: the
+    live agents' slots if there are any, else enough for about an hour."""
+    if not left or not p95:
+        return None
+    workers = min(left, slots or max(1, math.ceil(left * p95 / 3600)))
+    seconds = math.ceil(left / workers) * p95
+    wall = max(600, math.ceil(seconds * 1.25 / 600) * 600)  # some margin, in 10 minutes
+    walltime = f"{wall // 3600:02d}:{wall % 3600 // 60:02d}:00"
+    jobs = math.ceil(workers / PLAN_WORKERS_PER_JOB)
+    per_job = math.ceil(workers / jobs)
+    command = f"qdo launch {queue} {per_job}" + (f" --jobs {jobs}" if jobs > 1 else "")
+    return {"workers": workers, "seconds": seconds, "walltime": walltime,
+            "command": f"{command} --walltime {walltime}"}  # fmt: skip
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def cmd_forget(args: argparse.Namespace) -> int:

@@ -94,17 +94,17 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     if args.verbose:
         headers = ["ID", "STATE", "PRI", "EXIT", "TRIES", "CREATED", "STARTED", "FINISHED",
-                   "SECONDS",
+                   "SECONDS", "CPU", "RSS",
                    "WORKER", "JOB", "REQUIRES", "MESSAGE", "EARLIER ATTEMPTS", "TASK"]  # fmt: skip
         rows: Iterator[list[object]] = (
             [t.id, t.state.value, t.priority, t.exitcode, t.attempts, display.when(t.created),
-             display.when(t.started), display.when(t.finished), _secs(t.duration), t.worker,
-             t.jobid,
+             display.when(t.started), display.when(t.finished), _secs(t.duration),
+             *_used(t), t.worker, t.jobid,
              ",".join(map(str, t.requires)), display.cell(t.message, 40), _history(t),
              _payload(t.task)]
             for t in tasks
         )  # fmt: skip
-        right = [0, 2, 3, 4]
+        right = [0, 2, 3, 4, 8, 9, 10]
     else:
         headers = ["ID", "STATE", "PRI", "TASK"]
         rows = ([t.id, t.state.value, t.priority, _payload(t.task)] for t in tasks)
@@ -121,6 +121,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def _secs(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f}"
+
+
+def _used(task: Any) -> list[str]:
+    """CPU seconds and peak memory of the task's last attempt, as measured."""
+    last = next((a for a in reversed(task.history) if a.attempt == task.attempts), None)
+    if last is None:
+        return ["-", "-"]
+    return [_secs(last.cpu), display.size(last.rss)]
 
 
 def _history(task: Any) -> str:

@@ -56,7 +56,7 @@ REQUIRE_COLUMNS = ("task_id", "req_id", "internal")
 #: One finished attempt of a task.
 ATTEMPT_COLUMNS = (
     "task_id", "attempt", "state", "worker", "jobid", "started", "finished", "exitcode",
-    "message",
+    "message", "cpu", "rss",
 )  # fmt: skip
 
 
@@ -89,6 +89,8 @@ class Outcome:
     #: a call's result (qdo.calls.encode_result): what it returned if Succeeded, what it
     #: raised if Failed; kept once the task's state is final (not when a retry follows)
     value: bytes | None = None
+    cpu: float | None = None  # CPU seconds it used (user + system), where measured
+    rss: int | None = None  # its peak resident memory, bytes, where measured
 
 
 class NewCall(NamedTuple):
@@ -138,6 +140,20 @@ class Begun(NamedTuple):
     task_id: int
     token: int
     started: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What the Succeeded attempts of a queue took (``Store.stats``): run times (from
+    their real start) in seconds, CPU efficiency (CPU seconds over run seconds, of those
+    measured), peak resident memory in bytes; None where there is nothing to tell."""
+
+    succeeded: int
+    p50: float | None
+    p95: float | None
+    longest: float | None
+    cpu_efficiency: float | None
+    rss_p95: int | None
 
 
 #: Seconds between an agent's heartbeats (``Store.agent_seen``).
@@ -380,6 +396,10 @@ class Store(ABC):
     def jobs(self, queue: str) -> list[Job]:
         """The batch jobs launched for ``queue``, oldest first."""
 
+    @abstractmethod
+    def stats(self, queue: str) -> Stats:
+        """What the Succeeded attempts of ``queue`` took (see ``Stats``), in one read."""
+
     # -- agents -----------------------------------------------------------------------------
     @abstractmethod
     def agent_seen(
@@ -565,10 +585,10 @@ def admin_change(
     if old == State.RUNNING.value:
         note = f"{said}, revoking the lease of {worker}"
         row = (attempts, kind, worker, jobid, started, now, exitcode,
-               f"{message}; {note}" if message else note)  # fmt: skip
+               f"{message}; {note}" if message else note, None, None)  # fmt: skip
         return AdminChange(message or said, attempts, row)
     row = (attempts + 1, kind, who, None, None, now, exitcode,
-           f"{message}; {said}" if message else said)  # fmt: skip
+           f"{message}; {said}" if message else said, None, None)  # fmt: skip
     return AdminChange(message or said, attempts + 1, row)
 
 
@@ -626,6 +646,6 @@ def attempts_by_task(rows: Iterable[Any]) -> dict[int, list[Attempt]]:
     for r in rows:
         out.setdefault(r["task_id"], []).append(Attempt(
             r["attempt"], r["state"], r["worker"], r["jobid"], timestamp(r["started"]),
-            timestamp(r["finished"]), r["exitcode"], r["message"],
+            timestamp(r["finished"]), r["exitcode"], r["message"], r["cpu"], r["rss"],
         ))  # fmt: skip
     return out

@@ -34,6 +34,7 @@ from .base import (
     NewCall,
     NewTask,
     Outcome,
+    Stats,
     Store,
     Submitted,
     admin_change,
@@ -293,7 +294,7 @@ class SQLStore(Store):
                 history.append((r["id"], r["attempts"], "Returned" if returned else o.state._value_,
                                 r["worker"], r["jobid"], r["started"],
                                 r["now"] if returned else r["finished"], o.exitcode,
-                                o.message))  # fmt: skip
+                                o.message, o.cpu, o.rss))  # fmt: skip
                 if o.state is State.SUCCEEDED:
                     succeeded.append(r["id"])
                 if r["state"] == _PENDING:
@@ -361,7 +362,8 @@ class SQLStore(Store):
                            workers=list(workers), jobids=list(jobids))  # fmt: skip
             tx.count("attempt_insert", a=[
                 (r["id"], r["attempts"], "Returned" if r["started"] is None else "Lost",
-                 r["worker"], r["jobid"], r["started"], r["now"], None, r["message"])
+                 r["worker"], r["jobid"], r["started"], r["now"], None, r["message"], None,
+                 None)
                 for r in rows])  # fmt: skip
             tx.notify(r["queue_id"] for r in rows if r["state"] == State.PENDING.value)
             return [r["id"] for r in rows]
@@ -492,6 +494,24 @@ class SQLStore(Store):
                      jobid=jobid, profile=profile, workers=workers)  # fmt: skip
 
         self._run(verb)
+
+    def stats(self, queue: str) -> Stats:
+        def verb(tx: Tx) -> Stats:
+            queue_id = self._queue(tx, queue)["id"]
+            totals = tx.one("stats_totals", queue_id=queue_id)
+            n, nrss = int(totals["n"]), int(totals["nrss"])
+
+            def at(name: str, share: float, count: int) -> Any:
+                if not count:
+                    return None
+                return tx.one(name, queue_id=queue_id, k=int(share * (count - 1)))["v"]
+
+            wall, cpu = float(totals["wall"]), float(totals["cpu"])
+            return Stats(n, at("stats_runtime_at", 0.5, n), at("stats_runtime_at", 0.95, n),
+                         totals["longest"], cpu / wall if wall > 0 else None,
+                         at("stats_rss_at", 0.95, nrss))  # fmt: skip
+
+        return self._run(verb, write=False)
 
     # -- agents -----------------------------------------------------------------------------
     def agent_seen(

@@ -164,19 +164,20 @@ RETURNING id, attempts, worker, jobid, started, finished, queue_id, state, {now}
 
 -- name: attempt_insert
 INSERT INTO attempts (task_id, attempt, state, worker, jobid, started, finished, exitcode,
-                      message)
-SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message
+                      message, cpu, rss)
+SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message, cpu, rss
 FROM {rows a (task_id bigint, attempt integer, state text, worker text, jobid text,
               started double precision, finished double precision, exitcode integer,
-              message text)}
+              message text, cpu double precision, rss bigint)}
 WHERE true
 ON CONFLICT (task_id, attempt) DO UPDATE
 SET state = excluded.state, worker = excluded.worker, jobid = excluded.jobid,
     started = excluded.started, finished = excluded.finished,
-    exitcode = excluded.exitcode, message = excluded.message;
+    exitcode = excluded.exitcode, message = excluded.message, cpu = excluded.cpu,
+    rss = excluded.rss;
 
 -- name: attempts_of
-SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message
+SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message, cpu, rss
 FROM attempts WHERE task_id {in ids bigint} ORDER BY task_id, attempt;
 
 -- name: lock_dependents
@@ -354,7 +355,7 @@ WHERE t.queue_id = :queue_id ORDER BY r.task_id, r.req_id;
 
 -- name: export_attempts
 SELECT a.task_id, a.attempt, a.state, a.worker, a.jobid, a.started, a.finished, a.exitcode,
-       a.message
+       a.message, a.cpu, a.rss
 FROM attempts a JOIN tasks t ON t.id = a.task_id
 WHERE t.queue_id = :queue_id ORDER BY a.task_id, a.attempt;
 
@@ -373,6 +374,30 @@ ON CONFLICT (queue_id, jobid) DO NOTHING;
 -- name: jobs_of
 SELECT jobid, profile, workers, submitted FROM jobs WHERE queue_id = :queue_id
 ORDER BY submitted, jobid;
+
+-- name: stats_totals
+-- The Succeeded attempts of a queue: how many, their longest run, and the run time and
+-- CPU time of those whose CPU was measured.
+SELECT count(*) AS n, max(a.finished - a.started) AS longest,
+       coalesce(sum(a.cpu), 0) AS cpu,
+       coalesce(sum(CASE WHEN a.cpu IS NOT NULL THEN a.finished - a.started END), 0) AS wall,
+       count(a.rss) AS nrss
+FROM attempts a JOIN tasks t ON t.id = a.task_id
+WHERE t.queue_id = :queue_id AND a.state = 'Succeeded'
+  AND a.started IS NOT NULL AND a.finished IS NOT NULL;
+
+-- name: stats_runtime_at
+-- (a percentile: the k-th shortest run)
+SELECT a.finished - a.started AS v FROM attempts a JOIN tasks t ON t.id = a.task_id
+WHERE t.queue_id = :queue_id AND a.state = 'Succeeded'
+  AND a.started IS NOT NULL AND a.finished IS NOT NULL
+ORDER BY v LIMIT 1 OFFSET :k;
+
+-- name: stats_rss_at
+SELECT a.rss AS v FROM attempts a JOIN tasks t ON t.id = a.task_id
+WHERE t.queue_id = :queue_id AND a.state = 'Succeeded' AND a.started IS NOT NULL
+  AND a.finished IS NOT NULL AND a.rss IS NOT NULL
+ORDER BY v LIMIT 1 OFFSET :k;
 
 -- name: agent_seen
 INSERT INTO agents (worker, queue_id, host, slots, hand, jobid, started, seen)
