@@ -384,9 +384,10 @@ class Queue:
         """(role, "read" | "write") for each role this queue is shared with."""
         return self.store.shares(self.name)
 
-    def retry(self) -> int:
-        """Failed and Killed tasks go back to Pending; return how many."""
-        return self.store.retry(self.name)
+    def retry(self, ids: Sequence[int] | None = None) -> int:
+        """Failed and Killed tasks (of ``ids`` only, if given) go back to Pending; return
+        how many."""
+        return self.store.retry(self.name, ids=None if ids is None else list(ids))
 
     def revive(self, priority: int | None = None) -> int:
         """Killed tasks go back to Pending (with ``priority``, if given), as in the fork

@@ -40,7 +40,12 @@ COMMANDS = {
     "do": "run the queue's tasks here until none is left",
     "pause": "stop handing out tasks (running ones finish)",
     "resume": "hand out tasks again",
-    "retry": "Failed and Killed tasks go back to Pending",
+    "retry": "Failed and Killed tasks go back to Pending (--group G: a failure group's; "
+    "--id 5,7-9: those)",
+    "why": "the Failed and Killed tasks grouped by what went wrong, with log lines",
+    "cancel": "tasks that should not run (--id 5,7-9) become Killed; a running one stops",
+    "wait": "wait until nothing is left to run; exit 0 if all Succeeded, 1 if not, 124 on "
+    "--timeout",
     "rerun": "every task starts over (needs --force)",
     "stats": "run time p50/p95/max, CPU efficiency and peak memory of a queue's tasks, and "
     "a plan for what is left",

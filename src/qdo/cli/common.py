@@ -114,6 +114,30 @@ def some_seconds(least: float) -> Any:
     return parse
 
 
+#: The most task ids one ``--id`` list names.
+MAX_IDS = 1_000_000
+
+
+def id_list(text: str) -> list[int]:
+    """An argparse type: task ids such as ``5,7-9`` (5, 7, 8 and 9), in order, once each."""
+    ids: dict[int, None] = {}
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            a = int(low)
+            b = int(high) if dash else a
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected task ids such as 5,7-9, got {text!r}") from None  # fmt: skip
+        if a < 1 or b < a:
+            raise argparse.ArgumentTypeError(f"expected task ids such as 5,7-9 (from low to "
+                                             f"high, 1 or more), got {part.strip()!r}")  # fmt: skip
+        if len(ids) + b - a + 1 > MAX_IDS:
+            raise argparse.ArgumentTypeError(f"at most {MAX_IDS:,} task ids at once")
+        ids.update(dict.fromkeys(range(a, b + 1)))
+    return list(ids)
+
+
 # -- output ---------------------------------------------------------------------------------
 def print_status(status: dict[str, Any], as_json: bool, out: TextIO) -> None:
     """A queue's state and task counts (``qdo status``, and after ``qdo do``)."""

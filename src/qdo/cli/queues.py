@@ -13,7 +13,16 @@ from typing import Any
 from .. import display
 from ..api import connect, create, qlist
 from ..errors import InvalidInput
-from .common import STATE_NAMES, Commands, count, positive_int, print_status, some_seconds
+from ..models import State
+from .common import (
+    STATE_NAMES,
+    Commands,
+    count,
+    id_list,
+    positive_int,
+    print_status,
+    some_seconds,
+)
 
 
 def register(commands: Commands) -> None:
@@ -30,7 +39,25 @@ def register(commands: Commands) -> None:
                    help="seconds between refreshes (default 2)")  # fmt: skip
     commands.queue_command("pause", cmd_pause)
     commands.queue_command("resume", cmd_resume)
-    commands.queue_command("retry", cmd_retry)
+    p = commands.queue_command("retry", cmd_retry)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--group", action="append", metavar="G",
+                       help="only those of failure group G (qdo why); repeat for more")  # fmt: skip
+    which.add_argument("--id", type=id_list, metavar="IDS",
+                       help="only these tasks, e.g. 5,7-9")  # fmt: skip
+    p = commands.queue_command("why", cmd_why)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--lines", type=count, default=3, metavar="N",
+                   help="log lines shown per group (default 3)")  # fmt: skip
+    p = commands.queue_command("cancel", cmd_cancel)
+    p.add_argument("--id", type=id_list, metavar="IDS", required=True,
+                   help="the tasks to cancel, e.g. 5,7-9")  # fmt: skip
+    p = commands.queue_command("wait", cmd_wait)
+    p.add_argument("--timeout", type=some_seconds(0), metavar="SEC",
+                   help="give up after SEC seconds (exit code 124)")  # fmt: skip
+    p.add_argument("--interval", type=some_seconds(0.05), default=1.0, metavar="SEC",
+                   help="seconds between looks (default 1)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the final status as JSON")
     p = commands.queue_command("rerun", cmd_rerun)
     p.add_argument("--force", action="store_true")
     p = commands.queue_command("stats", cmd_stats)
@@ -125,9 +152,96 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    n = connect(args.queue).retry()
+    q = connect(args.queue)
+    ids = args.id
+    if args.group:
+        from ..triage import failure_groups
+
+        groups = {g.id: g for g in failure_groups(q)}
+        unknown = [g for g in args.group if g not in groups]
+        if unknown:
+            raise InvalidInput(f"no failure group {', '.join(unknown)} in {q.name} (qdo why "
+                               f"{q.name} lists them)")  # fmt: skip
+        ids = [i for g in args.group for i in groups[g].ids]
+    n = q.retry(ids=ids)
     print(f"{n:,} Failed or Killed tasks of {args.queue} will run again")
     return 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from ..triage import failure_groups
+
+    groups = failure_groups(connect(args.queue))
+    if args.json:
+        print(json.dumps([{"group": g.id, "count": g.count, "signature": g.signature,
+                           "state": g.state, "exitcode": g.exitcode, "examples": g.ids[:5],
+                           "lines": g.lines[-args.lines:] if args.lines else []}
+                          for g in groups], indent=2))  # fmt: skip
+        return 0
+    if not groups:
+        print(f"no Failed or Killed tasks in {args.queue}")
+        return 0
+    total = sum(g.count for g in groups)
+    print(f"{total:,} Failed or Killed tasks of {args.queue} in {len(groups)} groups:")
+    for g in groups:
+        more = f" (and {g.count - 5:,} more)" if g.count > 5 else ""
+        tasks = f"{g.count:,} task" + ("s" if g.count != 1 else "")
+        print(f"\n{g.id}  {tasks}  {g.signature}")
+        print(f"    e.g. {', '.join(map(str, g.ids[:5]))}{more}")
+        for line in g.lines[-args.lines :] if args.lines else []:
+            print(f"    | {display.cell(line, 120)}")
+    print(f"\nqdo retry {args.queue} --group G runs a group again; qdo log {args.queue} ID "
+          "shows a task's output")  # fmt: skip
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancelled tasks are Killed (never run again unless retried); a Running one's
+    lease is revoked, and its agent stops it."""
+    q = connect(args.queue)
+    user = q.store.user
+    found = {t.id: t for i in args.id for t in q.store.tasks(q.name, task_id=i)}
+    missing = [i for i in args.id if i not in found]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise InvalidInput(f"no task {shown} in {q.name}: nothing cancelled")
+    done = [i for i in args.id if found[i].state in (State.SUCCEEDED, State.KILLED)]
+    todo = [i for i in args.id if i not in done]
+    for task_id in todo:
+        q.store.set_state(q.name, task_id, State.KILLED, None, "cancelled", user)
+    print(f"{len(todo):,} tasks of {q.name} cancelled (Killed)"
+          + (f"; {len(done):,} had Succeeded or were Killed already" if done else ""))  # fmt: skip
+    return 0
+
+
+#: ``qdo wait``'s exit codes: nothing left, all Succeeded; nothing left, some did not
+#: (Failed, Killed, or blocked by those); the timeout came first.
+WAIT_OK, WAIT_FAILED, WAIT_TIMEOUT = 0, 1, 124
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    q = connect(args.queue)
+    end = None if args.timeout is None else time.monotonic() + args.timeout
+    while True:
+        status = q.status()
+        n = status["ntasks"]
+        left = n["Pending"] + n["Running"] + n["Waiting"] - status["blocked"]
+        if not left or (end is not None and time.monotonic() >= end):
+            break
+        time.sleep(
+            args.interval if end is None else max(0.0, min(args.interval, end - time.monotonic()))
+        )
+    bad = n["Failed"] + n["Killed"] + status["blocked"]
+    code = WAIT_TIMEOUT if left else WAIT_FAILED if bad else WAIT_OK
+    if args.json:
+        print(json.dumps({**status, "left": left, "exit": code}, indent=2))
+    elif left:
+        print(f"{q.name}: {left:,} tasks still to run after {args.timeout:g} s")
+    else:
+        print(f"{q.name}: done, {n['Succeeded']:,} Succeeded"
+              + (f", {n['Failed']:,} Failed, {n['Killed']:,} Killed, {status['blocked']:,} "
+                 f"blocked (qdo why {q.name})" if bad else ""))  # fmt: skip
+    return code
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:

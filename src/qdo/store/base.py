@@ -374,11 +374,11 @@ class Store(ABC):
     @abstractmethod
     def retry(
         self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
-        priority: int | None = None,
+        priority: int | None = None, ids: Sequence[int] | None = None,
     ) -> int:  # fmt: skip
         """Tasks in ``states`` (Failed and Killed) go back to Pending (Waiting if a
         requirement is no longer Succeeded) with fresh failure and loss budgets, and
-        ``priority`` if given; return how many."""
+        ``priority`` if given; return how many.  ``ids``: only those of these tasks."""
 
     @abstractmethod
     def rerun(self, queue: str) -> int:

@@ -465,12 +465,20 @@ class SQLStore(Store):
     # -- resetting ------------------------------------------------------------------------
     def retry(
         self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
-        priority: int | None = None,
+        priority: int | None = None, ids: Sequence[int] | None = None,
     ) -> int:  # fmt: skip
+        if ids is not None and priority is not None:
+            raise InvalidInput("retry takes a priority for all its tasks, not for some ids")
+
         def verb(tx: Tx) -> int:
             queue_id = self._queue(tx, queue, change=True)["id"]
-            n = tx.count("retry", queue_id=queue_id, priority=priority,
-                         states=[s.value for s in states])  # fmt: skip
+            wanted = [s.value for s in states]
+            if ids is None:
+                n = tx.count("retry", queue_id=queue_id, priority=priority, states=wanted)
+            else:
+                n = sum(tx.count("retry_ids", queue_id=queue_id, states=wanted,
+                                 ids=list(ids[i : i + 10_000]))
+                        for i in range(0, len(ids), 10_000))  # fmt: skip
             tx.notify([queue_id])
             return n
 

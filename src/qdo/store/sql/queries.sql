@@ -318,6 +318,13 @@ SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = t
     priority = coalesce(CAST(:priority AS bigint), priority)
 WHERE queue_id = :queue_id AND state {in states text};
 
+-- name: retry_ids
+UPDATE tasks
+SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
+                 THEN 'Waiting' ELSE 'Pending' END,
+    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL
+WHERE queue_id = :queue_id AND state {in states text} AND id {in ids bigint};
+
 -- name: rerun_forget
 DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE queue_id = :queue_id);
 

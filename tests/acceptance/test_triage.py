@@ -1,0 +1,109 @@
+"""Failure triage in the command line (issue 15): ``qdo why`` groups, ``qdo retry
+--group/--id``, ``qdo cancel --id``, and ``qdo wait`` with its exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import qdo
+from tests.conftest import run_qdo
+
+pytestmark = pytest.mark.backends
+
+
+def why(queue: str) -> list[dict[str, object]]:
+    return json.loads(run_qdo("why", queue, "--json", check=True).stdout)  # type: ignore[no-any-return]
+
+
+def states(queue: str) -> dict[int, str]:
+    return {t.id: t.state.value for t in qdo.connect(queue).tasks()}
+
+
+def test_failures_are_grouped_by_what_went_wrong_and_retried_by_group(tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    q = qdo.create("W")
+    missing = q.add_multiple([f"cat {tmp_path}/input-{i}.fits" for i in range(4)])
+    exit3 = q.add_multiple([f"test -e {flag} || exit 3" for _ in range(2)])
+    ok = q.add("true")
+    run_qdo("do", "W", check=True)
+    groups = why("W")
+    # the four cat failures are one group (their file names differ only by a number):
+    # a shell task's message says only "exit code 1", so its last log line stands in
+    assert [g["count"] for g in groups] == [4, 2]
+    cat, three = groups
+    assert "No such file or directory" in str(cat["signature"]) and cat["exitcode"] == 1
+    assert cat["examples"] == missing and any("input-" in line for line in cat["lines"])  # type: ignore[attr-defined]
+    assert three["signature"] == "Failed exit 3: exit code N" and three["exitcode"] == 3
+    text = run_qdo("why", "W", check=True).stdout
+    assert f"{cat['group']}  4 tasks  Failed exit 1:" in text and "qdo retry W --group G" in text
+    # retry one group: only its tasks run again
+    flag.touch()
+    out = run_qdo("retry", "W", "--group", str(three["group"]), check=True).stdout
+    assert "2 Failed or Killed tasks of W will run again" in out
+    assert [states("W")[i] for i in exit3] == ["Pending", "Pending"]
+    assert all(states("W")[i] == "Failed" for i in missing)
+    run_qdo("do", "W", check=True)
+    assert [g["count"] for g in why("W")] == [4] and states("W")[ok] == "Succeeded"
+    unknown = run_qdo("retry", "W", "--group", "nosuchgr")
+    assert unknown.returncode == 1 and "no failure group nosuchgr" in unknown.stderr
+    # by id: 5,7-9 style
+    first, _, third, fourth = missing
+    out = run_qdo("retry", "W", "--id", f"{first},{third}-{fourth}", check=True).stdout
+    assert "3 Failed or Killed" in out
+    assert [states("W")[i] for i in missing] == ["Pending", "Failed", "Pending", "Pending"]
+    bad = run_qdo("retry", "W", "--id", "9-2")
+    assert bad.returncode == 2 and "from low to high" in bad.stderr
+
+
+def test_cancel_kills_tasks_by_id_and_stops_a_running_one(tmp_path: Path) -> None:
+    q = qdo.create("C")
+    long = q.add("sleep 600")
+    pending = q.add_multiple(["true"] * 3)
+    # (a short lease: the agent looks at it, and finds it gone, every second)
+    agent = subprocess.Popen([sys.executable, "-m", "qdo", "do", "C", "--workers", "1",
+                              "--lease", "3"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = __import__("time").monotonic() + 60
+        while states("C")[long] != "Running" or not q.tasks(state="Running")[0].started:
+            assert __import__("time").monotonic() < deadline, "the long task never started"
+            __import__("time").sleep(0.05)
+        refused = run_qdo("cancel", "C", "--id", f"{long},999999")
+        assert refused.returncode == 1 and "no task 999999" in refused.stderr
+        assert states("C")[long] == "Running"  # nothing cancelled
+        out = run_qdo("cancel", "C", "--id", f"{long},{pending[0]}", check=True).stdout
+        assert "2 tasks of C cancelled" in out
+        # the agent finds the lease gone, stops the sleep, and runs the rest
+        agent.wait(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    final = states("C")
+    assert final[long] == "Killed" and final[pending[0]] == "Killed"
+    assert [final[i] for i in pending[1:]] == ["Succeeded", "Succeeded"]
+    (task,) = [t for t in qdo.connect("C").tasks(history=True) if t.id == long]
+    assert "cancelled" in (task.message or "")
+
+
+def test_wait_exits_when_nothing_is_left_and_says_how_it_went(tmp_path: Path) -> None:
+    q = qdo.create("Wt")
+    q.add_multiple(["true"] * 3)
+    timed_out = run_qdo("wait", "Wt", "--timeout", "0.2", "--interval", "0.05")
+    assert timed_out.returncode == 124 and "3 tasks still to run" in timed_out.stdout
+    argv = [sys.executable, "-m", "qdo", "wait", "Wt", "--json", "--interval", "0.05"]
+    waiter = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    run_qdo("do", "Wt", check=True)
+    out, _ = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0 and json.loads(out)["exit"] == 0
+    # a failure, and a task blocked by it: nothing can run, and it says so
+    bad = q.add("exit 4")
+    q.add("true", requires=[bad])
+    run_qdo("do", "Wt", check=True)
+    done = run_qdo("wait", "Wt")
+    assert done.returncode == 1 and "1 Failed" in done.stdout and "1 blocked" in done.stdout
