@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from .. import config, display
 from ..api import connect
 from ..errors import ConfigError, InvalidInput
-from .common import Commands
+from .common import Commands, positive_int
 
 
 def register(commands: Commands) -> None:
     commands.command("config", cmd_config)
+    p = commands.command("serve", cmd_serve)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default 127.0.0.1, this machine)")  # fmt: skip
+    p.add_argument("--port", type=positive_int, default=8770, help="default 8770")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="read the token from FILE; if it is missing, write a new one there "
+                        "(mode 0600)")  # fmt: skip
     p = commands.queue_command("share", cmd_share)
     p.add_argument("--with", dest="role", metavar="ROLE", help="the role to share with")
     how = p.add_mutually_exclusive_group()
@@ -43,6 +52,30 @@ def _roles(text: str) -> list[str]:
     if not roles:
         raise argparse.ArgumentTypeError("give role names separated by commas")
     return roles
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ..web.app import new_token, serve
+    except ImportError as e:
+        raise InvalidInput(f"qdo serve needs the web extra ({e.name} is missing): "
+                           "pip install 'qdo-queue[web]'") from None  # fmt: skip
+    token = new_token()
+    if args.token_file:
+        path = Path(args.token_file)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            token = path.read_text().strip()
+            if len(token) < 16:
+                raise InvalidInput(f"{path} holds no token of 16 characters or more") from None
+        except OSError as e:
+            raise InvalidInput(f"cannot write the token to {path}: {e.strerror}") from None
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+    serve(args.host, args.port, token, say=lambda line: print(line, flush=True))
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
