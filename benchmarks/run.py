@@ -55,6 +55,7 @@ BENCHMARKS = {
     "pg-shared": "bench_pg_shared",  # issue 12: the cost of row-level security
     "futures": "bench_futures",  # issue 14: durable futures vs dask.distributed
     "futures-grid": "bench_futures_grid",  # issue 14: the seed grid, sched + executor
+    "dashboard": "bench_dashboard",  # issue 15: qdo serve's cost
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4
