@@ -35,9 +35,11 @@ def table(
     rows: Iterable[Sequence[object]],
     right: Iterable[int] = (),
     sample: int = 1000,
+    least: dict[int, int] | None = None,
 ) -> Iterator[str]:
     """Lines of an aligned table.  Column widths come from the first ``sample`` rows,
-    so a table of a million rows streams; the last column is never padded."""
+    so a table of a million rows streams (``least``: widths columns must have at least,
+    for what comes after the sample); the last column is never padded."""
     right = set(right)
     it = iter(rows)
     first: list[list[str]] = []
@@ -45,7 +47,7 @@ def table(
         first.append([cell(v) for v in row])
         if len(first) >= sample:
             break
-    widths = [len(h) for h in headers]
+    widths = [max(len(h), (least or {}).get(i, 0)) for i, h in enumerate(headers)]
     for row in first:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
 

@@ -64,8 +64,10 @@ class Result:
         token = self.task._token or 0
         if self.stopped:
             return Outcome(self.task.id, token, State.PENDING, None, self.message)
+        # (it ended its run time after it started: not when the batched report arrives)
+        ended = None if self.started is None else self.started + self.seconds
         return Outcome(self.task.id, token, self.state, self.exitcode, self.message, self.log,
-                       self.started, self.value, self.cpu, self.rss)  # fmt: skip
+                       self.started, self.value, self.cpu, self.rss, ended)  # fmt: skip
 
     @classmethod
     def given_back(cls, task: Task, why: str) -> Result:

@@ -55,6 +55,7 @@ COMMANDS = {
     "noop": "do nothing, successfully, if qdo works here (for job scripts)",
     "delete": "delete a queue and its tasks (needs --force)",
     "log": "print a task's output",
+    "trace": "write a queue's attempts as a Chrome trace, a track per agent slot (Perfetto)",
     "launch": "submit batch jobs that run the queue's workers",
     "jobs": "the batch jobs launched for a queue and their state (--cancel ends them)",
     "agents": "the live agents (qdo do) of a queue: host, slots, hand (the tasks it keeps "

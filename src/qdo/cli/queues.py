@@ -34,7 +34,11 @@ def register(commands: Commands) -> None:
     p = commands.command("status", cmd_status)
     p.add_argument("queue", metavar="QUEUE", nargs="?")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="refresh, with the rate and an ETA, until nothing is left to run",
+    )
     p.add_argument("--interval", type=some_seconds(0.1), default=2.0,
                    help="seconds between refreshes (default 2)")  # fmt: skip
     commands.queue_command("pause", cmd_pause)
@@ -126,14 +130,33 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_status(q.status(), args.json, sys.stdout)
         return 0
     tty = sys.stdout.isatty()
+    seen: list[tuple[float, int]] = []  # (when, tasks ended): the rate over the last 30 s
     try:
         while True:
-            if tty:
-                sys.stdout.write("\x1b[H\x1b[2J")
-            print_status(q.status(), args.json, sys.stdout)
-            if not tty:
-                print()
-            sys.stdout.flush()
+            status = q.status()
+            n = status["ntasks"]
+            now = time.monotonic()
+            seen.append((now, n["Succeeded"] + n["Failed"] + n["Killed"]))
+            while len(seen) > 2 and now - seen[1][0] >= 30:
+                seen.pop(0)
+            left = n["Pending"] + n["Running"] + n["Waiting"] - status["blocked"]
+            rate = (seen[-1][1] - seen[0][1]) / (now - seen[0][0]) if now > seen[0][0] else None
+            when = time.strftime("%H:%M:%S", time.localtime())
+            if args.json:
+                print(json.dumps({**status, "left": left, "rate": rate, "time": when}),
+                      flush=True)  # fmt: skip
+            else:
+                if tty:
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                print_status(status, False, sys.stdout)
+                eta = f"ETA {_dur(left / rate)}" if rate and left else ""
+                pace = "-" if rate is None else f"{rate:,.1f} tasks/s"
+                print(f"  {when}  {pace}  {left:,} left  {eta}".rstrip())
+                if not tty:
+                    print()
+                sys.stdout.flush()
+            if not left:
+                return 0  # done: nothing is left to run
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0

@@ -40,9 +40,17 @@ def register(commands: Commands) -> None:
     p = commands.queue_command("tasks", cmd_tasks)
     p.add_argument("--state", type=_state, metavar="STATE", help=", ".join(STATE_NAMES))
     p.add_argument("--exitcode", type=int, metavar="N", help="only tasks that exited with N")
-    p.add_argument("--limit", type=count, metavar="N", help="show at most N tasks")
+    p.add_argument(
+        "--limit",
+        type=count,
+        metavar="N",
+        help=f"show at most N tasks (default {TASKS_SHOWN:,} in a table; --json: all)",
+    )
+    p.add_argument("--all", action="store_true", help="show every task")
     p.add_argument("--id", type=positive_int, metavar="ID", help="only this task")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = commands.queue_command("trace", cmd_trace)
+    p.add_argument("file", metavar="FILE", help="the trace to write (JSON)")
     p = commands.queue_command("log", cmd_log)
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--tail", type=count, metavar="N", help="only the last N lines")
@@ -82,12 +90,40 @@ def cmd_require(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from ..trace import write_trace
+
+    q = connect(args.queue)
+    n = write_trace(q, args.file)
+    print(f"wrote {n:,} attempts of {q.name} to {args.file} (open it in https://ui.perfetto.dev)")
+    return 0
+
+
+#: The tasks ``qdo tasks`` shows in a table unless told (``--limit``, ``--all``).
+TASKS_SHOWN = 1000
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     tasks: Iterator[Any] = q.iter_tasks(state=args.state, id=args.id, history=args.verbose,
                                         exitcode=args.exitcode)  # fmt: skip
-    if args.limit is not None:
-        tasks = itertools.islice(tasks, args.limit)
+    limit = args.limit
+    if limit is None and not args.all and not args.json:
+        limit = TASKS_SHOWN
+    if limit is not None:
+        tasks = itertools.islice(tasks, limit + 1)  # (one more: to say there are more)
+    shown = [0]
+    more = [False]
+
+    def counted(it: Iterator[Any]) -> Iterator[Any]:
+        for t in it:
+            if limit is not None and shown[0] == limit:
+                more[0] = True
+                return
+            shown[0] += 1
+            yield t
+
+    tasks = counted(tasks)
     if args.json:
         for t in tasks:
             print(json.dumps(t.to_dict()))
@@ -110,12 +146,17 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         rows = ([t.id, t.state.value, t.priority, _payload(t.task)] for t in tasks)
         right = [0, 2]
     empty = True
-    for i, line in enumerate(display.table(headers, rows, right=right)):
+    # ids grow down the table: the widest is the last one's, past the rows sampled
+    least = {0: len(str(q.store.last_id(q.name)))} if limit is None or limit > TASKS_SHOWN else {}
+    lines = display.table(headers, rows, right=right, sample=TASKS_SHOWN, least=least)
+    for i, line in enumerate(lines):
         empty = i == 0
         print(line)
     if empty:
         which = f" in state {args.state}" if args.state else ""
         print(f"(no tasks{which})")
+    elif more[0]:
+        print(f"(the first {shown[0]:,}; --limit N for more, --all for every task)")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -177,6 +178,20 @@ def cmd_do(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bar_line(done: int, total: int, text: str, columns: int) -> str:
+    """A bar and ``text`` in fewer than ``columns`` characters (a line that fills the
+    terminal would wrap, and the bar would scroll): the bar shrinks first (down to 10),
+    then the text loses its parenthesis, then its end."""
+    room = columns - 1
+    short = text.split("  (")[0]
+    for words in (text, short):
+        width = min(24, room - len(words) - 3)
+        if width >= 10:
+            filled = int(width * done / total) if total else width
+            return f"[{'#' * filled}{'-' * (width - filled)}] {words}"
+    return short[:room]
+
+
 class _Progress:
     """A live bar on a terminal; a plain line every 10 s otherwise."""
 
@@ -190,6 +205,12 @@ class _Progress:
         self.counted = 0.0
         self.shown = False
         self.told_stop = False
+
+    def _columns(self) -> int:
+        try:
+            return os.get_terminal_size(self.out.fileno()).columns or 80
+        except (OSError, ValueError):
+            return 80
 
     def __call__(self, s: Any) -> None:
         if s.stopped_by and not self.told_stop:
@@ -215,9 +236,7 @@ class _Progress:
         text = (f"{done:,}/{total:,} done  {rate:,.1f}/s here  {eta}  "
                 f"({s.held} held, {failed} failed here)")  # fmt: skip
         if self.tty:
-            width = 24
-            filled = int(width * done / total) if total else width
-            self.out.write(f"\r[{'#' * filled}{'-' * (width - filled)}] {text}\x1b[K")
+            self.out.write(f"\r{_bar_line(done, total, text, self._columns())}\x1b[K")
             self.shown = True
         else:
             self.out.write(f"qdo do {self.queue.name}: {text}\n")

@@ -91,6 +91,9 @@ class Outcome:
     value: bytes | None = None
     cpu: float | None = None  # CPU seconds it used (user + system), where measured
     rss: int | None = None  # its peak resident memory, bytes, where measured
+    #: when it really ended (epoch), if known: else when the report arrives (reports
+    #: are batched: up to a fraction of a second later)
+    ended: float | None = None
 
 
 class NewCall(NamedTuple):
@@ -395,6 +398,10 @@ class Store(ABC):
     @abstractmethod
     def jobs(self, queue: str) -> list[Job]:
         """The batch jobs launched for ``queue``, oldest first."""
+
+    @abstractmethod
+    def last_id(self, queue: str) -> int:
+        """The highest task id of ``queue`` (0 if it has none)."""
 
     @abstractmethod
     def stats(self, queue: str) -> Stats:

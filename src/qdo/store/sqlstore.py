@@ -283,7 +283,8 @@ class SQLStore(Store):
             # (a state's text as ``_value_``: the ``value`` property costs a call, and this
             # runs for every task reported)
             rows = tx.rows("finish", worker=worker, ids=list(by_id), o=[
-                (o.task_id, o.token, o.state._value_, o.exitcode, o.message, o.log, o.started)
+                (o.task_id, o.token, o.state._value_, o.exitcode, o.message, o.log, o.started,
+                 o.ended)
                 for o in outcomes])  # fmt: skip
             history = []
             succeeded = []
@@ -502,6 +503,11 @@ class SQLStore(Store):
                      jobid=jobid, profile=profile, workers=workers)  # fmt: skip
 
         self._run(verb)
+
+    def last_id(self, queue: str) -> int:
+        return self._run(lambda tx: int(tx.one("last_id",
+                                               queue_id=self._queue(tx, queue)["id"])["last"]),
+                         write=False)  # fmt: skip
 
     def stats(self, queue: str) -> Stats:
         def verb(tx: Tx) -> Stats:

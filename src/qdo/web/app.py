@@ -305,7 +305,8 @@ def make_app(token: str) -> Starlette:
             eta = {"seconds": left / now_rate,
                    "low": left / max(spread), "high": left / min(spread)}  # fmt: skip
         agents = q.store.agents(q.name)
-        started = sum(1 for t in q.store.tasks(q.name, State.RUNNING, limit=PAGE) if t.started)
+        running = q.store.tasks(q.name, State.RUNNING, limit=PAGE)  # (an index range)
+        started = sum(1 for t in running if t.started)
         return _json({
             **status, "user": q.store.user, "left": left, "rate": now_rate, "eta": eta,
             "chart": [[round(t, 3), s, e] for t, s, e in points],
@@ -317,7 +318,7 @@ def make_app(token: str) -> Starlette:
             "groups": [{"group": g.id, "count": g.count, "signature": g.signature,
                         "examples": g.ids[:5], "lines": g.lines}
                        for g in groups_of(q)[:20]],
-            "tasks": [_task(t) for t in q.store.tasks(q.name, limit=50)],
+            "running": [_task(t) for t in running if t.started][:20],
         })  # fmt: skip
 
     def retry_group(request: Request) -> Response:

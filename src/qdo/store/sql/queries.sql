@@ -150,12 +150,13 @@ SET state = CASE WHEN o.outcome = 'Failed' AND t.failures < coalesce(t.max_retri
     failures = t.failures + CASE WHEN o.outcome = 'Failed' THEN 1 ELSE 0 END,
     exitcode = CASE WHEN o.outcome = 'Pending' THEN t.exitcode ELSE o.code END,
     message = o.note,
-    finished = CASE WHEN o.outcome = 'Pending' THEN t.finished ELSE {now} END,
+    finished = CASE WHEN o.outcome = 'Pending' THEN t.finished
+                    ELSE coalesce(o.ended, {now}) END,
     started = coalesce(o.began, t.started),
     log = coalesce(o.output, t.log),
     lease_expires = NULL, lease_token = NULL
 FROM {rows o (task_id bigint, token bigint, outcome text, code integer, note text,
-              output text, began double precision)}
+              output text, began double precision, ended double precision)}
 WHERE t.id = o.task_id AND t.lease_token = o.token AND t.worker = :worker
   AND t.state = 'Running'
   AND t.id {among ids bigint}
@@ -265,6 +266,9 @@ SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attem
 FROM tasks WHERE queue_id = :queue_id AND id > :after
   AND (CAST(:exitcode AS integer) IS NULL OR exitcode = :exitcode)
 ORDER BY id LIMIT :limit;
+
+-- name: last_id
+SELECT coalesce(max(id), 0) AS last FROM tasks WHERE queue_id = :queue_id;
 
 -- name: tasks_in_state
 -- (as tasks, with the state known: the index then walks that state's range alone)
