@@ -265,8 +265,9 @@ class Queue:
     # -- reading --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """``{'name', 'state', 'ntasks': {state: n}, 'blocked': n, 'max_retries': n,
-        'max_lost': n}``; ``blocked`` counts Waiting tasks that wait on a Failed, Killed
-        or deleted requirement.  Tasks whose lease expired are put back first."""
+        'max_lost': n, 'claimed': n}``; ``blocked`` counts Waiting tasks that wait on a
+        Failed, Killed or deleted requirement; ``claimed`` the Running ones that an agent
+        holds ahead and has not started.  Tasks whose lease expired are put back first."""
         self.store.requeue_expired(self.name)
         info = self.store.get_queue(self.name)
         counts = self.store.counts(self.name)
@@ -274,6 +275,7 @@ class Queue:
             **_status(self.name, info.state, counts.by_state, counts.blocked),
             "max_retries": info.max_retries,
             "max_lost": info.max_lost,
+            "claimed": counts.claimed,
         }
 
     def summary(self) -> dict[str, Any]:

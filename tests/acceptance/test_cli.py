@@ -175,6 +175,7 @@ def test_seed_flow(qdo_dir: Path, tmp_path: Path) -> None:
     assert re.search(r"^\s+Pending\s+4$", text, re.M)
     assert status("Q") == {
         "name": "Q", "state": "Active", "blocked": 0, "max_retries": 0, "max_lost": 3,
+        "claimed": 0,
         "ntasks": {"Waiting": 0, "Pending": 4, "Running": 0, "Succeeded": 0, "Failed": 0,
                    "Killed": 0},
     }  # fmt: skip

@@ -103,3 +103,18 @@ def test_trace_lays_each_agents_attempts_on_its_slots(tmp_path: Path) -> None:
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
     names = [e["args"]["name"] for e in events if e["ph"] == "M"]
     assert any(n.startswith("agent ") for n in names) and "slot 0" in names
+
+
+def test_status_shows_claimed_tasks_apart_from_those_running() -> None:
+    q = qdo.create("Claims")
+    q.add_multiple(["true"] * 3)
+    # an agent's claim ahead (reserved: not started), and one task really started
+    reserved = q.store.claim("Claims", "agent:1", 2, lease=60, reserve=True)
+    q.store.claim("Claims", "agent:1", 1, lease=60)
+    assert len(reserved) == 2
+    status = json.loads(run_qdo("status", "Claims", "--json", check=True).stdout)
+    assert status["ntasks"]["Running"] == 3 and status["claimed"] == 2
+    text = run_qdo("status", "Claims", check=True).stdout
+    assert re.search(
+        r"^\s+Running\s+1   \(and 2 claimed ahead by agents, not started\)$", text, re.M
+    ), text

@@ -150,8 +150,13 @@ def print_status(status: dict[str, Any], as_json: bool, out: TextIO) -> None:
     percent = f"{100 * done / total:.1f}% done" if total else "empty"
     print(f"{status['name']}  {status['state']}  {total:,} tasks, {percent}", file=out)
     width = max(len(f"{total:,}"), 1)
+    claimed = status.get("claimed", 0)
     for state in STATE_NAMES:
         note = ""
+        n = counts[state]
         if state == "Waiting" and status["blocked"]:
             note = f"   ({status['blocked']:,} blocked by a failed or missing requirement)"
-        print(f"  {state:<10} {counts[state]:>{width},}{note}", file=out)
+        if state == "Running" and claimed:  # only those that started: the others apart
+            n -= claimed
+            note = f"   (and {claimed:,} claimed ahead by agents, not started)"
+        print(f"  {state:<10} {n:>{width},}{note}", file=out)

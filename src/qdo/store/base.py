@@ -196,6 +196,8 @@ class Counts:
 
     by_state: dict[State, int]
     blocked: int = 0  # Waiting on a requirement that Failed, was Killed, or was deleted
+    #: Running, but claimed ahead by an agent and not started yet (one queue's counts)
+    claimed: int = 0
 
     def by_state_names(self) -> dict[str, int]:
         return {state.value: n for state, n in self.by_state.items()}

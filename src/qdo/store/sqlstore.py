@@ -380,7 +380,11 @@ class SQLStore(Store):
         def verb(tx: Tx) -> Counts:
             queue_id = self._queue(tx, queue)["id"]
             rows = tx.rows("counts", queue_id=queue_id)
-            return counts_by_queue([queue_id], rows, lambda i: self._blocked(tx, i))[queue_id]
+            counts = counts_by_queue([queue_id], rows, lambda i: self._blocked(tx, i))[queue_id]
+            if counts.by_state[State.RUNNING]:
+                claimed = int(tx.one("claimed", queue_id=queue_id)["n"])
+                return Counts(counts.by_state, counts.blocked, claimed)
+            return counts
 
         return self._run(verb, write=False)
 

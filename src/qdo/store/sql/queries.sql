@@ -252,6 +252,11 @@ WHERE CAST(:owner AS text) IS NULL
    OR queue_id IN (SELECT id FROM queues WHERE owner = :owner)
 GROUP BY queue_id, state;
 
+-- name: claimed
+-- Running tasks that their holder has claimed ahead but not started yet.
+SELECT count(*) AS n FROM tasks
+WHERE queue_id = :queue_id AND state = 'Running' AND started IS NULL;
+
 -- name: blocked
 -- Waiting tasks of the queue stuck on a requirement that cannot succeed.
 SELECT count(*) AS n FROM tasks t
