@@ -53,7 +53,14 @@ def test_every_json_output_matches_its_schema(tmp_path: Path) -> None:
     assert len(groups) == 1
     check("why", groups)
     check("wait", out("wait", "J", "--json", "--timeout", "0.1", code=124))
-    check("jobs", out("jobs", "J", "--json"))
+    check("jobs", out("jobs", "J", "--json"))  # none launched
+    qdo.create("Launched").add("true")
+    run_qdo("launch", "Launched", "1", "--profile", "local", check=True)
+    deadline = time.monotonic() + 120
+    while (launched := out("jobs", "Launched", "--json"))[0]["state"] != "ENDED":
+        assert time.monotonic() < deadline, launched
+        time.sleep(0.1)
+    check("jobs", launched)
     agent = subprocess.Popen([sys.executable, "-m", "qdo", "do", "J", "--wait"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
