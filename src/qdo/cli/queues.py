@@ -205,7 +205,8 @@ def cmd_why(args: argparse.Namespace) -> int:
         print(f"no Failed or Killed tasks in {args.queue}")
         return 0
     total = sum(g.count for g in groups)
-    print(f"{total:,} Failed or Killed tasks of {args.queue} in {len(groups)} groups:")
+    kinds = f"{len(groups)} group" + ("s" if len(groups) != 1 else "")
+    print(f"{total:,} Failed or Killed tasks of {args.queue} in {kinds}:")
     for g in groups:
         more = f" (and {g.count - 5:,} more)" if g.count > 5 else ""
         tasks = f"{g.count:,} task" + ("s" if g.count != 1 else "")
@@ -329,6 +330,8 @@ def _plan(queue: str, left: int, p95: float | None, slots: int) -> dict[str, Any
 def _dur(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
     if seconds < 120:
         return f"{seconds:.3g} s"
     if seconds < 7200:
