@@ -15,6 +15,7 @@ import pytest
 
 import qdo
 from qdo.errors import InvalidInput
+from qdo.models import Task
 from qdo.runners import direct_argv
 from qdo.store.base import NewTask
 from tests.conftest import die_holding, run_qdo
@@ -433,19 +434,13 @@ def test_killed_agent_counts_only_what_it_had_started(tmp_path: Path) -> None:
     """Fair loss counting: a task the agent had claimed but not yet handed to a slot when
     it was SIGKILLed comes back without using one of its ``max_lost`` lives (here only
     one: a counted loss Kills it).  Before, every task it held was counted lost."""
-    ran = tmp_path / "ran"
-    q = qdo.create("Fair", max_lost=1)
-    q.add_multiple([f"echo $QDO_TASK_ID >> {ran}; sleep 0.01" for _ in range(2000)])
-    agent = qdo_do("Fair", "--workers", "2", "--lease", "1")
-    # short tasks: the agent's batch grows, so it holds a backlog beyond its slots
-    wait_until(lambda: ran.exists() and len(ran.read_text().split()) >= 200, what="tasks run")
-    agent.send_signal(signal.SIGKILL)
-    agent.communicate()
-    time.sleep(1.5)  # its leases run out
-    q.status()  # which collects them
-    held = [t for t in q.tasks(history=True) if t.attempts and t.state is not qdo.Task.SUCCEEDED]
-    counted = [t for t in held if t.lost]
-    spared = [t for t in held if not t.lost]
+    # (a few tries: the agent is killed when it is seen holding tasks it has not started,
+    # and on a busy machine it may start them all in between)
+    for attempt in range(5):
+        ran = tmp_path / f"ran{attempt}"
+        counted, spared = _kill_an_agent_with_a_backlog(f"Fair{attempt}", ran)
+        if spared:
+            break
     assert spared, "the agent held no task it had not started: nothing was tested"
     for t in spared:
         assert t.state is qdo.Task.PENDING and "before it started" in (t.message or "")
@@ -454,6 +449,23 @@ def test_killed_agent_counts_only_what_it_had_started(tmp_path: Path) -> None:
         assert t.state is qdo.Task.KILLED and t.history[-1].state == "Lost"
     ran_ids = {int(x) for x in ran.read_text().split()}
     assert not {t.id for t in spared} & ran_ids, "a task that ran was not counted"
+
+
+def _kill_an_agent_with_a_backlog(name: str, ran: Path) -> tuple[list[Task], list[Task]]:
+    """SIGKILL an agent of a new queue ``name`` once it holds tasks claimed ahead; the
+    tasks it held then, counted lost and spared."""
+    q = qdo.create(name, max_lost=1)
+    q.add_multiple([f"echo $QDO_TASK_ID >> {ran}; sleep 0.01" for _ in range(2000)])
+    agent = qdo_do(name, "--workers", "2", "--lease", "1")
+    # short tasks: the agent's batch grows, so it holds a backlog beyond its slots
+    wait_until(lambda: ran.exists() and len(ran.read_text().split()) >= 200, what="tasks run")
+    wait_until(lambda: q.status()["claimed"] > 0, what="a backlog claimed ahead")
+    agent.send_signal(signal.SIGKILL)
+    agent.communicate()
+    time.sleep(1.5)  # its leases run out
+    q.status()  # which collects them
+    held = [t for t in q.tasks(history=True) if t.attempts and t.state is not qdo.Task.SUCCEEDED]
+    return [t for t in held if t.lost], [t for t in held if not t.lost]
 
 
 def test_a_shell_whose_command_the_stop_signal_killed_is_handed_back() -> None:
