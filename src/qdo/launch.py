@@ -33,6 +33,7 @@ from . import batch, config
 from .batch import BatchError, BatchSystem, JobStatus
 from .errors import ConfigError, InvalidInput, QdoError
 from .jobstate import ACTIVE, job_states
+from .queue import left_to_run
 
 __all__ = ["ACTIVE", "KINDS", "BatchError", "LaunchOptions", "Profile", "auto", "cancel_jobs",
            "find_profile", "job_states", "job_statuses", "launch", "render",
@@ -286,7 +287,7 @@ def auto(queue: Queue, opts: LaunchOptions, maxjobs: int, poll: float = 5.0,
         while not stop["now"]:
             status = queue.status()
             n = status["ntasks"]
-            left = n["Pending"] + n["Running"] + n["Waiting"] - status["blocked"]
+            left = left_to_run(status)
             if left <= 0:
                 say(f"queue {queue.name}: nothing left to run; launched {len(launched)} jobs")
                 break

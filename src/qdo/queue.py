@@ -437,6 +437,13 @@ class Queue:
         return self.store.delete_queue(self.name)
 
 
+def left_to_run(status: dict[str, Any]) -> int:
+    """How many tasks of a queue's ``status()`` may still run: Pending, Running, and
+    Waiting but for those blocked by a requirement that cannot succeed."""
+    n = status["ntasks"]
+    return int(n["Pending"] + n["Running"] + n["Waiting"] - status["blocked"])
+
+
 def _status(
     name: str, state: QueueState, by_state: dict[State, int], blocked: int
 ) -> dict[str, Any]:

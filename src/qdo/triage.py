@@ -83,7 +83,7 @@ def failure_groups(q: Queue) -> list[Group]:
     read = 0
     for state in (State.FAILED, State.KILLED):
         for task in q.iter_tasks(state=state):
-            tail: list[str] = []
+            tail: list[str] | None = None  # (None: its log not read yet)
             if (
                 read < READ_LOGS
                 and task.log
@@ -91,11 +91,11 @@ def failure_groups(q: Queue) -> list[Group]:
             ):
                 tail = log_tail(task.log)
                 read += 1
-            sig = signature(task, tail)
+            sig = signature(task, tail or [])
             group = groups.get(sig)
             if group is None:
                 gid = hashlib.sha1(sig.encode()).hexdigest()[:8]
                 group = groups[sig] = Group(gid, sig, state.value, task.exitcode)
-                group.lines = tail or log_tail(task.log)
+                group.lines = log_tail(task.log) if tail is None else tail
             group.ids.append(task.id)
     return sorted(groups.values(), key=lambda g: (-g.count, g.signature))

@@ -14,6 +14,7 @@ from .. import display
 from ..api import connect, create, qlist
 from ..errors import InvalidInput
 from ..models import State
+from ..queue import left_to_run
 from .common import (
     STATE_NAMES,
     Commands,
@@ -139,7 +140,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             seen.append((now, n["Succeeded"] + n["Failed"] + n["Killed"]))
             while len(seen) > 2 and now - seen[1][0] >= 30:
                 seen.pop(0)
-            left = n["Pending"] + n["Running"] + n["Waiting"] - status["blocked"]
+            left = left_to_run(status)
             rate = (seen[-1][1] - seen[0][1]) / (now - seen[0][0]) if now > seen[0][0] else None
             when = time.strftime("%H:%M:%S", time.localtime())
             if args.json:
@@ -249,7 +250,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     while True:
         status = q.status()
         n = status["ntasks"]
-        left = n["Pending"] + n["Running"] + n["Waiting"] - status["blocked"]
+        left = left_to_run(status)
         if not left or (end is not None and time.monotonic() >= end):
             break
         time.sleep(

@@ -50,6 +50,7 @@ from starlette.routing import Route
 from .. import api, triage
 from ..errors import InvalidInput, NotAllowed, QdoError, QueueExists, UnknownQueue, UnknownTask
 from ..models import State, Task
+from ..queue import left_to_run
 
 #: The longest page of tasks one request returns.
 PAGE = 1000
@@ -297,7 +298,7 @@ def make_app(token: str) -> Starlette:
         n = status["ntasks"]
         ended = n["Succeeded"] + n["Failed"] + n["Killed"]
         points = rates.add((q.store.user, q.name), n["Succeeded"], ended)
-        left = n["Pending"] + n["Waiting"] + n["Running"] - status["blocked"]
+        left = left_to_run(status)
         now_rate = _rate(points, 30)
         spread = [r for r in (_rate(points, s) for s in (10, 30, 120, 600)) if r]
         eta = None
