@@ -9,7 +9,7 @@ import pytest
 
 from qdo.errors import DependencyCycle, QueueExists, TaskNotEditable, UnknownQueue, UnknownTask
 from qdo.models import QueueState, State
-from qdo.store.base import Begun, NewTask, Outcome, Store
+from qdo.store.base import Begun, NewCall, NewTask, Outcome, Store
 
 pytestmark = pytest.mark.backends
 
@@ -412,3 +412,89 @@ def test_concurrent_claims_in_threads_never_overlap(store: Store, q: str) -> Non
     everything = [i for ids in got for i in ids]
     assert len(everything) == len(set(everything)) == 2000
     assert store.counts(q).by_state[State.SUCCEEDED] == 2000
+
+
+def _by_state_of_tasks(store: Store, queue: str) -> dict[State, int]:
+    """The counts by state that the tasks themselves give (one row each)."""
+    out = dict.fromkeys(State, 0)
+    for t in store.tasks(queue):
+        out[t.state] += 1
+    return out
+
+
+def test_kept_counts_follow_every_kind_of_change(store: Store, q: str) -> None:
+    store.create_queue("other")
+    (up,) = add(store, "other", "up")
+    first = add(store, q, *[f"t{i}" for i in range(8)])
+    add(store, q, "w1", "w2", requires=[up])  # Waiting, on another queue's task
+    seen = []
+
+    def look() -> None:
+        for name in (q, "other"):
+            assert store.counts(name).by_state == _by_state_of_tasks(store, name)
+        seen.append(store.counts(q).by_state)
+
+    look()
+    held = store.claim(q, "w", 4, lease=0.01)
+    look()
+    finish(store, "w", held[:1], State.FAILED)
+    finish(store, "w", held[1:2], State.SUCCEEDED)
+    look()
+    time.sleep(0.05)
+    store.requeue_expired(q)  # the other two come back
+    look()
+    (u,) = store.claim("other", "w", 1, lease=60)
+    finish(store, "w", [u])  # releases w1, w2
+    look()
+    store.set_state(q, first[7], State.KILLED, None, "by hand", "me")
+    store.retry(q)
+    look()
+    store.rerun(q)
+    look()
+    store.delete_queue("other")
+    assert store.counts(q).by_state == _by_state_of_tasks(store, q)
+    store.create_queue("calls")
+    store.make_call_queue("calls")
+    store.submit_calls("calls", [NewCall(str(i), f"f({i})", b"x") for i in range(3)])
+    store.claim("calls", "w", 1, lease=60, calls=True)
+    assert store.counts("calls").by_state == _by_state_of_tasks(store, "calls")
+    store.forget_calls("calls")  # deletes its tasks
+    assert sum(store.counts("calls").by_state.values()) == 0
+    assert len({tuple(s.values()) for s in seen}) > 3  # the counts did move
+    assert store.check() == []
+
+
+def test_a_count_that_is_off_is_found_and_repaired(store: Store, q: str) -> None:
+    add(store, q, "a", "b", "c")
+    store.claim(q, "w", 1, lease=60)
+    assert store.check() == []
+    _set_kept_count(store, q, State.PENDING, 7)
+    assert store.counts(q).by_state[State.PENDING] == 7
+    problems = store.check()
+    assert len(problems) == 1 and "2 Pending tasks, counted as 7" in problems[0], problems
+    store.repair_counts()
+    assert store.check() == []
+    assert store.counts(q).by_state == _by_state_of_tasks(store, q)
+
+
+def _set_kept_count(store: Store, queue: str, state: State, n: int) -> None:
+    """Spoil a queue's kept count the way a bug would: behind the store's back."""
+    queue_id = store.get_queue(queue).id
+    if store.location.endswith(".sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(store.location) as conn:
+            conn.execute("UPDATE queue_counts SET n = ? WHERE queue_id = ? AND state = ?",
+                         (n, queue_id, state.value))  # fmt: skip
+        return
+    import os
+
+    import psycopg
+
+    from tests.conftest import postgres_or_skip
+
+    with psycopg.connect(postgres_or_skip(), autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {os.environ['QDO_DB_SCHEMA']}")
+        conn.execute("SELECT qdo_fold_counts(%s)", (queue_id,))
+        conn.execute("UPDATE queue_counts SET n = %s WHERE queue_id = %s AND state = %s",
+                     (n, queue_id, state.value))  # fmt: skip

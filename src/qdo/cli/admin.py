@@ -1,8 +1,10 @@
-"""Settings and who may use what: config, share, admin init-db."""
+"""Settings, the database's health and who may use what: config, serve, fsck, share,
+admin init-db."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +24,11 @@ def register(commands: Commands) -> None:
     p.add_argument("--token-file", metavar="FILE",
                    help="read the token from FILE; if it is missing, write a new one there "
                         "(mode 0600)")  # fmt: skip
+    p = commands.command("fsck", cmd_fsck)
+    p.add_argument("--repair", action="store_true",
+                   help="count every queue's tasks again and keep that (the database's "
+                        "owner; tasks wait meanwhile)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="the problems as a JSON list")
     p = commands.queue_command("share", cmd_share)
     p.add_argument("--with", dest="role", metavar="ROLE", help="the role to share with")
     how = p.add_mutually_exclusive_group()
@@ -76,6 +83,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f.write(token + "\n")
     serve(args.host, args.port, token, say=lambda line: print(line, flush=True))
     return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from ..store.factory import open_store
+
+    store = open_store(config.load())
+    try:
+        problems = store.check()
+        if problems and args.repair:
+            store.repair_counts()
+            left = store.check()
+            for p in problems:
+                print(f"{'left' if p in left else 'repaired'}: {p}", file=sys.stderr)
+            problems = left
+        if args.json:
+            print(json.dumps(problems))
+        elif not args.repair:
+            for p in problems:
+                print(p)
+        if not args.json:
+            print(f"{store.location}: {len(problems) or 'no'} problem"
+                  f"{'' if len(problems) == 1 else 's'}", file=sys.stderr)  # fmt: skip
+        return 1 if problems else 0
+    finally:
+        store.close()
 
 
 def cmd_config(args: argparse.Namespace) -> int:

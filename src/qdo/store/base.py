@@ -542,7 +542,13 @@ class Store(ABC):
     # -- housekeeping --------------------------------------------------------------------
     @abstractmethod
     def check(self) -> list[str]:
-        """Problems the database finds in itself (empty when healthy)."""
+        """Problems the database finds in itself (empty when healthy), among them a
+        queue's count of tasks in a state that differs from the count kept for it."""
+
+    @abstractmethod
+    def repair_counts(self) -> None:
+        """Count every queue's tasks by state again, and keep that (the database's
+        owner; nothing changes a task meanwhile)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -188,6 +188,7 @@ class SQLStore(Store):
 
         tx.insert("tasks", NEW_TASK_COLUMNS, rows())
         tx.count("used_ids", last=next_id - 1)
+        tx.count("counts_add", queue_id=queue_id, state=_PENDING, n=next_id - first)
         if requires:
             self._check_exist(tx, {r for _, r in requires}, before=first)
             tx.insert("requires", ("task_id", "req_id"), sorted(set(requires)))
@@ -732,12 +733,15 @@ class SQLStore(Store):
             high = 0
             requires: list[tuple[int, int]] = []
             attempts: list[tuple[Any, ...]] = []
+            states: dict[str, int] = {}
+            at_state = TASK_COLUMNS.index("state")
 
             def tasks() -> Iterator[tuple[Any, ...]]:
                 nonlocal high
                 for kind, r in records:
                     if kind == "task":
                         high = max(high, r[0] + offset)
+                        states[r[at_state]] = states.get(r[at_state], 0) + 1
                         yield (r[0] + offset, queue_id, *r[1:])
                     elif kind == "requires":
                         requires.append((r[0] + offset, r[1] + offset if r[2] else r[1]))
@@ -745,6 +749,8 @@ class SQLStore(Store):
                         attempts.append((r[0] + offset, *r[1:]))
 
             tx.insert("tasks", ("id", "queue_id", *TASK_COLUMNS[1:]), tasks())
+            for state, n in sorted(states.items()):
+                tx.count("counts_add", queue_id=queue_id, state=state, n=n)
             if requires:
                 tx.insert("requires", ("task_id", "req_id"), requires)
             if attempts:
@@ -757,7 +763,17 @@ class SQLStore(Store):
 
     # -- housekeeping ---------------------------------------------------------------------
     def check(self) -> list[str]:
-        return self._run(self.d.check, write=False)
+        def verb(tx: Tx) -> list[str]:
+            names = {r["id"]: f"{r['owner']}/{r['name']}"
+                     for r in tx.rows("queue_list", owner=None)}  # fmt: skip
+            return self.d.check(tx) + [
+                f"queue {names.get(r['queue_id'], r['queue_id'])}: {r['counted']} {r['state']} "
+                f"tasks, counted as {r['kept']}" for r in tx.rows("counts_recount")]  # fmt: skip
+
+        return self._run(verb, write=False)
+
+    def repair_counts(self) -> None:
+        self._run(lambda tx: tx.count("counts_repair"), repeat=Repeat.SAFE)
 
 
 def _results(rows: list[Row]) -> list[CallResult]:

@@ -97,9 +97,10 @@ INSERT INTO qdo_schema (one, application, version) VALUES (1, 'qdo', 3);
 -- id, queue or payload, a queue's owner, name or channel, or last_task_id (only through
 -- qdo_lock_ids/qdo_used_ids).
 GRANT USAGE ON SCHEMA {schema} TO {group};
-GRANT SELECT ON qdo_schema, unmet_requires TO {group};
+GRANT SELECT ON qdo_schema, unmet_requires, queue_counts TO {group};
 GRANT SELECT, INSERT, DELETE ON queues, tasks, requires, attempts, jobs, shares, calls, results,
     agents TO {group};
+GRANT SELECT, INSERT ON queue_count_changes TO {group};
 GRANT UPDATE (state, max_retries, max_lost, kind) ON queues TO {group};
 GRANT UPDATE (state, priority, exitcode, message, attempts, started, finished, worker, jobid,
               log, lease_expires, lease_token, timeout, max_retries, failures, lost)
@@ -109,4 +110,5 @@ GRANT UPDATE (state, worker, jobid, started, finished, exitcode, message, cpu, r
 GRANT UPDATE (mode) ON shares TO {group};
 GRANT UPDATE (slots, hand, jobid, seen) ON agents TO {group};
 GRANT USAGE ON SEQUENCE queues_id_seq TO {group};
-GRANT EXECUTE ON FUNCTION qdo_lock_ids(), qdo_used_ids() TO {group};
+GRANT EXECUTE ON FUNCTION qdo_lock_ids(), qdo_used_ids(), qdo_fold_counts(bigint),
+    qdo_count_added(bigint, text, bigint) TO {group};
