@@ -24,6 +24,7 @@ from .errors import (
     TaskNotEditable,
     UnknownTask,
 )
+from .failures import failure_tail
 from .heartbeat import heartbeat
 from .models import (
     FINAL_STATES,
@@ -206,7 +207,15 @@ class Queue:
                 f"task {task.id} was reported already ({task.state.value}) by this client: "
                 "a task is reported once (q.set_task_state changes it by hand)"
             )
-        outcome = Outcome(task.id, task._token, state, exitcode, message, log)
+        outcome = Outcome(
+            task.id,
+            task._token,
+            state,
+            exitcode,
+            message,
+            log,
+            tail=failure_tail(state, message, log),
+        )
         worker = task.worker or worker_id()
         refused = self.store.finish(worker, [outcome])
         # reported or refused, this client holds it no more (if the database could not

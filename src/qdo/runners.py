@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 
 from .calls import encode_error, encode_result, run_items
 from .errors import InvalidInput
+from .failures import failure_tail
 from .models import State, Task
 from .reaper import Reaper
 from .runtime import pid_alive
@@ -67,7 +68,8 @@ class Result:
         # (it ended its run time after it started: not when the batched report arrives)
         ended = None if self.started is None else self.started + self.seconds
         return Outcome(self.task.id, token, self.state, self.exitcode, self.message, self.log,
-                       self.started, self.value, self.cpu, self.rss, ended)  # fmt: skip
+                       self.started, self.value, self.cpu, self.rss, ended,
+                       failure_tail(self.state, self.message, self.log))  # fmt: skip
 
     @classmethod
     def given_back(cls, task: Task, why: str) -> Result:

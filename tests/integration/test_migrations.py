@@ -156,3 +156,50 @@ def test_postgres_is_migrated_like_a_fresh_database(version: int) -> None:
     finally:
         drop_schema(url, old)
         drop_schema(url, fresh)
+
+
+def _failed_task(conn: Any) -> None:
+    """A task that failed before version 10: counted, and grouped, once migrated."""
+    conn.execute("INSERT INTO tasks (id, queue_id, payload, state, created, exitcode, message, "
+                 "finished) SELECT 9, id, 'false', 'Failed', 0, 1, 'exit code 1', 0 "
+                 "FROM queues")  # fmt: skip
+    conn.execute("UPDATE qdo_schema SET last_task_id = 9")
+
+
+def _counted_and_grouped(store: Store) -> None:
+    assert store.check() == []
+    counts = store.counts("q").by_state
+    assert (counts[State.PENDING], counts[State.FAILED]) == (1, 1)
+    (group,) = store.failure_groups("q")
+    assert (group.signature, group.count, group.examples) == ("Failed exit 1: exit code 1", 1, [9])
+
+
+def test_sqlite_counts_and_groups_what_was_there_before(tmp_path: Path) -> None:
+    from qdo.store.sqlite import SQLiteStore
+
+    old = tmp_path / "old.sqlite"
+    sqlite_at(old, 9)
+    with sqlite3.connect(old) as db:
+        _failed_task(db)
+    store = SQLiteStore(old, user="me")
+    _counted_and_grouped(store)
+    store.close()
+
+
+def test_postgres_counts_and_groups_what_was_there_before() -> None:
+    import psycopg
+
+    from qdo.store.postgres import PostgresStore
+
+    url = postgres_or_skip()
+    old = f"t_old_{os.urandom(4).hex()}"
+    try:
+        pg_at(url, old, 9)
+        with psycopg.connect(url) as conn:
+            conn.execute(f'SET search_path TO "{old}", pg_catalog')
+            _failed_task(conn)
+        store = PostgresStore(url, schema=old, user="me")
+        _counted_and_grouped(store)
+        store.close()
+    finally:
+        drop_schema(url, old)

@@ -498,3 +498,47 @@ def _set_kept_count(store: Store, queue: str, state: State, n: int) -> None:
         conn.execute("SELECT qdo_fold_counts(%s)", (queue_id,))
         conn.execute("UPDATE queue_counts SET n = %s WHERE queue_id = %s AND state = %s",
                      (n, queue_id, state.value))  # fmt: skip
+
+
+def test_failures_are_grouped_by_signature_in_the_store(store: Store, q: str) -> None:
+    ids = add(store, q, *[f"t{i}" for i in range(7)])
+    held = store.claim(q, "w", 7, lease=60)
+    store.finish("w", [
+        Outcome(t.id, t._token, State.FAILED, 1, f"ValueError: bad input {t.id}")
+        for t in held[:3]] + [
+        Outcome(t.id, t._token, State.FAILED, 1, "exit code 1", tail=f"no file x-{t.id}.fits")
+        for t in held[3:5]] + [Outcome(held[5].id, held[5]._token, State.SUCCEEDED)])  # fmt: skip
+    store.set_state(q, ids[6], State.KILLED, None, "cancelled", "me")
+    groups = store.failure_groups(q)
+    assert [(g.signature, g.state, g.exitcode, g.count, g.examples) for g in groups] == [
+        ("Failed exit 1: ValueError: bad input N", State.FAILED, 1, 3, ids[:3]),
+        ("Failed exit 1: no file x-N.fits", State.FAILED, 1, 2, ids[3:5]),
+        ("Killed exit -: cancelled", State.KILLED, None, 1, [ids[6]]),
+    ]  # fmt: skip
+    assert [g.examples for g in store.failure_groups(q, limit=1, examples=2)] == [ids[:2]]
+    assert store.retry(q, signatures=[groups[1].signature]) == 2
+    assert [g.count for g in store.failure_groups(q)] == [3, 1]
+    # a retried task that fails again the same way is back in its group
+    again = store.claim(q, "w", 5, lease=60)
+    assert sorted(t.id for t in again) == ids[3:5]
+    store.finish("w", [Outcome(t.id, t._token, State.FAILED, 1, "exit code 1", tail="other")
+                       for t in again])  # fmt: skip
+    assert [(g.signature, g.count) for g in store.failure_groups(q)][1] == (
+        "Failed exit 1: other", 2)  # fmt: skip
+    store.rerun(q)
+    assert store.failure_groups(q) == []
+
+
+def test_a_task_killed_for_its_lost_workers_has_the_signature_of_its_message(
+    store: Store, q: str
+) -> None:
+    from qdo.failures import signature
+
+    store.set_queue_options(q, max_lost=1)
+    (task_id,) = add(store, q, "t")
+    (t,) = store.claim(q, "w", 1, lease=60)
+    assert store.requeue_workers(q, ["w"]) == [task_id]
+    (killed,) = store.tasks(q, task_id=task_id)
+    assert killed.state is State.KILLED
+    (group,) = store.failure_groups(q)
+    assert group.signature == signature(State.KILLED, None, killed.message, None)

@@ -181,13 +181,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.group:
         from ..triage import failure_groups
 
-        groups = {g.id: g for g in failure_groups(q)}
+        groups = {g.id: g for g in failure_groups(q, limit=None, logs=False)}
         unknown = [g for g in args.group if g not in groups]
         if unknown:
             raise InvalidInput(f"no failure group {', '.join(unknown)} in {q.name} (qdo why "
                                f"{q.name} lists them)")  # fmt: skip
-        ids = [i for g in args.group for i in groups[g].ids]
-    n = q.retry(ids=ids)
+        n = q.store.retry(q.name, signatures=[groups[g].signature for g in args.group])
+    else:
+        n = q.retry(ids=ids)
     print(f"{n:,} Failed or Killed tasks of {args.queue} will run again")
     return 0
 
@@ -198,7 +199,7 @@ def cmd_why(args: argparse.Namespace) -> int:
     groups = failure_groups(connect(args.queue))
     if args.json:
         print(json.dumps([{"group": g.id, "count": g.count, "signature": g.signature,
-                           "state": g.state, "exitcode": g.exitcode, "examples": g.ids[:5],
+                           "state": g.state, "exitcode": g.exitcode, "examples": g.examples,
                            "lines": g.lines[-args.lines:] if args.lines else []}
                           for g in groups], indent=2))  # fmt: skip
         return 0
@@ -212,7 +213,7 @@ def cmd_why(args: argparse.Namespace) -> int:
         more = f" (and {g.count - 5:,} more)" if g.count > 5 else ""
         tasks = f"{g.count:,} task" + ("s" if g.count != 1 else "")
         print(f"\n{g.id}  {tasks}  {g.signature}")
-        print(f"    e.g. {', '.join(map(str, g.ids[:5]))}{more}")
+        print(f"    e.g. {', '.join(map(str, g.examples))}{more}")
         for line in g.lines[-args.lines :] if args.lines else []:
             print(f"    | {display.cell(line, 120)}")
     print(f"\nqdo retry {args.queue} --group G runs a group again; qdo log {args.queue} ID "

@@ -94,6 +94,9 @@ class Outcome:
     #: when it really ended (epoch), if known: else when the report arrives (reports
     #: are batched: up to a fraction of a second later)
     ended: float | None = None
+    #: the last line of its log, for a failure whose message says nothing more than its
+    #: exit code (qdo.failures.signature)
+    tail: str | None = None
 
 
 class NewCall(NamedTuple):
@@ -157,6 +160,18 @@ class Stats:
     longest: float | None
     cpu_efficiency: float | None
     rss_p95: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureGroup:
+    """Failed or Killed tasks of a queue that went wrong the same way (``signature``, see
+    qdo.failures): how many, and the first ids."""
+
+    signature: str
+    state: State
+    exitcode: int | None
+    count: int
+    examples: list[int]
 
 
 #: Seconds between an agent's heartbeats (``Store.agent_seen``).
@@ -380,10 +395,19 @@ class Store(ABC):
     def retry(
         self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
         priority: int | None = None, ids: Sequence[int] | None = None,
+        signatures: Sequence[str] | None = None,
     ) -> int:  # fmt: skip
         """Tasks in ``states`` (Failed and Killed) go back to Pending (Waiting if a
         requirement is no longer Succeeded) with fresh failure and loss budgets, and
-        ``priority`` if given; return how many.  ``ids``: only those of these tasks."""
+        ``priority`` if given; return how many.  ``ids``: only those of these tasks;
+        ``signatures``: only those of these failure groups."""
+
+    @abstractmethod
+    def failure_groups(
+        self, queue: str, limit: int | None = None, examples: int = 5
+    ) -> list[FailureGroup]:
+        """The Failed and Killed tasks of ``queue`` grouped by signature, the largest
+        groups first (``limit`` of them), each with its first ``examples`` ids."""
 
     @abstractmethod
     def rerun(self, queue: str) -> int:

@@ -20,6 +20,7 @@ from ..errors import (
     UnknownQueue,
     UnknownTask,
 )
+from ..failures import signature
 from ..models import Attempt, QueueInfo, QueueState, State, Task
 from .base import (
     AGENT_LIVE,
@@ -29,6 +30,7 @@ from .base import (
     Begun,
     CallResult,
     Counts,
+    FailureGroup,
     Item,
     Job,
     NewCall,
@@ -285,7 +287,7 @@ class SQLStore(Store):
             # runs for every task reported)
             rows = tx.rows("finish", worker=worker, ids=list(by_id), o=[
                 (o.task_id, o.token, o.state._value_, o.exitcode, o.message, o.log, o.started,
-                 o.ended)
+                 o.ended, _signature_of(o.state, o.exitcode, o.message, o.tail))
                 for o in outcomes])  # fmt: skip
             history = []
             succeeded = []
@@ -454,8 +456,10 @@ class SQLStore(Store):
                 raise UnknownTask([task_id], f"task of queue {queue!r}")
             now = tx.time()
             change = admin_change(row, state, exitcode, message, who, now)
+            failure = _signature_of(state, exitcode, change.message, None)
             new = tx.one("set_state", task_id=task_id, state=state.value, exitcode=exitcode,
-                         message=change.message, attempts=change.attempts, now=now)  # fmt: skip
+                         message=change.message, attempts=change.attempts, now=now,
+                         signature=failure)  # fmt: skip
             tx.count("attempt_insert", a=[(task_id, *change.history)])
             woke = [new["queue_id"]] if new["state"] == State.PENDING.value else []
             if state is State.SUCCEEDED:
@@ -472,14 +476,18 @@ class SQLStore(Store):
     def retry(
         self, queue: str, states: Sequence[State] = (State.FAILED, State.KILLED),
         priority: int | None = None, ids: Sequence[int] | None = None,
+        signatures: Sequence[str] | None = None,
     ) -> int:  # fmt: skip
-        if ids is not None and priority is not None:
+        if (ids is not None or signatures is not None) and priority is not None:
             raise InvalidInput("retry takes a priority for all its tasks, not for some ids")
 
         def verb(tx: Tx) -> int:
             queue_id = self._queue(tx, queue, change=True)["id"]
             wanted = [s.value for s in states]
-            if ids is None:
+            if signatures is not None:
+                n = tx.count("retry_groups", queue_id=queue_id, states=wanted,
+                             signatures=list(signatures))  # fmt: skip
+            elif ids is None:
                 n = tx.count("retry", queue_id=queue_id, priority=priority, states=wanted)
             else:
                 n = sum(tx.count("retry_ids", queue_id=queue_id, states=wanted,
@@ -489,6 +497,21 @@ class SQLStore(Store):
             return n
 
         return self._run(verb)
+
+    def failure_groups(
+        self, queue: str, limit: int | None = None, examples: int = 5
+    ) -> list[FailureGroup]:
+        def verb(tx: Tx) -> list[FailureGroup]:
+            queue_id = self._queue(tx, queue)["id"]
+            rows = tx.rows("failure_groups", queue_id=queue_id,
+                           limit=NO_LIMIT if limit is None else limit)  # fmt: skip
+            return [FailureGroup(r["signature"], State(r["state"]), r["exitcode"], int(r["n"]),
+                                 [e["id"] for e in tx.rows("failure_examples", queue_id=queue_id,
+                                                           signature=r["signature"],
+                                                           limit=examples)])
+                    for r in rows]  # fmt: skip
+
+        return self._run(verb, write=False)
 
     def rerun(self, queue: str) -> int:
         def verb(tx: Tx) -> int:
@@ -734,21 +757,24 @@ class SQLStore(Store):
             requires: list[tuple[int, int]] = []
             attempts: list[tuple[Any, ...]] = []
             states: dict[str, int] = {}
-            at_state = TASK_COLUMNS.index("state")
+            at = {c: TASK_COLUMNS.index(c) for c in ("state", "exitcode", "message")}
 
             def tasks() -> Iterator[tuple[Any, ...]]:
                 nonlocal high
                 for kind, r in records:
                     if kind == "task":
                         high = max(high, r[0] + offset)
-                        states[r[at_state]] = states.get(r[at_state], 0) + 1
-                        yield (r[0] + offset, queue_id, *r[1:])
+                        state = r[at["state"]]
+                        states[state] = states.get(state, 0) + 1
+                        yield (r[0] + offset, queue_id, *r[1:],
+                               _signature_of(State(state), r[at["exitcode"]],
+                                             r[at["message"]], None))  # fmt: skip
                     elif kind == "requires":
                         requires.append((r[0] + offset, r[1] + offset if r[2] else r[1]))
                     elif kind == "attempt":
                         attempts.append((r[0] + offset, *r[1:]))
 
-            tx.insert("tasks", ("id", "queue_id", *TASK_COLUMNS[1:]), tasks())
+            tx.insert("tasks", ("id", "queue_id", *TASK_COLUMNS[1:], "signature"), tasks())
             for state, n in sorted(states.items()):
                 tx.count("counts_add", queue_id=queue_id, state=state, n=n)
             if requires:
@@ -774,6 +800,16 @@ class SQLStore(Store):
 
     def repair_counts(self) -> None:
         self._run(lambda tx: tx.count("counts_repair"), repeat=Repeat.SAFE)
+
+
+def _signature_of(
+    state: State, exitcode: int | None, message: str | None, tail: str | None
+) -> str | None:
+    """What a task in ``state`` keeps as its failure's signature: None unless Failed or
+    Killed."""
+    if state is State.FAILED or state is State.KILLED:
+        return signature(state, exitcode, message, tail)
+    return None
 
 
 def _results(rows: list[Row]) -> list[CallResult]:

@@ -58,8 +58,8 @@ PAGE = 1000
 HISTORY = 600.0
 #: Seconds between two samples of a queue's counts (a refresh in between reuses one).
 SAMPLE = 0.5
-#: Seconds a queue's failure groups are kept before they are read again.
-GROUPS_TTL = 5.0
+#: How many failure groups a queue's page shows (the largest).
+GROUPS = 20
 
 
 def new_token() -> str:
@@ -135,18 +135,10 @@ def _task(t: Task) -> dict[str, Any]:
 def make_app(token: str) -> Starlette:
     """The application, for ``token``."""
     rates = _Rates()
-    groups_cache: dict[tuple[str, str], tuple[float, list[triage.Group]]] = {}
 
     def queue(request: Request) -> api.Queue:
         user = request.path_params.get("user") or request.query_params.get("user") or None
         return api.connect(request.path_params["queue"], user=user)
-
-    def groups_of(q: api.Queue) -> list[triage.Group]:
-        key = (q.store.user, q.name)
-        cached = groups_cache.get(key)
-        if cached is None or time.monotonic() - cached[0] > GROUPS_TTL:
-            cached = groups_cache[key] = (time.monotonic(), triage.failure_groups(q))
-        return cached[1]
 
     def guarded(fn: Any) -> Any:
         def endpoint(request: Request) -> Response:
@@ -317,21 +309,19 @@ def make_app(token: str) -> Starlette:
             "jobs": [{"jobid": j.jobid, "profile": j.profile, "workers": j.workers,
                       "submitted": j.submitted} for j in q.store.jobs(q.name)],
             "groups": [{"group": g.id, "count": g.count, "signature": g.signature,
-                        "examples": g.ids[:5], "lines": g.lines}
-                       for g in groups_of(q)[:20]],
+                        "examples": g.examples, "lines": g.lines}
+                       for g in triage.failure_groups(q, limit=GROUPS)],
             "running": [_task(t) for t in running if t.started][:20],
         })  # fmt: skip
 
     def retry_group(request: Request) -> Response:
         q = queue(request)
         gid = request.path_params["group"]
-        groups_cache.pop((q.store.user, q.name), None)
-        group = next((g for g in groups_of(q) if g.id == gid), None)
+        group = next((g for g in triage.failure_groups(q, limit=None, logs=False)
+                      if g.id == gid), None)  # fmt: skip
         if group is None:
             raise InvalidInput(f"no failure group {gid} in {q.name}")
-        n = q.retry(ids=group.ids)
-        groups_cache.pop((q.store.user, q.name), None)
-        return _json({"retried": n})
+        return _json({"retried": q.store.retry(q.name, signatures=[group.signature])})
 
     base = "/{user}/queues/{queue}"
     routes = [

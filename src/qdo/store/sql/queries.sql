@@ -109,7 +109,8 @@ WITH picked AS MATERIALIZED (
 UPDATE tasks AS t
 SET state = 'Running', attempts = t.attempts + 1, worker = :worker, jobid = :jobid,
     started = CASE WHEN :reserve THEN NULL ELSE {now} END, finished = NULL,
-    exitcode = NULL, message = NULL, lease_expires = {now} + :lease, lease_token = :token
+    exitcode = NULL, message = NULL, signature = NULL, lease_expires = {now} + :lease,
+    lease_token = :token
 FROM picked
 WHERE t.id = picked.pick
 RETURNING id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
@@ -150,13 +151,14 @@ SET state = CASE WHEN o.outcome = 'Failed' AND t.failures < coalesce(t.max_retri
     failures = t.failures + CASE WHEN o.outcome = 'Failed' THEN 1 ELSE 0 END,
     exitcode = CASE WHEN o.outcome = 'Pending' THEN t.exitcode ELSE o.code END,
     message = o.note,
+    signature = o.sig,
     finished = CASE WHEN o.outcome = 'Pending' THEN t.finished
                     ELSE coalesce(o.ended, {now}) END,
     started = coalesce(o.began, t.started),
     log = coalesce(o.output, t.log),
     lease_expires = NULL, lease_token = NULL
 FROM {rows o (task_id bigint, token bigint, outcome text, code integer, note text,
-              output text, began double precision, ended double precision)}
+              output text, began double precision, ended double precision, sig text)}
 WHERE t.id = o.task_id AND t.lease_token = o.token AND t.worker = :worker
   AND t.state = 'Running'
   AND t.id {among ids bigint}
@@ -227,6 +229,10 @@ SET lost = lost + CASE WHEN started IS NOT NULL THEN 1 ELSE 0 END,
                    THEN 'killed: its worker was lost ' || (lost + 1) || ' times'
                    ELSE 'worker ' || worker || ' lost (' || :why || ') during attempt '
                         || attempts || '; will run again' END,
+    -- (qdo.failures.signature of that message)
+    signature = CASE WHEN started IS NOT NULL AND lost + 1 >= (SELECT q.max_lost FROM queues q
+                                                               WHERE q.id = tasks.queue_id)
+                     THEN 'Killed exit -: killed: its worker was lost N times' END,
     exitcode = NULL, lease_expires = NULL, lease_token = NULL
 WHERE state = 'Running'
   AND ((:expired AND lease_expires < (SELECT {now}))
@@ -281,6 +287,21 @@ WHERE t.queue_id = :queue_id AND t.state = 'Waiting'
   AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = t.id
               AND (u.req_state IS NULL OR u.req_state IN ('Failed', 'Killed')));
 
+-- name: failure_groups
+-- The Failed and Killed tasks by signature (qdo.failures), the largest groups first;
+-- an index holds just the tasks that have one.
+SELECT signature, min(state) AS state, min(exitcode) AS exitcode, count(*) AS n
+FROM tasks
+WHERE queue_id = :queue_id AND signature IS NOT NULL AND (state = 'Failed' OR state = 'Killed')
+GROUP BY signature
+ORDER BY n DESC, signature
+LIMIT :limit;
+
+-- name: failure_examples
+SELECT id FROM tasks
+WHERE queue_id = :queue_id AND signature = :signature AND (state = 'Failed' OR state = 'Killed')
+ORDER BY id LIMIT :limit;
+
 -- name: tasks
 SELECT id, queue_id, payload, is_json, state, priority, exitcode, message, attempts,
        created, started, finished, worker, jobid, log, lease_expires, lease_token,
@@ -322,7 +343,7 @@ UPDATE tasks
 SET state = CASE WHEN :state = 'Pending'
                       AND EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
                  THEN 'Waiting' ELSE :state END,
-    exitcode = :exitcode, message = :message, attempts = :attempts,
+    exitcode = :exitcode, message = :message, attempts = :attempts, signature = :signature,
     finished = CASE WHEN :state = 'Pending' THEN NULL ELSE CAST(:now AS double precision) END,
     failures = CASE WHEN :state = 'Pending' THEN 0 ELSE failures END,
     lost = CASE WHEN :state = 'Pending' THEN 0 ELSE lost END,
@@ -340,7 +361,7 @@ WHERE state = 'Pending'
 UPDATE tasks
 SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
                  THEN 'Waiting' ELSE 'Pending' END,
-    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL,
+    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL, signature = NULL,
     priority = coalesce(CAST(:priority AS bigint), priority)
 WHERE queue_id = :queue_id AND state {in states text};
 
@@ -348,8 +369,16 @@ WHERE queue_id = :queue_id AND state {in states text};
 UPDATE tasks
 SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
                  THEN 'Waiting' ELSE 'Pending' END,
-    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL
+    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL, signature = NULL
 WHERE queue_id = :queue_id AND state {in states text} AND id {in ids bigint};
+
+-- name: retry_groups
+-- (as retry_ids, for the tasks of these failure groups)
+UPDATE tasks
+SET state = CASE WHEN EXISTS (SELECT 1 FROM unmet_requires u WHERE u.task_id = tasks.id)
+                 THEN 'Waiting' ELSE 'Pending' END,
+    failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL, signature = NULL
+WHERE queue_id = :queue_id AND state {in states text} AND signature {in signatures text};
 
 -- name: rerun_forget
 DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE queue_id = :queue_id);
@@ -358,7 +387,7 @@ DELETE FROM attempts WHERE task_id IN (SELECT id FROM tasks WHERE queue_id = :qu
 UPDATE tasks
 SET state = 'Pending', exitcode = NULL, message = NULL, attempts = 0, started = NULL,
     failures = 0, lost = 0, finished = NULL, worker = NULL, jobid = NULL, log = NULL,
-    lease_expires = NULL, lease_token = NULL
+    lease_expires = NULL, lease_token = NULL, signature = NULL
 WHERE queue_id = :queue_id;
 
 -- name: rerun_block
@@ -476,7 +505,8 @@ WHERE c.queue_id = :queue_id AND c.call_key {in keys text};
 -- name: calls_retry
 -- Calls found Failed or Killed when submitted again: they run again, as `retry` has it.
 UPDATE tasks
-SET state = 'Pending', failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL
+SET state = 'Pending', failures = 0, lost = 0, lease_expires = NULL, lease_token = NULL,
+    signature = NULL
 WHERE id {in ids bigint} AND (state = 'Failed' OR state = 'Killed');
 
 -- name: call_data

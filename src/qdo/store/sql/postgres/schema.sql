@@ -103,7 +103,7 @@ GRANT SELECT, INSERT, DELETE ON queues, tasks, requires, attempts, jobs, shares,
 GRANT SELECT, INSERT ON queue_count_changes TO {group};
 GRANT UPDATE (state, max_retries, max_lost, kind) ON queues TO {group};
 GRANT UPDATE (state, priority, exitcode, message, attempts, started, finished, worker, jobid,
-              log, lease_expires, lease_token, timeout, max_retries, failures, lost)
+              log, lease_expires, lease_token, timeout, max_retries, failures, lost, signature)
     ON tasks TO {group};
 GRANT UPDATE (state, worker, jobid, started, finished, exitcode, message, cpu, rss)
     ON attempts TO {group};
