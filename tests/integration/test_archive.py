@@ -346,6 +346,34 @@ def test_empty_queue_round_trip(backend: str, qdo_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.backends
+def test_import_streams_kind_after_kind_and_refuses_a_record_out_of_place(
+    backend: str, qdo_dir: Path
+) -> None:
+    from qdo.models import QueueInfo
+
+    store = make_store(backend, qdo_dir)
+    info = QueueInfo(0, "S", QueueState.ACTIVE, None, 0, 3, store.user)
+    task = (1, "true", False, "Succeeded", 0, 0, None, 1, 0.0, 1.0, 2.0, "w", None, None,
+            None, None, None, None, 0, 0)  # fmt: skip
+    attempt = (1, 1, "Succeeded", "w", None, 1.0, 2.0, 0, None, 0.1, 1000)
+
+    def records(out_of_place: bool) -> Any:
+        yield "task", task
+        yield "attempt", attempt
+        if out_of_place:
+            yield "task", (2, *task[1:])
+
+    with pytest.raises(InvalidInput, match="'task' record is out of place"):
+        store.import_queue("S", info, (1, 2), records(True))
+    assert [q.name for q in store.list_queues()] == []  # nothing written
+    store.import_queue("S", info, (1, 1), records(False))
+    (t,) = store.tasks("S")
+    assert t.state is State.SUCCEEDED and store.attempts([t.id])[t.id][0].cpu == 0.1
+    assert store.check() == []
+    store.close()
+
+
+@pytest.mark.backends
 def test_restore_over_existing_queue_writes_nothing(
     backend: str, qdo_dir: Path, tmp_path: Path
 ) -> None:

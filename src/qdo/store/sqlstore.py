@@ -754,33 +754,39 @@ class SQLStore(Store):
             queue_id = row["id"]
             offset = id_offset(span, int(tx.one("lock_ids")["last"]))
             high = 0
-            requires: list[tuple[int, int]] = []
-            attempts: list[tuple[Any, ...]] = []
             states: dict[str, int] = {}
             at = {c: TASK_COLUMNS.index(c) for c in ("state", "exitcode", "message")}
+            # streamed, kind after kind: a queue of 50 million attempts is never in memory
+            it = iter(records)
+            head = next(it, None)
+
+            def run_of(kind: str) -> Iterator[Any]:
+                nonlocal head
+                while head is not None and head[0] == kind:
+                    yield head[1]
+                    head = next(it, None)
 
             def tasks() -> Iterator[tuple[Any, ...]]:
                 nonlocal high
-                for kind, r in records:
-                    if kind == "task":
-                        high = max(high, r[0] + offset)
-                        state = r[at["state"]]
-                        states[state] = states.get(state, 0) + 1
-                        yield (r[0] + offset, queue_id, *r[1:],
-                               _signature_of(State(state), r[at["exitcode"]],
-                                             r[at["message"]], None))  # fmt: skip
-                    elif kind == "requires":
-                        requires.append((r[0] + offset, r[1] + offset if r[2] else r[1]))
-                    elif kind == "attempt":
-                        attempts.append((r[0] + offset, *r[1:]))
+                for r in run_of("task"):
+                    high = max(high, r[0] + offset)
+                    state = r[at["state"]]
+                    states[state] = states.get(state, 0) + 1
+                    yield (r[0] + offset, queue_id, *r[1:],
+                           _signature_of(State(state), r[at["exitcode"]], r[at["message"]],
+                                         None))  # fmt: skip
 
             tx.insert("tasks", ("id", "queue_id", *TASK_COLUMNS[1:], "signature"), tasks())
             for state, n in sorted(states.items()):
                 tx.count("counts_add", queue_id=queue_id, state=state, n=n)
-            if requires:
-                tx.insert("requires", ("task_id", "req_id"), requires)
-            if attempts:
-                tx.insert("attempts", ATTEMPT_COLUMNS, attempts)
+            tx.insert("requires", ("task_id", "req_id"),
+                      ((r[0] + offset, r[1] + offset if r[2] else r[1])
+                       for r in run_of("requires")))  # fmt: skip
+            tx.insert("attempts", ATTEMPT_COLUMNS,
+                      ((r[0] + offset, *r[1:]) for r in run_of("attempt")))  # fmt: skip
+            if head is not None:
+                raise InvalidInput(f"an archive's {head[0]!r} record is out of place: tasks "
+                                   "come first, then requirements, then attempts")  # fmt: skip
             tx.count("used_ids", last=high)
             tx.notify([queue_id])
             return offset
