@@ -56,6 +56,7 @@ BENCHMARKS = {
     "futures": "bench_futures",  # issue 14: durable futures vs dask.distributed
     "futures-grid": "bench_futures_grid",  # issue 14: the seed grid, sched + executor
     "dashboard": "bench_dashboard",  # issue 15: qdo serve's cost
+    "scale": "bench_scale",  # issue 16: 100M tasks in one queue, SQLite
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4
@@ -64,8 +65,9 @@ GROUPS = {
 }
 #: Not run by default: they need a PostgreSQL server (scripts/postgres start, or
 #: $QDO_BENCH_PG_URL); name them, or the group "pg".  launch needs the Slurm cluster
-#: of scripts/slurm (started if it is down) and takes about 15 minutes.
-NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where", "pg-get", "launch"}
+#: of scripts/slurm (started if it is down) and takes about 15 minutes; scale builds a
+#: queue of 100 million tasks (about 15 minutes, 15 GB).
+NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where", "pg-get", "launch", "scale"}
 
 
 def parse_args() -> argparse.Namespace:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import archive, config, executor, launch, queue, worker
+from . import config, queue
 from .errors import QueueExists, UnknownQueue
 from .models import check_priority, check_queue_name
 from .queue import _check_limits, _new_task, _status
 from .store.base import Store
 from .store.factory import open_store
+
+if TYPE_CHECKING:  # (imported where used: `qdo status` needs none of them, and starts faster)
+    from . import executor, worker
 
 __all__ = ["Queue", "connect", "create", "load", "qlist", "queues", "restore"]
 
@@ -34,6 +37,8 @@ class Queue(queue.Queue):
         ``runtime``, ``wait``, ``grace``, ``lease``; ``progress`` is called with the
         running summary a few times a second.
         """
+        from . import worker
+
         progress = options.pop("progress", None)
         return worker.do(self, worker.WorkerOptions(workers=workers, **options), progress)
 
@@ -42,6 +47,8 @@ class Queue(queue.Queue):
         """Submit ``jobs`` batch jobs, each running ``nworkers`` workers on this queue;
         return their ids.  Options as ``qdo launch``: cores_per_worker, walltime,
         batchqueue, batchopts, script, keep_env, mpiproc, profile, cores_per_node."""
+        from . import launch
+
         opts = launch.LaunchOptions(workers=nworkers, jobs=jobs, **options)
         return launch.launch(self, opts, dry_run=dry_run)
 
@@ -54,7 +61,9 @@ class Queue(queue.Queue):
         Run again after a crash, a driver gets back the results of the calls that
         Succeeded, waits for those still running, and runs only the rest (see
         ``qdo.executor``).  ``max_workers``: see ``DurableExecutor.max_workers``."""
-        return executor.DurableExecutor(self, poll=poll, max_workers=max_workers)
+        from .executor import DurableExecutor
+
+        return DurableExecutor(self, poll=poll, max_workers=max_workers)
 
 
 def create(
@@ -163,5 +172,7 @@ def restore(
         check_queue_name(as_name)
     settings = config.load()
     store = store or open_store(settings, user)
+    from . import archive
+
     name, n, offset = archive.restore(store, path, as_name)
     return Queue(name, store=store, settings=settings), n, offset
