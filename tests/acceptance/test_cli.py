@@ -738,3 +738,22 @@ def test_bad_values_get_one_clear_error_and_change_nothing(tmp_path: Path) -> No
     assert "is a file, not a directory" in fails("list", env={"QDO_DIR": str(a_file)})
     assert "is a directory" in fails("list", env={"QDORC_LOCATION": str(tmp_path)})
     assert "no directory" in fails("dump", "Q", str(tmp_path / "missing" / "q.qdo"))
+
+
+def test_fsck_finds_a_count_that_is_off_and_repairs_it(qdo_dir: Path) -> None:
+    from qdo.models import State
+    from tests.integration.test_store_contract import _set_kept_count
+
+    q = qdo.create("F")
+    q.add_multiple(["true"] * 3)
+    healthy = run_qdo("fsck")
+    assert healthy.returncode == 0 and "no problems" in healthy.stderr, healthy.stderr
+    assert json.loads(run_qdo("fsck", "--json", check=True).stdout) == []
+    _set_kept_count(q.store, "F", State.PENDING, 5)
+    found = run_qdo("fsck")
+    assert found.returncode == 1 and "F: 3 Pending tasks, counted as 5" in found.stdout
+    assert json.loads(run_qdo("fsck", "--json").stdout) == [found.stdout.strip()]
+    repaired = run_qdo("fsck", "--repair")
+    assert repaired.returncode == 0 and "repaired: " in repaired.stderr, repaired.stderr
+    assert run_qdo("fsck").returncode == 0
+    assert q.status()["ntasks"]["Pending"] == 3
