@@ -52,6 +52,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "PostgreSQL: how long qdo keeps trying to reach a server that went away "
         "(a restart) before it gives up",
     ),
+    "pg_pooled": (
+        "no",
+        "PostgreSQL: yes if db_url/db_host is a pooler in transaction mode (PgBouncer): "
+        "qdo then keeps nothing in a server session",
+    ),
 }
 BACKENDS = ("sqlite", "postgres")
 SECRET = {"db_pass", "db_url"}
@@ -94,6 +99,10 @@ class Settings:
     @property
     def pg_reconnect_seconds(self) -> float:
         return _number("pg_reconnect_seconds", self.values["pg_reconnect_seconds"], zero_ok=True)
+
+    @property
+    def pg_pooled(self) -> bool:
+        return _yes("pg_pooled", self.values["pg_pooled"])
 
     @property
     def job_end(self) -> float | None:
@@ -172,6 +181,7 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Se
         )
     for name in ("db_port", "lease", "pg_reconnect_seconds"):
         _number(name, values[name], zero_ok=name == "pg_reconnect_seconds")
+    _yes("pg_pooled", values["pg_pooled"])
     if values["job_end"]:
         _number("job_end", values["job_end"])
     qdo_dir = Path(values["qdo_dir"]).expanduser()
@@ -229,6 +239,15 @@ def write_sample_rc(path: Path) -> str:
     except OSError as e:
         return f"could not write a sample configuration to {path}: {e.strerror}"
     return f"wrote a commented sample configuration to {path}"
+
+
+def _yes(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0", ""):
+        return False
+    raise ConfigError(f"{name} {text!r}: say yes or no")
 
 
 def _number(name: str, value: str, zero_ok: bool = False) -> float:

@@ -74,6 +74,7 @@ def test_bad_rc_lines(tmp_path: Path, line: str) -> None:
         {"QDO_DB_PORT": "abc"},
         {"QDO_PG_RECONNECT_SECONDS": "-1"},
         {"QDO_JOB_END": "soon"},
+        {"QDO_PG_POOLED": "maybe"},
     ],
 )
 def test_bad_values(tmp_path: Path, env: dict[str, str]) -> None:
@@ -95,3 +96,9 @@ def test_settings_that_were_environment_only(tmp_path: Path) -> None:
     assert s.pg_reconnect_seconds == 0
     assert s.job_end == 1900000000 and s.sources["job_end"] == "environment QDO_JOB_END"
     assert config.load({"QDO_DIR": str(tmp_path / "none")}).job_end is None
+
+
+def test_pg_pooled_says_yes_or_no(tmp_path: Path) -> None:
+    assert config.load({"QDO_DIR": str(tmp_path)}).pg_pooled is False
+    for word, meant in (("yes", True), ("ON", True), ("0", False), ("no", False)):
+        assert config.load({"QDO_DIR": str(tmp_path), "QDO_PG_POOLED": word}).pg_pooled is meant

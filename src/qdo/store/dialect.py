@@ -110,6 +110,9 @@ class Dialect(ABC):
     clock_param = False
     #: whether waiting workers are told of new tasks (``notify``)
     notifies = False
+    #: whether this connection can wait to be told (not through a pooler that shares
+    #: server sessions between clients: those workers look again now and then)
+    listens = False
     #: whether row-level security applies to this connection (a shared database)
     row_security = False
     #: the database role the connection acts as, where there are roles

@@ -38,6 +38,7 @@ def open_store(settings: config.Settings | None = None, user: str | None = None)
                 user=user,
                 on_create=sample,
                 reconnect_seconds=settings.pg_reconnect_seconds,
+                pooled=settings.pg_pooled,
             )
         return store
     from .sqlite import SQLiteStore

@@ -107,8 +107,9 @@ class PostgresStore(SQLStore):
     def __init__(
         self, conninfo: str, *, schema: str = "qdo", user: str | None = None,
         reconnect_seconds: float = 60.0, on_create: Callable[[], object] | None = None,
+        pooled: bool = False,
     ) -> None:  # fmt: skip
-        self.dialect = PostgresDialect(conninfo, schema, reconnect_seconds, on_create)
+        self.dialect = PostgresDialect(conninfo, schema, reconnect_seconds, on_create, pooled)
         self.conninfo, self.schema = conninfo, schema
         if self.dialect.row_security and user is None:
             user = self.dialect.role
@@ -222,15 +223,23 @@ class PostgresStore(SQLStore):
 
 
 class PostgresDialect(Dialect):
+    """``pooled``: the connections go through a pooler in transaction mode (PgBouncer's
+    ``pool_mode = transaction``), which hands each transaction to whichever server
+    session is free.  Nothing may then rest on a session: every transaction sets the
+    schema itself, statements are not prepared, and nobody LISTENs (workers look again
+    now and then; NOTIFY still goes out, for those connected directly)."""
+
     name = "postgres"
     notifies = True
     queries = Q
 
     def __init__(
         self, conninfo: str, schema: str, reconnect_seconds: float = 60.0,
-        on_create: Callable[[], object] | None = None,
+        on_create: Callable[[], object] | None = None, pooled: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
+        self.pooled = pooled
+        self.listens = not pooled
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigError(
                 f"db_schema {schema!r}: use 1 to 40 characters from a-z 0-9 _, not starting "
@@ -267,7 +276,8 @@ class PostgresDialect(Dialect):
             try:
                 conn = psycopg.connect(self.conninfo, autocommit=autocommit,
                                        connect_timeout=CONNECT_TIMEOUT, row_factory=dict_row,
-                                       application_name="qdo")  # fmt: skip
+                                       application_name="qdo",
+                                       prepare_threshold=None if self.pooled else 5)  # fmt: skip
                 break
             except psycopg.OperationalError as e:
                 if time.monotonic() + delay > deadline or not _transient(e):
@@ -322,6 +332,16 @@ class PostgresDialect(Dialect):
         with self._lock:
             self._connections.pop(conn, None)
         _close(conn)
+
+    def begin(self, cur: Any, *, write: bool, now: float | None = None) -> Tx:
+        if self.pooled:
+            cur.execute(self._path_here())
+        return super().begin(cur, write=write, now=now)
+
+    def _path_here(self) -> pgsql.Composed:
+        """The schema for this transaction alone (a pooled session may be anyone's)."""
+        return pgsql.SQL("SET LOCAL search_path TO {}, pg_catalog").format(
+            pgsql.Identifier(self.schema))  # fmt: skip
 
     def run(
         self, verb: Callable[[Tx], T], *, write: bool = True, repeat: Repeat = Repeat.SAFE
@@ -404,6 +424,8 @@ class PostgresDialect(Dialect):
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
                              + (" READ ONLY" if made else ""))  # fmt: skip
                 with conn.cursor() as cur:
+                    if self.pooled:
+                        cur.execute(self._path_here())
                     tx = Tx(self, cur)
                     stood_in = not made and self._stand_in(tx)
                     yield tx

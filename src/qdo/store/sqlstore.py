@@ -73,7 +73,7 @@ class SQLStore(Store):
     @property
     def notifies(self) -> bool:  # type: ignore[override]
         """Whether waiting workers are told of new tasks: the dialect's to say."""
-        return self.d.notifies
+        return self.d.listens
 
     def _run(
         self, verb: Callable[[Tx], T], *, write: bool = True, repeat: Repeat = Repeat.SAFE
