@@ -48,7 +48,7 @@ WHERE id = :queue_id
 RETURNING id, name, state, created, max_retries, max_lost, owner, kind;
 
 -- name: queue_task_count
-SELECT coalesce(sum(n), 0) AS n FROM queue_counts WHERE queue_id = :queue_id;
+SELECT CAST(coalesce(sum(n), 0) AS bigint) AS n FROM queue_counts_now WHERE queue_id = :queue_id;
 
 -- name: queue_delete
 DELETE FROM queues WHERE id = :queue_id;
@@ -249,13 +249,14 @@ WHERE queue_id = :queue_id AND state = 'Running' AND jobid IS NOT NULL;
 
 -- name: counts
 -- (kept as states change: see migrations/0010_counts.sql)
-SELECT CAST(:queue_id AS bigint) AS queue_id, state, n FROM queue_counts
-WHERE queue_id = :queue_id;
+SELECT CAST(:queue_id AS bigint) AS queue_id, state, CAST(sum(n) AS bigint) AS n
+FROM queue_counts_now WHERE queue_id = :queue_id GROUP BY state;
 
 -- name: all_counts
-SELECT queue_id, state, n FROM queue_counts
+SELECT queue_id, state, CAST(sum(n) AS bigint) AS n FROM queue_counts_now
 WHERE CAST(:owner AS text) IS NULL
-   OR queue_id IN (SELECT id FROM queues WHERE owner = :owner);
+   OR queue_id IN (SELECT id FROM queues WHERE owner = :owner)
+GROUP BY queue_id, state;
 
 -- name: counts_add
 -- new tasks of one state (the triggers count state changes and deletions)
@@ -263,9 +264,10 @@ UPDATE queue_counts SET n = n + :n WHERE queue_id = :queue_id AND state = :state
 
 -- name: counts_recount
 -- where the counts kept differ from those the tasks give (`qdo fsck`)
-SELECT queue_id, state, sum(counted) AS counted, sum(kept) AS kept FROM (
+SELECT queue_id, state, CAST(sum(counted) AS bigint) AS counted,
+       CAST(sum(kept) AS bigint) AS kept FROM (
     SELECT queue_id, state, count(*) AS counted, 0 AS kept FROM tasks GROUP BY queue_id, state
-    UNION ALL SELECT queue_id, state, 0, n FROM queue_counts) c
+    UNION ALL SELECT queue_id, state, 0, n FROM queue_counts_now) c
 GROUP BY queue_id, state HAVING sum(counted) <> sum(kept)
 ORDER BY queue_id, state;
 

@@ -62,36 +62,8 @@ SELECT 'task id ' || max(id) || ' is above last_task_id '
        || (SELECT last_task_id FROM qdo_schema) AS problem
 FROM tasks HAVING max(id) > (SELECT last_task_id FROM qdo_schema);
 
--- name: counts
--- (kept as states change, and the changes not folded in yet: migrations/0010_counts.sql)
-SELECT CAST(:queue_id AS bigint) AS queue_id, state, CAST(sum(n) AS bigint) AS n FROM (
-    SELECT state, n FROM queue_counts WHERE queue_id = :queue_id
-    UNION ALL SELECT state, n FROM queue_count_changes WHERE queue_id = :queue_id) c
-GROUP BY state;
-
--- name: all_counts
-SELECT queue_id, state, CAST(sum(n) AS bigint) AS n FROM (
-    SELECT queue_id, state, n FROM queue_counts
-    UNION ALL SELECT queue_id, state, n FROM queue_count_changes) c
-WHERE CAST(:owner AS text) IS NULL
-   OR queue_id IN (SELECT id FROM queues WHERE owner = :owner)
-GROUP BY queue_id, state;
-
--- name: queue_task_count
-SELECT CAST(coalesce(sum(n), 0) AS bigint) AS n FROM (
-    SELECT n FROM queue_counts WHERE queue_id = :queue_id
-    UNION ALL SELECT n FROM queue_count_changes WHERE queue_id = :queue_id) c;
-
 -- name: counts_add
 SELECT qdo_count_added(:queue_id, :state, :n);
-
--- name: counts_recount
-SELECT queue_id, state, CAST(sum(counted) AS bigint) AS counted, CAST(sum(kept) AS bigint) AS kept FROM (
-    SELECT queue_id, state, count(*) AS counted, 0 AS kept FROM tasks GROUP BY queue_id, state
-    UNION ALL SELECT queue_id, state, 0, n FROM queue_counts
-    UNION ALL SELECT queue_id, state, 0, n FROM queue_count_changes) c
-GROUP BY queue_id, state HAVING sum(counted) <> sum(kept)
-ORDER BY queue_id, state;
 
 -- name: counts_repair
 SELECT qdo_recount();

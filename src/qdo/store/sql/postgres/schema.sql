@@ -97,7 +97,7 @@ INSERT INTO qdo_schema (one, application, version) VALUES (1, 'qdo', 3);
 -- id, queue or payload, a queue's owner, name or channel, or last_task_id (only through
 -- qdo_lock_ids/qdo_used_ids).
 GRANT USAGE ON SCHEMA {schema} TO {group};
-GRANT SELECT ON qdo_schema, unmet_requires, queue_counts TO {group};
+GRANT SELECT ON qdo_schema, unmet_requires, queue_counts, queue_counts_now TO {group};
 GRANT SELECT, INSERT, DELETE ON queues, tasks, requires, attempts, jobs, shares, calls, results,
     agents TO {group};
 GRANT SELECT, INSERT ON queue_count_changes TO {group};

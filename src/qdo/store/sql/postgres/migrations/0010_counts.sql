@@ -21,6 +21,12 @@ CREATE TABLE queue_count_changes (
 );
 CREATE INDEX queue_count_changes_by_queue ON queue_count_changes (queue_id);
 
+-- what the counts are now: what reads (a queue's rows of each, a condition on queue_id
+-- reaching both; as the role that queries it, policies and all)
+CREATE VIEW queue_counts_now WITH (security_invoker = true) AS
+    SELECT queue_id, state, n FROM queue_counts
+    UNION ALL SELECT queue_id, state, n FROM queue_count_changes;
+
 -- Move a queue's changes into its counts.  Two at once: the second waits for the rows
 -- the first deletes, then skips them; ON CONFLICT adds to the count the first left.
 CREATE FUNCTION qdo_fold_counts(q bigint) RETURNS void

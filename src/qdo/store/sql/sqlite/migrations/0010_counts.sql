@@ -15,6 +15,9 @@ CREATE TABLE queue_counts (
 ) WITHOUT ROWID;
 
 -- every queue has its six rows from the start: the triggers then only update
+-- what the counts are now (on PostgreSQL also the changes not folded in yet): what reads
+CREATE VIEW queue_counts_now AS SELECT queue_id, state, n FROM queue_counts;
+
 CREATE TRIGGER queue_counts_rows AFTER INSERT ON queues
 BEGIN
     INSERT INTO queue_counts (queue_id, state, n)
