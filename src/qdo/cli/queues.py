@@ -179,14 +179,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     q = connect(args.queue)
     ids = args.id
     if args.group:
-        from ..triage import failure_groups
+        from ..triage import retry_groups
 
-        groups = {g.id: g for g in failure_groups(q, limit=None, logs=False)}
-        unknown = [g for g in args.group if g not in groups]
-        if unknown:
-            raise InvalidInput(f"no failure group {', '.join(unknown)} in {q.name} (qdo why "
-                               f"{q.name} lists them)")  # fmt: skip
-        n = q.store.retry(q.name, signatures=[groups[g].signature for g in args.group])
+        n = retry_groups(q, args.group)
     else:
         n = q.retry(ids=ids)
     print(f"{n:,} Failed or Killed tasks of {args.queue} will run again")

@@ -508,7 +508,7 @@ class SQLStore(Store):
             return [FailureGroup(r["signature"], State(r["state"]), r["exitcode"], int(r["n"]),
                                  [e["id"] for e in tx.rows("failure_examples", queue_id=queue_id,
                                                            signature=r["signature"],
-                                                           limit=examples)])
+                                                           limit=examples)] if examples else [])
                     for r in rows]  # fmt: skip
 
         return self._run(verb, write=False)

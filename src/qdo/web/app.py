@@ -316,12 +316,7 @@ def make_app(token: str) -> Starlette:
 
     def retry_group(request: Request) -> Response:
         q = queue(request)
-        gid = request.path_params["group"]
-        group = next((g for g in triage.failure_groups(q, limit=None, logs=False)
-                      if g.id == gid), None)  # fmt: skip
-        if group is None:
-            raise InvalidInput(f"no failure group {gid} in {q.name}")
-        return _json({"retried": q.store.retry(q.name, signatures=[group.signature])})
+        return _json({"retried": triage.retry_groups(q, [request.path_params["group"]])})
 
     base = "/{user}/queues/{queue}"
     routes = [
