@@ -80,3 +80,10 @@ def gated_square(x: int, gate: str) -> int:
             raise TimeoutError(f"{gate} never came")
         time.sleep(0.01)
     return x * x
+
+
+def shout(text: str) -> None:
+    """A parameter task's function that prints (and fails on "boom")."""
+    if text == "boom":
+        raise ValueError("boom")
+    print(text.upper())

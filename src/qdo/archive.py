@@ -261,6 +261,7 @@ _ATTEMPT_FIELDS: dict[str, Callable[[Any], bool]] = {
     "message": _opt(_text),
     "cpu": _opt(lambda v: _num(v) and v >= 0),
     "rss": _opt(lambda v: _int(v, 0)),
+    "log": _opt(_text),
 }
 
 

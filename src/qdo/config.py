@@ -36,6 +36,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "user": ("", "whose queues you see and change (default: your login name)"),
     "batch_profile": ("", "batch system profile: slurm, pbs or local (default: guessed)"),
     "log_dir": ("{qdo_dir}/logs", "where task output goes"),
+    "log_files": (
+        "no",
+        "yes: a log file per task (LOG_DIR/QUEUE/N/ID.log); no: each agent slot appends "
+        "its tasks' output to a few segment files (qdo log reads either)",
+    ),
     "lease": (
         "60",
         "seconds a task got with get() stays reserved between renewals (the "
@@ -99,6 +104,10 @@ class Settings:
     @property
     def pg_reconnect_seconds(self) -> float:
         return _number("pg_reconnect_seconds", self.values["pg_reconnect_seconds"], zero_ok=True)
+
+    @property
+    def log_files(self) -> bool:
+        return _yes("log_files", self.values["log_files"])
 
     @property
     def pg_pooled(self) -> bool:
@@ -182,6 +191,7 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Se
     for name in ("db_port", "lease", "pg_reconnect_seconds"):
         _number(name, values[name], zero_ok=name == "pg_reconnect_seconds")
     _yes("pg_pooled", values["pg_pooled"])
+    _yes("log_files", values["log_files"])
     if values["job_end"]:
         _number("job_end", values["job_end"])
     qdo_dir = Path(values["qdo_dir"]).expanduser()

@@ -11,15 +11,13 @@ failures in SQL.
 
 from __future__ import annotations
 
-import os
 import re
 
+from .logs import tail
 from .models import State
 
-__all__ = ["failure_tail", "log_tail", "normalise", "says_nothing", "signature"]
+__all__ = ["failure_tail", "normalise", "says_nothing", "signature"]
 
-#: How much of the end of a log is read.
-TAIL_BYTES = 4096
 #: The longest signature kept (the end of a longer message is cut).
 LONGEST = 160
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{12,}\b|\d+(?:\.\d+)?")
@@ -49,22 +47,6 @@ def failure_tail(state: State, message: str | None, log: str | None) -> str | No
     """The last line of the log of a task that ended ``state`` with ``message``, where its
     signature needs it (a failure whose message says nothing); else None."""
     if (state is State.FAILED or state is State.KILLED) and log and says_nothing(message):
-        last = log_tail(log, 1)
+        last = tail(log, 1)
         return last[0] if last else None
     return None
-
-
-def log_tail(path: str | None, lines: int = 3) -> list[str]:
-    """The last non-empty ``lines`` of a log file ([] if there is none)."""
-    if not path:
-        return []
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            data = f.read()
-    except OSError:
-        return []
-    text = data.decode("utf-8", "replace").splitlines()
-    return [line.rstrip() for line in text if line.strip()][-lines:]

@@ -335,6 +335,7 @@ class Attempt:
     message: str | None = None
     cpu: float | None = None  # CPU seconds used (user + system), where measured
     rss: int | None = None  # peak resident memory in bytes, where measured
+    log: str | None = None  # where its output went (qdo.logs), if it printed anything
 
     @property
     def duration(self) -> float | None:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
-from . import config, jobstate
+from . import config, jobstate, logs
 from .errors import (
     InvalidInput,
     InvalidPayload,
@@ -339,6 +339,20 @@ class Queue:
             )  # fmt: skip
             raise UnknownTask([task_id], f"task of queue {self.name!r}{which}")
         return found[0]
+
+    def output(self, id: int | str) -> bytes | None:
+        """What task ``id`` printed, every attempt's output in order; None if there is
+        none (it printed nothing, or has not run).  Raises
+        :class:`qdo.logs.LogDamaged` if a record of it is damaged, and InvalidInput if
+        the database names a log outside this qdo's log folder (it reads none there)."""
+        task = self.tasks(id, history=True)
+        # each attempt's record; a log file of its own is the same for every attempt,
+        # and a task that ran before attempts had logs has just its own
+        where = [a.log for a in task.history if a.log]
+        where.append(task.log or str(logs.log_path(self.settings.log_dir, self.name, task.id)))
+        found = [logs.read(log, self.settings.log_dir) for log in dict.fromkeys(where)]
+        kept = [data for data in found if data is not None]
+        return b"".join(kept) if kept else None
 
     def iter_tasks(
         self,

@@ -38,6 +38,7 @@ from typing import Any, BinaryIO
 from .calls import encode_error, encode_result, run_items
 from .errors import InvalidInput
 from .failures import failure_tail
+from .logs import Segments, file_chunks, log_path
 from .models import State, Task
 from .reaper import Reaper
 from .runtime import pid_alive
@@ -113,11 +114,6 @@ class Runner(ABC):
         pass
 
 
-def log_path(log_dir: Path, queue: str, task_id: int) -> Path:
-    """Where a task's output goes: sharded so no directory holds more than 1,000 logs."""
-    return log_dir / queue / str(task_id // 1000) / f"{task_id}.log"
-
-
 # -- shell tasks ------------------------------------------------------------------------------
 def default_shell(given: str = "") -> str:
     """The shell that runs shell tasks: ``given`` (the ``shell`` setting, QDO_SHELL),
@@ -176,9 +172,10 @@ class ShellRunner(Runner):
 
     def __init__(
         self, slots: int, script: str | None, timeout: float | None, log_dir: Path,
-        prefix: Sequence[str] = (), shell: str = "",
+        prefix: Sequence[str] = (), shell: str = "", log_files: bool = False,
     ) -> None:  # fmt: skip
         self.slots = slots
+        self.log_files = log_files  # a file per task's log, not a record in a segment
         self.script = script
         self.prefix = list(prefix)  # runs each task through this (srun for --mpiproc)
         self.timeout = timeout
@@ -199,7 +196,7 @@ class ShellRunner(Runner):
         self.cancelled: set[int] = set()  # lost their leases before they started
         self.made_dirs: set[Path] = set()
         self.threads = [
-            threading.Thread(target=self._slot, name=f"qdo-slot-{i}", daemon=True)
+            threading.Thread(target=self._slot, args=(i,), name=f"qdo-slot-{i}", daemon=True)
             for i in range(slots)
         ]
         for t in self.threads:
@@ -265,8 +262,9 @@ class ShellRunner(Runner):
             os.close(self.stdin)
             self.reaper.close()
 
-    def _slot(self) -> None:
-        spool = _Spool(self.log_dir / ".spool")
+    def _slot(self, index: int) -> None:
+        segments = None if self.log_files else Segments(self.log_dir, f"s{index}")
+        spool = _Spool(self.log_dir / ".spool", segments)
         try:
             while (task := self.jobs.get()) is not None:
                 with self.lock:
@@ -349,6 +347,8 @@ class ShellRunner(Runner):
         return Result(task, State.FAILED, code, why, log, seconds, **used)
 
     def _keep(self, spool: _Spool, task: Task) -> str | None:
+        if spool.segments is not None:
+            return spool.record(task)
         log = log_path(self.log_dir, task.queue, task.id)
         if log.parent not in self.made_dirs and not spool.empty():
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -357,16 +357,19 @@ class ShellRunner(Runner):
 
 
 class _Spool:
-    """A slot's output file, reused while tasks print nothing.
+    """A slot's output file, reused from task to task.
 
-    Creating a file costs a third of a millisecond on a disk filesystem, as much as
-    starting a small process; most short tasks print nothing, so a task's log file
-    comes into being only when it has something in it: the spool is renamed to it.
+    What a task printed becomes a record of the slot's segment (``segments``), and the
+    spool starts over.  With a file per log, the spool is renamed to the task's log
+    file when it has something in it: creating a file costs a third of a millisecond
+    on a disk filesystem, as much as starting a small process, and most short tasks
+    print nothing.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, segments: Segments | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self.segments = segments
         for old in folder.iterdir():  # left by an agent that was killed
             pid = old.name.partition("-")[0]
             if pid.isdigit() and not pid_alive(int(pid)):
@@ -378,7 +381,7 @@ class _Spool:
     def _open(self) -> None:
         self.n += 1
         self.path = self.folder / f"{os.getpid()}-{threading.get_ident()}-{self.n}"
-        self.file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the slot
+        self.file = open(self.path, "a+b")  # noqa: SIM115 - lives as long as the slot
 
     def ready(self) -> BinaryIO:
         """The file for the next task's output; made again if that failed last time
@@ -387,9 +390,25 @@ class _Spool:
             self._open()
         return self.file
 
-    def empty(self) -> bool:
+    def size(self) -> int:
         self.file.flush()
-        return os.fstat(self.file.fileno()).st_size == 0
+        return os.fstat(self.file.fileno()).st_size
+
+    def empty(self) -> bool:
+        return self.size() == 0
+
+    def record(self, task: Task) -> str | None:
+        """Append what the task wrote to the slot's segment, and start over; its log
+        (None if it wrote nothing)."""
+        assert self.segments is not None
+        size = self.size()
+        if not size:
+            return None
+        try:
+            return self.segments.append(task.queue, task.id, task.attempts,
+                                        file_chunks(self.file.fileno(), 0, size), size)  # fmt: skip
+        finally:
+            self.file.truncate(0)  # (kept or not: it is not the next task's)
 
     def keep(self, dest: Path) -> bool:
         """Move what the task wrote to ``dest`` (appended if an earlier attempt wrote
@@ -410,6 +429,8 @@ class _Spool:
         self.file.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
+        if self.segments is not None:
+            self.segments.close()
 
 
 def _no_inherit() -> None:
@@ -487,8 +508,9 @@ def call(func: Callable[..., Any], payload: Any) -> Any:
 
 
 def _func_main(
-    conn: Connection, spec: str | Callable[..., Any], log_dir: Path, values: bool = False
-) -> None:
+    conn: Connection, spec: str | Callable[..., Any], log_dir: Path, values: bool = False,
+    log_files: bool = False,
+) -> None:  # fmt: skip
     """A function worker process: run chunks of (id, payload) until told to stop,
     sending each task's result as soon as it has one (if the process dies, the agent
     then knows which task it died in, and that the rest of the chunk never started).
@@ -500,7 +522,7 @@ def _func_main(
     # the group if the agent dies, and a task's time limit kills all of it
     os.setsid()
     func = resolve_func(spec)
-    output = _Output()
+    output = _Output(log_dir, None if log_files else Segments(log_dir, "f"))
     while True:
         try:
             chunk = conn.recv()
@@ -508,7 +530,7 @@ def _func_main(
             return
         if chunk is None:
             return
-        for task_id, payload, queue in chunk:
+        for task_id, payload, queue, attempt in chunk:
             started = time.monotonic()
             cpu = _cpu_seconds(reset_peak=True)
             mark = output.mark()
@@ -527,12 +549,13 @@ def _func_main(
                 sys.stderr.write(trace)
                 if values:
                     value = encode_error(e, trace)
+            log = None
             try:
-                output.keep_since(mark, log_dir, queue, task_id)  # what it printed: its log
+                log = output.keep_since(mark, queue, task_id, attempt)  # what it printed
             except OSError as e:  # a full disk, say: this task fails, the process goes on
                 error = error or f"its output could not be kept in its log: {e}"
             conn.send((task_id, error, trace, time.monotonic() - started, value,
-                       _cpu_seconds() - cpu, _peak_rss()))  # fmt: skip
+                       _cpu_seconds() - cpu, _peak_rss(), log))  # fmt: skip
 
 
 def _cpu_seconds(reset_peak: bool = False) -> float:
@@ -566,10 +589,13 @@ def _send_item(conn: Connection, task_id: int, index: int, data: bytes) -> None:
 
 class _Output:
     """A function worker process's stdout and stderr (Python's and the C level's) go to
-    one scratch file; what a task wrote there is copied to its log, as a shell task's
-    output is.  One file for all tasks: a file opened per task halved the rate."""
+    one scratch file; what a task wrote there is copied to its log (a record of the
+    process's segment, or a file of its own), as a shell task's output is.  One file
+    for all tasks: a file opened per task halved the rate."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path, segments: Segments | None) -> None:
+        self.log_dir = log_dir
+        self.segments = segments
         self.file = tempfile.TemporaryFile(prefix="qdo-func-")  # noqa: SIM115 (for good)
         self.fd = self.file.fileno()
         sys.stdout.flush()
@@ -582,27 +608,35 @@ class _Output:
         sys.stderr.flush()
         return os.lseek(self.fd, 0, os.SEEK_CUR)
 
-    def keep_since(self, mark: int, log_dir: Path, queue: str, task_id: int) -> None:
+    def keep_since(self, mark: int, queue: str, task_id: int, attempt: int) -> str | None:
+        """Keep what was written since ``mark`` as the task's log; the log (None if
+        nothing was written)."""
         end = self.mark()
         if end == mark:
-            return
-        path = log_path(log_dir, queue, task_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as out:
-            out.write(os.pread(self.fd, end - mark, mark))
-        if end > 1 << 20:  # start the scratch file over now and then
-            os.ftruncate(self.fd, 0)
-            os.lseek(self.fd, 0, os.SEEK_SET)
+            return None
+        try:
+            if self.segments is not None:
+                chunks = file_chunks(self.fd, mark, end)
+                return self.segments.append(queue, task_id, attempt, chunks, end - mark)
+            path = log_path(self.log_dir, queue, task_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as out:
+                out.write(os.pread(self.fd, end - mark, mark))
+            return str(path)
+        finally:
+            if end > 1 << 20:  # start the scratch file over now and then
+                os.ftruncate(self.fd, 0)
+                os.lseek(self.fd, 0, os.SEEK_SET)
 
 
 class _Proc:
     def __init__(
         self, ctx: Any, spec: str | Callable[..., Any], log_dir: Path, reaper: Reaper,
-        values: bool = False,
+        values: bool = False, log_files: bool = False,
     ) -> None:  # fmt: skip
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_func_main, args=(child, spec, log_dir, values),
-                                   daemon=True)  # fmt: skip
+        self.process = ctx.Process(target=_func_main, daemon=True,
+                                   args=(child, spec, log_dir, values, log_files))  # fmt: skip
         self.process.start()
         self.reaper = reaper
         reaper.started(self.process.pid)
@@ -626,10 +660,11 @@ class FuncRunner(Runner):
 
     def __init__(
         self, spec: str | Callable[..., Any], slots: int, timeout: float | None, log_dir: Path,
-        values: bool = False,
+        values: bool = False, log_files: bool = False,
     ):  # fmt: skip
         resolve_func(spec)  # fail here, with a clear message, not in every process
         self.spec = spec
+        self.log_files = log_files
         self.values = values  # a queue of calls: results come back (see _func_main)
         self.slots = slots
         self.timeout = timeout
@@ -651,7 +686,7 @@ class FuncRunner(Runner):
         return out
 
     def _new_proc(self) -> _Proc:
-        return _Proc(self.ctx, self.spec, self.log_dir, self.reaper, self.values)
+        return _Proc(self.ctx, self.spec, self.log_dir, self.reaper, self.values, self.log_files)
 
     def tune(self, batch: int) -> None:
         self.chunk = max(1, batch // self.slots)
@@ -679,7 +714,7 @@ class FuncRunner(Runner):
             p.tasks = [self.buffer.popleft() for _ in range(min(size, len(self.buffer)))]
             limit = self._limit(p.tasks[0])
             p.deadline = time.monotonic() + limit if limit else float("inf")
-            p.conn.send([(t.id, t.task, t.queue) for t in p.tasks])
+            p.conn.send([(t.id, t.task, t.queue, t.attempts) for t in p.tasks])
 
     def results(self, timeout: float, drain: bool = False) -> list[Result]:
         self._send()
@@ -728,15 +763,15 @@ class FuncRunner(Runner):
                 assert task_id == p.tasks[0].id
                 self.yielded.append(Item(task_id, p.tasks[0]._token or 0, index, data))
                 continue
-            task_id, error, trace, seconds, value, cpu, rss = message
+            task_id, error, trace, seconds, value, cpu, rss, log = message
             task = p.tasks.pop(0)
             assert task.id == task_id
             if error is None:
-                out.append(Result(task, State.SUCCEEDED, 0, None, None, seconds, value=value,
+                out.append(Result(task, State.SUCCEEDED, 0, None, log, seconds, value=value,
                                   cpu=cpu, rss=rss))  # fmt: skip
                 continue
-            log = log_path(self.log_dir, task.queue, task.id)  # the traceback is in it
-            out.append(Result(task, State.FAILED, 1, error, str(log), seconds, value=value,
+            # (the traceback is in its log)
+            out.append(Result(task, State.FAILED, 1, error, log, seconds, value=value,
                               cpu=cpu, rss=rss))  # fmt: skip
         return out
 

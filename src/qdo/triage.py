@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from .errors import InvalidInput
-from .failures import log_tail
+from .logs import tail as log_tail
 from .queue import Queue
 
 __all__ = ["Group", "failure_groups", "group_id", "log_tail", "retry_groups"]
@@ -58,6 +58,7 @@ def failure_groups(q: Queue, limit: int | None = MOST_GROUPS) -> list[Group]:
     out = []
     for g in q.store.failure_groups(q.name, limit=limit):
         first = q.store.tasks(q.name, task_id=g.examples[0]) if g.examples else []
+        tail = log_tail(first[0].log, folder=q.settings.log_dir) if first else []
         out.append(Group(group_id(g.signature), g.signature, g.state.value, g.exitcode, g.count,
-                         g.examples, log_tail(first[0].log) if first else []))  # fmt: skip
+                         g.examples, tail))  # fmt: skip
     return out

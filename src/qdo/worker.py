@@ -28,9 +28,10 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from .errors import DiskFull, InvalidInput, QdoError
+from .logs import log_path
 from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue
-from .runners import Result, Runner, ShellRunner, log_path
+from .runners import Result, Runner, ShellRunner
 from .runtime import batch_job_id, worker_id
 from .store.base import AGENT_BEAT, Begun, Item
 
@@ -74,6 +75,9 @@ class WorkerOptions:
     lease: float = 60.0
     poll: float = 1.0  # seconds between claims when idle with wait=True
     mpiproc: int | None = None  # each task runs as an srun job step of this many ranks
+    #: a log file per task (True) or records in segment files (False); None: the
+    #: log_files setting
+    log_files: bool | None = None
 
 
 @dataclass
@@ -166,16 +170,19 @@ class Agent:
 
     def _make_runner(self) -> Runner:
         log_dir = self.log_dir
+        files = self.opts.log_files
+        files = self.queue.settings.log_files if files is None else files
         if self.calls:
             from .calls import run_call
             from .runners import FuncRunner
 
             return FuncRunner(run_call, self.opts.workers, self.opts.timeout, log_dir,
-                              values=True)  # fmt: skip
+                              values=True, log_files=files)  # fmt: skip
         if self.opts.func is not None:
             from .runners import FuncRunner
 
-            return FuncRunner(self.opts.func, self.opts.workers, self.opts.timeout, log_dir)
+            return FuncRunner(self.opts.func, self.opts.workers, self.opts.timeout, log_dir,
+                              log_files=files)  # fmt: skip
         prefix: list[str] = []
         if self.opts.mpiproc:
             if not os.environ.get("SLURM_JOB_ID"):
@@ -188,7 +195,8 @@ class Agent:
             prefix = ["srun", f"--ntasks={self.opts.mpiproc}", "--exact", "--quiet",
                       "--kill-on-bad-exit=1", "--export=ALL"]  # fmt: skip
         return ShellRunner(self.opts.workers, self.opts.script, self.opts.timeout, log_dir,
-                           prefix=prefix, shell=self.queue.settings["shell"])  # fmt: skip
+                           prefix=prefix, shell=self.queue.settings["shell"],
+                           log_files=files)  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> RunSummary:

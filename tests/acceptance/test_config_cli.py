@@ -102,7 +102,8 @@ def test_values_from_file_take_effect(qdo_dir: Path, tmp_path: Path) -> None:
     ok("do", "C")
     assert (qdo_dir / "mine.sqlite").exists()
     assert not (qdo_dir / "qdo.sqlite").exists()
-    assert (logs / "C" / "0" / "1.log").read_text() == "hi\n"
+    assert [p.suffix for p in (logs / "C" / "segments").iterdir()] == [".qseg"]
+    assert ok("log", "C", "1") == "hi\n"
 
 
 def test_environment_wins_over_file(qdo_dir: Path, tmp_path: Path) -> None:

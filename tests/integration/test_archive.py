@@ -355,7 +355,7 @@ def test_import_streams_kind_after_kind_and_refuses_a_record_out_of_place(
     info = QueueInfo(0, "S", QueueState.ACTIVE, None, 0, 3, store.user)
     task = (1, "true", False, "Succeeded", 0, 0, None, 1, 0.0, 1.0, 2.0, "w", None, None,
             None, None, None, None, 0, 0)  # fmt: skip
-    attempt = (1, 1, "Succeeded", "w", None, 1.0, 2.0, 0, None, 0.1, 1000)
+    attempt = (1, 1, "Succeeded", "w", None, 1.0, 2.0, 0, None, 0.1, 1000, None)
 
     def records(out_of_place: bool) -> Any:
         yield "task", task

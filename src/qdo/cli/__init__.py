@@ -63,7 +63,8 @@ COMMANDS = {
     "dump": "write a queue (every task and field) to an archive",
     "restore": "rebuild a queue from an archive (any backend)",
     "config": "the settings in effect and where each came from",
-    "fsck": "check the database: its integrity and every queue's counts (--repair: count again)",
+    "fsck": "check the database (its integrity, every queue's counts; --repair: count "
+    "again) and the log segments",
     "serve": "a web dashboard and REST API of the queues (needs the web extra)",
     "share": "let another PostgreSQL role read or change a queue of yours (without --with: "
     "whom it is shared with)",

@@ -88,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_fsck(args: argparse.Namespace) -> int:
     from ..store.factory import open_store
 
-    store = open_store(config.load())
+    settings = config.load()
+    store = open_store(settings)
     try:
         problems = store.check()
         if problems and args.repair:
@@ -97,6 +98,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
             for p in problems:
                 print(f"{'left' if p in left else 'repaired'}: {p}", file=sys.stderr)
             problems = left
+        problems += _damaged_logs(settings.log_dir)
         if args.json:
             print(json.dumps(problems))
         elif not args.repair:
@@ -108,6 +110,21 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     finally:
         store.close()
+
+
+def _damaged_logs(log_dir: Path) -> list[str]:
+    """The records of the log segments that are not whole (one whose agent still runs
+    here may be being written: a note, not a problem)."""
+    from .. import logs
+
+    out = []
+    for segment in logs.segments(log_dir):
+        for damage in logs.scan(segment):
+            if damage.writing:
+                print(f"note: {damage}", file=sys.stderr)
+            else:
+                out.append(f"log segment {damage}")
+    return out
 
 
 def cmd_config(args: argparse.Namespace) -> int:

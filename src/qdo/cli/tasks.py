@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from .. import display
@@ -188,26 +187,15 @@ def _payload(task: Any) -> str:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from ..worker import log_path
-
     q = connect(args.queue)
-    task = q.tasks(id=args.id)
-    path = Path(task.log or log_path(q.settings.log_dir, args.queue, args.id))
-    folder = q.settings.log_dir.resolve()
-    if not path.resolve().is_relative_to(folder):
-        # a log path comes from the database, which an archive may have filled: never
-        # read a file that is not a task log of this qdo
-        raise InvalidInput(
-            f"task {args.id}'s log is recorded as {path}, outside the log folder {folder}: "
-            "qdo reads no file there"
-        )
-    if not path.exists():
+    data = q.output(args.id)
+    if data is None:
+        task = q.tasks(id=args.id)
         if task.state in (State.SUCCEEDED, State.FAILED, State.KILLED):
             print(f"(task {args.id} printed nothing; it {task.state.value.lower()})",
                   file=sys.stderr)  # fmt: skip
             return 0
-        raise InvalidInput(f"task {args.id} has no log yet ({path}); it is {task.state}")
-    data = path.read_bytes()
+        raise InvalidInput(f"task {args.id} has no log yet; it is {task.state}")
     if args.tail is not None:
         lines = data.splitlines(keepends=True)
         data = b"".join(lines[len(lines) - args.tail :]) if args.tail else b""

@@ -49,6 +49,13 @@ def register(commands: Commands) -> None:
         metavar="SEC",
         help="start no task after SEC seconds; finish the running ones",
     )
+    p.add_argument(
+        "--log-files",
+        action="store_const",
+        const=True,
+        help="a log file per task, LOG_DIR/QUEUE/N/ID.log (default: the log_files setting; "
+        "else each slot appends its tasks' output to a segment file)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--wait", action="store_true", help="keep waiting for new tasks when the queue is empty"
@@ -154,7 +161,7 @@ def cmd_do(args: argparse.Namespace) -> int:
     options = WorkerOptions(
         workers=args.workers, script=args.script, func=args.function, timeout=args.timeout,
         runtime=args.runtime, wait=args.wait, grace=args.grace, lease=args.lease,
-        mpiproc=args.mpiproc,
+        mpiproc=args.mpiproc, log_files=args.log_files,
     )  # fmt: skip
     progress = _Progress(q, sys.stderr)
     summary = do(q, options, progress)

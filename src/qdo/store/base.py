@@ -56,7 +56,7 @@ REQUIRE_COLUMNS = ("task_id", "req_id", "internal")
 #: One finished attempt of a task.
 ATTEMPT_COLUMNS = (
     "task_id", "attempt", "state", "worker", "jobid", "started", "finished", "exitcode",
-    "message", "cpu", "rss",
+    "message", "cpu", "rss", "log",
 )  # fmt: skip
 
 
@@ -624,10 +624,10 @@ def admin_change(
     if old == State.RUNNING.value:
         note = f"{said}, revoking the lease of {worker}"
         row = (attempts, kind, worker, jobid, started, now, exitcode,
-               f"{message}; {note}" if message else note, None, None)  # fmt: skip
+               f"{message}; {note}" if message else note, None, None, None)  # fmt: skip
         return AdminChange(message or said, attempts, row)
     row = (attempts + 1, kind, who, None, None, now, exitcode,
-           f"{message}; {said}" if message else said, None, None)  # fmt: skip
+           f"{message}; {said}" if message else said, None, None, None)  # fmt: skip
     return AdminChange(message or said, attempts + 1, row)
 
 
@@ -685,6 +685,6 @@ def attempts_by_task(rows: Iterable[Any]) -> dict[int, list[Attempt]]:
     for r in rows:
         out.setdefault(r["task_id"], []).append(Attempt(
             r["attempt"], r["state"], r["worker"], r["jobid"], timestamp(r["started"]),
-            timestamp(r["finished"]), r["exitcode"], r["message"], r["cpu"], r["rss"],
+            timestamp(r["finished"]), r["exitcode"], r["message"], r["cpu"], r["rss"], r["log"],
         ))  # fmt: skip
     return out

@@ -22,7 +22,7 @@ from .base import outage_credit
 #: ``migrations/NNNN_*.sql`` for each dialect (one that only moves the number where that
 #: backend has nothing to change); a fresh database runs them too, so it never differs
 #: from a migrated one.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 #: A row of a result: indexed by column name (sqlite3.Row, or a dict on PostgreSQL).
 Row = Any

@@ -298,7 +298,7 @@ class SQLStore(Store):
                 history.append((r["id"], r["attempts"], "Returned" if returned else o.state._value_,
                                 r["worker"], r["jobid"], r["started"],
                                 r["now"] if returned else r["finished"], o.exitcode,
-                                o.message, o.cpu, o.rss))  # fmt: skip
+                                o.message, o.cpu, o.rss, o.log))  # fmt: skip
                 if o.state is State.SUCCEEDED:
                     succeeded.append(r["id"])
                 if r["state"] == _PENDING:
@@ -367,7 +367,7 @@ class SQLStore(Store):
             tx.count("attempt_insert", a=[
                 (r["id"], r["attempts"], "Returned" if r["started"] is None else "Lost",
                  r["worker"], r["jobid"], r["started"], r["now"], None, r["message"], None,
-                 None)
+                 None, None)
                 for r in rows])  # fmt: skip
             tx.notify(r["queue_id"] for r in rows if r["state"] == State.PENDING.value)
             return [r["id"] for r in rows]

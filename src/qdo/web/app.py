@@ -264,7 +264,7 @@ def make_app(token: str) -> Starlette:
         q = queue(request)
         t = q.tasks(id=_id(request), history=True)
         out = _task(t)
-        out["log_tail"] = triage.log_tail(t.log, 50)
+        out["log_tail"] = triage.log_tail(t.log, 50, q.settings.log_dir)
         return _json(out)
 
     def set_task(request: Request, data: dict[str, Any]) -> Response:

@@ -167,20 +167,22 @@ RETURNING id, attempts, worker, jobid, started, finished, queue_id, state, {now}
 
 -- name: attempt_insert
 INSERT INTO attempts (task_id, attempt, state, worker, jobid, started, finished, exitcode,
-                      message, cpu, rss)
-SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message, cpu, rss
+                      message, cpu, rss, log)
+SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message, cpu, rss,
+       log
 FROM {rows a (task_id bigint, attempt integer, state text, worker text, jobid text,
               started double precision, finished double precision, exitcode integer,
-              message text, cpu double precision, rss bigint)}
+              message text, cpu double precision, rss bigint, log text)}
 WHERE true
 ON CONFLICT (task_id, attempt) DO UPDATE
 SET state = excluded.state, worker = excluded.worker, jobid = excluded.jobid,
     started = excluded.started, finished = excluded.finished,
     exitcode = excluded.exitcode, message = excluded.message, cpu = excluded.cpu,
-    rss = excluded.rss;
+    rss = excluded.rss, log = coalesce(excluded.log, attempts.log);
 
 -- name: attempts_of
-SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message, cpu, rss
+SELECT task_id, attempt, state, worker, jobid, started, finished, exitcode, message, cpu, rss,
+       log
 FROM attempts WHERE task_id {in ids bigint} ORDER BY task_id, attempt;
 
 -- name: lock_dependents
@@ -419,7 +421,7 @@ WHERE t.queue_id = :queue_id ORDER BY r.task_id, r.req_id;
 
 -- name: export_attempts
 SELECT a.task_id, a.attempt, a.state, a.worker, a.jobid, a.started, a.finished, a.exitcode,
-       a.message, a.cpu, a.rss
+       a.message, a.cpu, a.rss, a.log
 FROM attempts a JOIN tasks t ON t.id = a.task_id
 WHERE t.queue_id = :queue_id ORDER BY a.task_id, a.attempt;
 

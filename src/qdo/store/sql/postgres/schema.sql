@@ -105,7 +105,7 @@ GRANT UPDATE (state, max_retries, max_lost, kind) ON queues TO {group};
 GRANT UPDATE (state, priority, exitcode, message, attempts, started, finished, worker, jobid,
               log, lease_expires, lease_token, timeout, max_retries, failures, lost, signature)
     ON tasks TO {group};
-GRANT UPDATE (state, worker, jobid, started, finished, exitcode, message, cpu, rss)
+GRANT UPDATE (state, worker, jobid, started, finished, exitcode, message, cpu, rss, log)
     ON attempts TO {group};
 GRANT UPDATE (mode) ON shares TO {group};
 GRANT UPDATE (slots, hand, jobid, seen) ON agents TO {group};
