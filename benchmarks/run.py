@@ -58,6 +58,7 @@ BENCHMARKS = {
     "dashboard": "bench_dashboard",  # issue 15: qdo serve's cost
     "scale": "bench_scale",  # issue 16: 100M tasks in one queue, SQLite
     "pg-fleet": "bench_pg_fleet",  # issue 16: 50-500 simulated agents, direct and PgBouncer
+    "log": "bench_log",  # issue 16: qdo log on 1M tasks, log segments vs a file per task
 }
 GROUPS = {
     "sched": ["sched-noop", "sched-grid", "sched-shapes"],  # issue 4
