@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 import qdo
-from qdo import batch, jobstate
+from qdo import batch, jobstate, logs
 from qdo.batch import JobState, JobStatus
 from qdo.errors import InvalidInput
 from tests.acceptance.test_cli import fails
@@ -206,7 +206,8 @@ def assert_ran_in(rows: list[dict[str, Any]], ids: list[str]) -> None:
     for t in rows:
         assert t["state"] == "Succeeded", t
         assert t["jobid"] in ids, t
-        assert t["log"] and Path(t["log"]).read_text().split()[:2] == ["job", t["jobid"]], t
+        printed = logs.read(t["log"]) if t["log"] else None
+        assert printed and printed.split()[:2] == [b"job", t["jobid"].encode()], t
 
 
 ECHO_JOB = "echo job $SLURM_JOB_ID"  # each task's log starts "job <id>"
