@@ -31,6 +31,8 @@ def chunks():
     left = length
     while left:
         data = sys.stdin.buffer.read1(min(left, 65536))
+        if not data:
+            raise SystemExit("stdin ended early")
         left -= len(data)
         yield data
 print(seg.append("Q", 8, 2, chunks(), length), flush=True)
@@ -84,19 +86,21 @@ def test_a_record_torn_by_sigkill_is_found_and_reported(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(length)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
-    whole = proc.stdout.readline().decode().strip()
-    proc.stdin.write(b"y" * (3 * length // 8))
-    proc.stdin.flush()
-    (segment,) = logs.segments(tmp_path)
-    deadline = time.monotonic() + 60
-    # the writer has put the header and half of the data in the segment: kill it there
-    while segment.stat().st_size < 38 + logs.HEADER.size + length // 4:
-        assert time.monotonic() < deadline, "the writer wrote nothing"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stdin.close()
-    proc.stdout.close()
+    try:
+        whole = proc.stdout.readline().decode().strip()
+        proc.stdin.write(b"y" * (3 * length // 8))
+        proc.stdin.flush()
+        (segment,) = logs.segments(tmp_path)
+        deadline = time.monotonic() + 60
+        # the writer has put the header and a quarter of the data in the segment
+        while segment.stat().st_size < 38 + logs.HEADER.size + length // 4:
+            assert time.monotonic() < deadline, "the writer wrote nothing"
+            time.sleep(0.01)
+    finally:  # killed there (or, if the test failed, anyway)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
     assert logs.read(whole, tmp_path) == b"whole\n"  # the record before it stands
     (damage,) = [d for p in logs.segments(tmp_path) for d in logs.scan(p)]
     assert (damage.task, damage.attempt, damage.offset) == (8, 2, 38)
