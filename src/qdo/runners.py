@@ -8,6 +8,7 @@ as a result with ``stopped`` set, to be handed back rather than counted as faile
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import inspect
@@ -277,6 +278,8 @@ class ShellRunner(Runner):
                 started = time.time()
                 try:
                     result = self._run(task, spool)
+                except OSError as e:  # (its log could not be written, say)
+                    result = Result(task, State.FAILED, None, _os_failure(e))
                 except Exception as e:  # never lose a slot: report the task as failed
                     result = Result(task, State.FAILED, None, f"qdo could not run it: {e}")
                 result.started = started
@@ -433,6 +436,13 @@ class _Spool:
             self.segments.close()
 
 
+def _os_failure(e: OSError) -> str:
+    """Why a task failed when qdo could not run it or keep its output."""
+    if e.errno == errno.ENOSPC:
+        return f"disk full: its output could not be kept in its log ({e.strerror})"
+    return f"qdo could not run it: {e}"
+
+
 def _no_inherit() -> None:
     """Mark every open descriptor above 2 close-on-exec, as subprocess's close_fds does:
     posix_spawn passes on whatever is inheritable, and tasks must not get the agent's
@@ -553,7 +563,7 @@ def _func_main(
             try:
                 log = output.keep_since(mark, queue, task_id, attempt)  # what it printed
             except OSError as e:  # a full disk, say: this task fails, the process goes on
-                error = error or f"its output could not be kept in its log: {e}"
+                error = error or _os_failure(e)
             conn.send((task_id, error, trace, time.monotonic() - started, value,
                        _cpu_seconds() - cpu, _peak_rss(), log))  # fmt: skip
 

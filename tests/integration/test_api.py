@@ -297,7 +297,7 @@ def test_database_is_wal_and_versioned(qdo_dir: Path, sqlite_only: None) -> None
     qdo.create("x")
     with sqlite3.connect(qdo_dir / "qdo.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM qdo_schema").fetchone()[0] == SCHEMA_VERSION == 11
+        assert conn.execute("SELECT version FROM qdo_schema").fetchone()[0] == SCHEMA_VERSION == 12
 
 
 def test_bad_api_values_are_qdo_errors() -> None:
