@@ -191,6 +191,11 @@ def run_child(
     return result
 
 
+def median_wall(argv: Sequence[str], env: dict[str, str], runs: int) -> float:
+    """The median wall time (seconds) of ``runs`` runs of a command."""
+    return statistics.median(run_child(argv, env).seconds for _ in range(runs))
+
+
 def qdo_state_counts(queue: str, env: dict[str, str]) -> dict[str, int]:
     """The queue's tasks by state, from ``qdo status QUEUE --json`` (a subprocess)."""
     got = run_child([*qdo_command(), "status", queue, "--json"], env)

@@ -29,9 +29,9 @@ from _common import (
     Row,
     clean_env,
     in_child,
+    median_wall,
     progress,
     qdo_command,
-    run_child,
     scratch_dir,
     use_qdo_dir,
 )
@@ -87,10 +87,6 @@ def count_files(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file())
 
 
-def median_wall(argv: list[str], env: dict[str, str]) -> float:
-    return statistics.median(run_child(argv, env).seconds * 1000 for _ in range(COMMANDS))
-
-
 def run(cfg: Config) -> Report:
     total = cfg.size(1_000_000, 100_000)
     printing = cfg.size(20_000, 2_000)
@@ -111,9 +107,11 @@ def run(cfg: Config) -> Report:
             files.values.append(count_files(f / "logs"))
             env = clean_env(d)
             pick = str(random.Random(2).choice(ids))
-            cli_s = median_wall([*qdo_command(), "log", "bench", pick], env)
+            cli_s = median_wall([*qdo_command(), "log", "bench", pick], env, COMMANDS) * 1000
             cli.values.append(cli_s)
-            net.values.append(cli_s - median_wall([sys.executable, "-c", "pass"], env))
+            net.values.append(
+                cli_s - median_wall([sys.executable, "-c", "pass"], env, COMMANDS) * 1000
+            )
     return Report(
         f"log: qdo log on a queue of {total:,} tasks, {printing:,} of which printed",
         [call, peer, cli, net, segs, files],

@@ -29,13 +29,13 @@ from _common import (
     Report,
     Row,
     in_child,
+    median_wall,
     pg_drop_schema,
     pg_env,
     pg_server_version,
     pg_url,
     progress,
     qdo_command,
-    run_child,
     scratch_dir,
     use_pg,
 )
@@ -135,10 +135,6 @@ def explain(url: str) -> str:
     return " | ".join(lines)
 
 
-def median_wall(argv: list[str], env: dict[str, str]) -> float:
-    return statistics.median(run_child(argv, env).seconds for _ in range(COMMANDS))
-
-
 def run(cfg: Config) -> Report:
     n = cfg.size(1_000_000, 100_000)
     url = pg_url()
@@ -173,8 +169,8 @@ def run(cfg: Config) -> Report:
                 counts.values.append(counts_s)
                 peer.values.append(in_child(time_raw_count, url))
                 env = pg_env(d, url, SCHEMA)
-                cli_s = median_wall([*qdo_command(), "status", "bench"], env)
-                bare_s = median_wall([sys.executable, "-c", "pass"], env)
+                cli_s = median_wall([*qdo_command(), "status", "bench"], env, COMMANDS)
+                bare_s = median_wall([sys.executable, "-c", "pass"], env, COMMANDS)
                 cli.values.append(cli_s)
                 bare.values.append(bare_s)
                 net.values.append(cli_s - bare_s)

@@ -24,9 +24,9 @@ from _common import (
     Row,
     clean_env,
     in_child,
+    median_wall,
     progress,
     qdo_command,
-    run_child,
     scratch_dir,
     shell_tasks,
     use_qdo_dir,
@@ -76,10 +76,6 @@ def time_raw_count(db_path: str) -> float:
     return statistics.median(times)
 
 
-def median_wall(argv: list[str], env: dict[str, str]) -> float:
-    return statistics.median(run_child(argv, env).seconds for _ in range(COMMANDS))
-
-
 def run(cfg: Config) -> Report:
     n = cfg.size(1_000_000, 100_000)
     warm = Row("qdo  q.status(), repeated", "s", target=TARGET, higher_is_better=False)
@@ -98,12 +94,14 @@ def run(cfg: Config) -> Report:
             warm.values.append(warm_s)
             peer.values.append(in_child(time_raw_count, str(d / "qdo.sqlite")))
             env = clean_env(d)
-            cli_s = median_wall([*qdo_command(), "status", "bench"], env)
-            bare_s = median_wall([sys.executable, "-c", "pass"], env)
+            cli_s = median_wall([*qdo_command(), "status", "bench"], env, COMMANDS)
+            bare_s = median_wall([sys.executable, "-c", "pass"], env, COMMANDS)
             cli.values.append(cli_s)
             bare.values.append(bare_s)
             net.values.append(cli_s - bare_s)
-            imports.values.append(median_wall([sys.executable, "-c", "import qdo.cli"], env))
+            imports.values.append(
+                median_wall([sys.executable, "-c", "import qdo.cli"], env, COMMANDS)
+            )
     return Report(
         f"status: a queue of {n:,} Pending tasks",
         [warm, first, peer, cli, net, bare, imports],
