@@ -40,7 +40,7 @@ from .models import (
     encode_payload,
 )
 from .runtime import batch_job_id, dead_here, worker_id
-from .store.base import NewTask, Outcome, Store, login_name
+from .store.base import NewTask, Outcome, SameTasks, Store, login_name
 
 #: ``get()`` puts back the tasks of vanished holders whenever it finds nothing to claim,
 #: and at least this often (seconds) while it does.
@@ -113,6 +113,10 @@ class Queue:
         if isinstance(tasks, (str, bytes, dict)):
             raise InvalidInput("add_multiple takes a list of tasks; use add() for one task")
         tasks = list(tasks)
+        if requires is None and (priorities is None or type(priorities) is int):
+            same = _plain_commands(tasks, priorities or 0)
+            if same is not None:
+                return list(self.store.add_many(self.name, same))
         if priorities is None or isinstance(priorities, int):
             prios: Iterable[Any] = itertools.repeat(priorities or 0)
         else:
@@ -476,6 +480,21 @@ def _status(
         "ntasks": {s.value: by_state.get(s, 0) for s in State},
         "blocked": blocked,
     }
+
+
+def _plain_commands(tasks: list[Any], priority: int) -> SameTasks | None:
+    """The tasks as they are kept, if all are shell commands that ``_new_task`` would
+    keep as they are (the common load), checked a condition at a time over the list
+    (loops in C: a million in about 0.1 s); else None."""
+    if not tasks or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        return None
+    if set(map(type, tasks)) != {str} or any(map(str.isspace, tasks)):
+        return None
+    if min(map(len, tasks)) == 0 or max(map(len, tasks)) > MAX_PAYLOAD_BYTES // 4:
+        return None
+    if any(map(operator.contains, tasks, itertools.repeat("\0"))):
+        return None
+    return SameTasks(tasks, False, priority)
 
 
 def _new_task(index: int | None, task: Any, priority: Any, requires: Any) -> NewTask:

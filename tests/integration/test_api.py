@@ -246,6 +246,19 @@ def test_add_multiple_arguments() -> None:
     assert q.add_multiple([]) == []
 
 
+def test_add_multiple_of_plain_commands_keeps_each_as_given() -> None:
+    q = qdo.create("plain")
+    commands = [f"echo {i} \"q\" \\ \t 'é' 漢字 \U0001f600 {{}} [] ," for i in range(1000)]
+    ids = q.add_multiple(commands, priorities=3)
+    assert [(t.id, t.task, t.priority) for t in q.tasks()] == [
+        (i, c, 3) for i, c in zip(ids, commands, strict=True)
+    ]
+    # what the driver cannot store is refused whole, as one at a time would be
+    with pytest.raises(UnicodeEncodeError):
+        q.add_multiple(["fine"] * 100 + ["lone \ud800 surrogate"])
+    assert len(q.tasks()) == 1000
+
+
 def test_requirements_errors_write_nothing() -> None:
     q = qdo.create("d")
     a = q.add("a")

@@ -9,7 +9,7 @@ import pytest
 
 from qdo.errors import DependencyCycle, QueueExists, TaskNotEditable, UnknownQueue, UnknownTask
 from qdo.models import QueueState, State
-from qdo.store.base import Begun, NewCall, NewTask, Outcome, Store
+from qdo.store.base import Begun, NewCall, NewTask, Outcome, SameTasks, Store
 
 pytestmark = pytest.mark.backends
 
@@ -390,6 +390,34 @@ def test_payloads_round_trip(store: Store, q: str) -> None:
     (b,) = store.add_many(q, [NewTask('{"x": [1, 2.5, null, true]}', is_json=True)])
     assert store.tasks(q, task_id=a)[0].task == text
     assert store.tasks(q, task_id=b)[0].task == {"x": [1, 2.5, None, True]}
+
+
+def test_long_and_short_runs_of_like_tasks_keep_every_column(store: Store, q: str) -> None:
+    # a load goes in runs of tasks alike in all but their payloads (one statement a run
+    # on SQLite) and in single rows where they differ: each task must come back whole
+    texts = [f"echo {i} \"é\" \\ '$x' \n 漢 \U0001f600" for i in range(300)]
+    tasks = [NewTask(t) for t in texts[:100]]  # a long run
+    tasks += [NewTask(t, priority=i % 3) for i, t in enumerate(texts[100:140])]  # short runs
+    tasks += [NewTask(f'{{"i": {i}}}', is_json=True, timeout=5.0) for i in range(50)]
+    tasks += [NewTask(t, priority=7, max_retries=2) for t in texts[140:300]]
+    ids = list(store.add_many(q, tasks))
+    assert ids == list(range(ids[0], ids[0] + len(tasks)))
+    got = store.tasks(q)
+    assert [t.id for t in got] == ids
+    for new, t in zip(tasks, got, strict=True):
+        want = {"i": int(new.payload[6:-1])} if new.is_json else new.payload
+        assert (t.task, t.priority, t.timeout, t.max_retries) == (
+            want,
+            new.priority,
+            new.timeout,
+            new.max_retries,
+        )
+    (more,) = [list(store.add_many(q, SameTasks(texts[:30], False, 4)))]
+    assert more == list(range(ids[-1] + 1, ids[-1] + 31))
+    assert [(t.task, t.priority) for t in store.tasks(q, after=ids[-1])] == [
+        (text, 4) for text in texts[:30]
+    ]
+    assert store.counts(q).by_state[State.PENDING] == len(tasks) + 30
 
 
 def test_concurrent_claims_in_threads_never_overlap(store: Store, q: str) -> None:

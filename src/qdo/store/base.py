@@ -75,6 +75,16 @@ class NewTask(NamedTuple):
     max_retries: int | None = None
 
 
+class SameTasks(NamedTuple):
+    """Tasks alike in all but their payloads (already encoded and checked), in the
+    columns they are kept in: a list of a million shell commands, say, is added without
+    a tuple made for each (``Store.add_many`` takes this as well as NewTasks)."""
+
+    payloads: Sequence[str]
+    is_json: bool = False
+    priority: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a holder reports for one task it holds."""
@@ -266,7 +276,7 @@ class Store(ABC):
     # -- adding --------------------------------------------------------------------------
     @abstractmethod
     def add_many(
-        self, queue: str, tasks: Iterable[NewTask], *, create_queue: bool = False
+        self, queue: str, tasks: Iterable[NewTask] | SameTasks, *, create_queue: bool = False
     ) -> range:
         """Add tasks in one transaction and return their ids, consecutive and in order.
 

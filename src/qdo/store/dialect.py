@@ -24,6 +24,9 @@ from .base import outage_credit
 #: from a migrated one.
 SCHEMA_VERSION = 12
 
+#: The columns of a new task's row, in the order ``Dialect.insert_tasks`` takes them.
+NEW_TASK_COLUMNS = ("id", "queue_id", "payload", "is_json", "state", "priority", "created",
+                    "timeout", "max_retries")  # fmt: skip
 #: A row of a result: indexed by column name (sqlite3.Row, or a dict on PostgreSQL).
 Row = Any
 T = TypeVar("T")
@@ -85,6 +88,15 @@ class Tx:
     def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Add many rows to ``table`` (a stream: read once, as they come)."""
         self.d.insert(self.cur, table, columns, rows)
+
+    def insert_tasks(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Add new tasks, rows of NEW_TASK_COLUMNS in the order of their ids (a stream)."""
+        self.d.insert_tasks(self.cur, rows)
+
+    def add_same(self, first: int, same: dict[str, Any], payloads: Sequence[str]) -> None:
+        """Add new tasks of ids ``first`` on, alike in the columns ``same`` (all of
+        NEW_TASK_COLUMNS but id and payload), with these payloads."""
+        self.d.insert_same(self.cur, first, same, payloads)
 
     def stream(self, name: str, /, **params: Any) -> Iterator[tuple[Any, ...]]:
         """The rows of a long result as plain tuples, as they come."""
@@ -163,6 +175,16 @@ class Dialect(ABC):
     def insert(
         self, cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> None: ...
+
+    def insert_tasks(self, cur: Any, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.insert(cur, "tasks", NEW_TASK_COLUMNS, rows)
+
+    def insert_same(
+        self, cur: Any, first: int, same: dict[str, Any], payloads: Sequence[str]
+    ) -> None:
+        rest = tuple(same[c] for c in NEW_TASK_COLUMNS[3:])
+        self.insert_tasks(cur, ((first + i, same["queue_id"], p, *rest)
+                                for i, p in enumerate(payloads)))  # fmt: skip
 
     @abstractmethod
     def stream(self, tx: Tx, name: str, params: dict[str, Any]) -> Iterator[tuple[Any, ...]]: ...

@@ -36,6 +36,7 @@ from .base import (
     NewCall,
     NewTask,
     Outcome,
+    SameTasks,
     Stats,
     Store,
     Submitted,
@@ -55,8 +56,6 @@ RESULT_COLUMNS = ("queue_id", "task_id", "item", "ok", "data")
 CALL_COLUMNS = ("task_id", "queue_id", "call_key", "call")
 
 #: The columns a new task is written with (the rest take their defaults).
-NEW_TASK_COLUMNS = ("id", "queue_id", "payload", "is_json", "state", "priority", "created",
-                    "timeout", "max_retries")  # fmt: skip
 #: "No limit", as a LIMIT both dialects take.
 NO_LIMIT = 2**63 - 1
 T = TypeVar("T")
@@ -150,7 +149,7 @@ class SQLStore(Store):
 
     # -- adding ---------------------------------------------------------------------------
     def add_many(
-        self, queue: str, tasks: Iterable[NewTask], *, create_queue: bool = False
+        self, queue: str, tasks: Iterable[NewTask] | SameTasks, *, create_queue: bool = False
     ) -> range:
         def verb(tx: Tx) -> range:
             row = tx.row("queue_get", name=queue, owner=self.user)
@@ -171,11 +170,13 @@ class SQLStore(Store):
         replayable = isinstance(tasks, Sequence)
         return self._run(verb, repeat=Repeat.NOT_IF_UNSURE if replayable else Repeat.NEVER)
 
-    def _add_rows(self, tx: Tx, queue_id: int, tasks: Iterable[NewTask]) -> range:
+    def _add_rows(self, tx: Tx, queue_id: int, tasks: Iterable[NewTask] | SameTasks) -> range:
         """Add the tasks to the queue; their ids, consecutive."""
         # the ids from here on are ours (the dialect's lock orders concurrent adds)
         first = int(tx.one("lock_ids")["last"]) + 1
         now = tx.time()
+        if isinstance(tasks, SameTasks):
+            return self._add_same(tx, queue_id, first, now, tasks)
         next_id = first
         requires: list[tuple[int, int]] = []
 
@@ -188,7 +189,7 @@ class SQLStore(Store):
                        t.timeout, t.max_retries)  # fmt: skip
                 next_id += 1
 
-        tx.insert("tasks", NEW_TASK_COLUMNS, rows())
+        tx.insert_tasks(rows())
         tx.count("used_ids", last=next_id - 1)
         tx.count("counts_add", queue_id=queue_id, state=_PENDING, n=next_id - first)
         if requires:
@@ -198,6 +199,18 @@ class SQLStore(Store):
         if next_id > first:
             tx.notify([queue_id])
         return range(first, next_id)
+
+    @staticmethod
+    def _add_same(tx: Tx, queue_id: int, first: int, now: float, tasks: SameTasks) -> range:
+        n = len(tasks.payloads)
+        tx.add_same(first, {"queue_id": queue_id, "is_json": tasks.is_json, "state": _PENDING,
+                            "priority": tasks.priority, "created": now, "timeout": None,
+                            "max_retries": None}, tasks.payloads)  # fmt: skip
+        tx.count("used_ids", last=first + n - 1)
+        tx.count("counts_add", queue_id=queue_id, state=_PENDING, n=n)
+        if n:
+            tx.notify([queue_id])
+        return range(first, first + n)
 
     def _check_exist(self, tx: Tx, ids: set[int], before: int) -> None:
         # ids at or after `before` are being added right now: nobody can know them yet
