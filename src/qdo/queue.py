@@ -9,13 +9,12 @@ import contextlib
 import itertools
 import operator
 import os
-import socket
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
-from . import config, jobstate, logs
+from . import config, logs
 from .errors import (
     InvalidInput,
     InvalidPayload,
@@ -443,6 +442,10 @@ class Queue:
         if all:
             why = "recovered by hand (qdo recover --all)"
             return len(ids + self.store.requeue_workers(self.name, running, why=why))
+        import socket  # (here: what every other command needs is imported quickly)
+
+        from . import jobstate
+
         host = socket.gethostname()
         gone = [w for w in running if dead_here(w, host)]
         ended = jobstate.ended(self.store.running_jobs(self.name)) if dead else []
