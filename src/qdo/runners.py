@@ -533,6 +533,7 @@ def _func_main(
     os.setsid()
     func = resolve_func(spec)
     output = _Output(log_dir, None if log_files else Segments(log_dir, "f"))
+    out = _Results(conn)
     while True:
         try:
             chunk = conn.recv()
@@ -547,10 +548,10 @@ def _func_main(
             value = None
             try:
                 if values:
-                    out = func(payload)
-                    if inspect.isgenerator(out):
-                        out = run_items(out, functools.partial(_send_item, conn, task_id))
-                    value = encode_result(out)
+                    got = func(payload)
+                    if inspect.isgenerator(got):
+                        got = run_items(got, functools.partial(out.item, task_id))
+                    value = encode_result(got)
                 else:
                     call(func, payload)
                 error = trace = None
@@ -564,8 +565,9 @@ def _func_main(
                 log = output.keep_since(mark, queue, task_id, attempt)  # what it printed
             except OSError as e:  # a full disk, say: this task fails, the process goes on
                 error = error or _os_failure(e)
-            conn.send((task_id, error, trace, time.monotonic() - started, value,
-                       _cpu_seconds() - cpu, _peak_rss(), log))  # fmt: skip
+            out.result((task_id, error, trace, time.monotonic() - started, value,
+                        _cpu_seconds() - cpu, _peak_rss(), log))  # fmt: skip
+        out.flush()  # the chunk is done: its agent waits for the last of it
 
 
 def _cpu_seconds(reset_peak: bool = False) -> float:
@@ -593,8 +595,35 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _send_item(conn: Connection, task_id: int, index: int, data: bytes) -> None:
-    conn.send((task_id, index, data))
+#: A function worker process sends the results it has at most this often (seconds), a
+#: list at a time: one message a task cost its agent more than a no-op call.
+RESULTS_EVERY = 0.002
+
+
+class _Results:
+    """What a function worker process tells its agent, in order: results in lists (one
+    per RESULTS_EVERY, and at the end of each chunk), and a generator's items at once
+    (each after the results before it)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.kept: list[tuple[Any, ...]] = []
+        self.sent = time.monotonic()
+
+    def result(self, message: tuple[Any, ...]) -> None:
+        self.kept.append(message)
+        if time.monotonic() - self.sent >= RESULTS_EVERY:
+            self.flush()
+
+    def item(self, task_id: int, index: int, data: bytes) -> None:
+        self.flush()
+        self.conn.send((task_id, index, data))
+
+    def flush(self) -> None:
+        if self.kept:
+            self.conn.send(self.kept)
+            self.kept = []
+        self.sent = time.monotonic()
 
 
 class _Output:
@@ -690,6 +719,7 @@ class FuncRunner(Runner):
         self.buffer: deque[Task] = deque()
         self.ready: list[Result] = []
         self.yielded: list[Item] = []
+        self.suspects: set[int] = set()  # tasks a process died among (see _receive)
 
     def take_items(self) -> list[Item]:
         out, self.yielded = self.yielded, []
@@ -719,9 +749,14 @@ class FuncRunner(Runner):
         for p in self.procs:
             if p.tasks or not self.buffer:
                 continue
-            limited = self._limit(self.buffer[0]) is not None
-            size = 1 if limited else self.chunk  # a time limit is kept task by task
-            p.tasks = [self.buffer.popleft() for _ in range(min(size, len(self.buffer)))]
+            # a time limit is kept task by task; so is a task a process may have died in
+            head = self.buffer[0]
+            size = 1 if self._limit(head) is not None or head.id in self.suspects else self.chunk
+            p.tasks = [self.buffer.popleft()]
+            while len(p.tasks) < size and self.buffer and self.buffer[0].id not in self.suspects:
+                p.tasks.append(self.buffer.popleft())
+            if size == 1:
+                self.suspects.discard(head.id)
             limit = self._limit(p.tasks[0])
             p.deadline = time.monotonic() + limit if limit else float("inf")
             p.conn.send([(t.id, t.task, t.queue, t.attempts) for t in p.tasks])
@@ -763,26 +798,29 @@ class FuncRunner(Runner):
                 p.process.join(timeout=5)
                 code = p.process.exitcode
                 how = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
-                self.buffer.extendleft(reversed(p.tasks[1:]))
-                p.tasks = p.tasks[:1]
+                if len(p.tasks) > 1:
+                    # it may have finished some of them and not said so yet (it sends
+                    # results a list at a time): which one it died in is not known.  They
+                    # go back in line, to run one at a time, each told of at once.
+                    self.suspects.update(t.id for t in p.tasks)
+                    self.buffer.extendleft(reversed(p.tasks))
+                    p.tasks = []
+                    return out + self._restart(p, State.FAILED, "")
                 return out + self._restart(
                     p, State.FAILED, f"the function's worker process died ({how}) in this task"
                 )
-            if len(message) == 3:  # an item its generator yielded: the call goes on
+            if type(message) is tuple:  # an item its generator yielded: the call goes on
                 task_id, index, data = message
                 assert task_id == p.tasks[0].id
                 self.yielded.append(Item(task_id, p.tasks[0]._token or 0, index, data))
                 continue
-            task_id, error, trace, seconds, value, cpu, rss, log = message
-            task = p.tasks.pop(0)
-            assert task.id == task_id
-            if error is None:
-                out.append(Result(task, State.SUCCEEDED, 0, None, log, seconds, value=value,
+            for task_id, error, _trace, seconds, value, cpu, rss, log in message:
+                task = p.tasks.pop(0)
+                assert task.id == task_id
+                # (a failure's traceback is in its log)
+                out.append(Result(task, State.SUCCEEDED if error is None else State.FAILED,
+                                  0 if error is None else 1, error, log, seconds, value=value,
                                   cpu=cpu, rss=rss))  # fmt: skip
-                continue
-            # (the traceback is in its log)
-            out.append(Result(task, State.FAILED, 1, error, log, seconds, value=value,
-                              cpu=cpu, rss=rss))  # fmt: skip
         return out
 
     def _expire(self, p: _Proc) -> list[Result]:
