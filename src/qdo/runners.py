@@ -522,8 +522,9 @@ def _func_main(
     log_files: bool = False,
 ) -> None:  # fmt: skip
     """A function worker process: run chunks of (id, payload) until told to stop,
-    sending each task's result as soon as it has one (if the process dies, the agent
-    then knows which task it died in, and that the rest of the chunk never started).
+    sending the results it has a list at a time (``_Results``).  If it dies, the agent
+    knows what it finished up to the last list, not which of the rest it died in
+    (``FuncRunner._receive``).
     With ``values`` (a queue of calls), the payload is the one argument, and what the
     function returns or raises goes back, pickled (``qdo.calls``); a generator it returns
     sends its items, each as it comes, before that."""
@@ -755,8 +756,7 @@ class FuncRunner(Runner):
             p.tasks = [self.buffer.popleft()]
             while len(p.tasks) < size and self.buffer and self.buffer[0].id not in self.suspects:
                 p.tasks.append(self.buffer.popleft())
-            if size == 1:
-                self.suspects.discard(head.id)
+            self.suspects.discard(head.id)  # (a suspect goes alone)
             limit = self._limit(p.tasks[0])
             p.deadline = time.monotonic() + limit if limit else float("inf")
             p.conn.send([(t.id, t.task, t.queue, t.attempts) for t in p.tasks])
@@ -805,7 +805,8 @@ class FuncRunner(Runner):
                     self.suspects.update(t.id for t in p.tasks)
                     self.buffer.extendleft(reversed(p.tasks))
                     p.tasks = []
-                    return out + self._restart(p, State.FAILED, "")
+                    self._replace(p)
+                    return out
                 return out + self._restart(
                     p, State.FAILED, f"the function's worker process died ({how}) in this task"
                 )
@@ -831,11 +832,15 @@ class FuncRunner(Runner):
         self, p: _Proc, state: State, why: str, stopped: bool | None = None
     ) -> list[Result]:
         tasks, p.tasks = p.tasks, []
+        self._replace(p)
+        stopped = self.stopping if stopped is None else stopped
+        return [Result(t, state, None, why, None, 0.0, stopped=stopped) for t in tasks]
+
+    def _replace(self, p: _Proc) -> None:
+        """Kill worker process ``p`` and start another in its place."""
         p.kill()
         p.conn.close()
         self.procs[self.procs.index(p)] = self._new_proc()
-        stopped = self.stopping if stopped is None else stopped
-        return [Result(t, state, None, why, None, 0.0, stopped=stopped) for t in tasks]
 
     def kill(self, task_ids: set[int]) -> None:
         kept = [t for t in self.buffer if t.id not in task_ids]

@@ -93,7 +93,7 @@ class Tx:
         """Add new tasks, rows of NEW_TASK_COLUMNS in the order of their ids (a stream)."""
         self.d.insert_tasks(self.cur, rows)
 
-    def add_same(self, first: int, same: dict[str, Any], payloads: Sequence[str]) -> None:
+    def insert_same(self, first: int, same: dict[str, Any], payloads: Sequence[str]) -> None:
         """Add new tasks of ids ``first`` on, alike in the columns ``same`` (all of
         NEW_TASK_COLUMNS but id and payload), with these payloads."""
         self.d.insert_same(self.cur, first, same, payloads)

@@ -328,8 +328,10 @@ class SQLiteDialect(Dialect):
                 if len(chunk) < SHORT_RUN:
                     cur.executemany(plain, chunk)
                 else:
-                    same = dict(zip(NEW_TASK_COLUMNS[1:], chunk[0][1:], strict=True))
-                    self.insert_same(cur, chunk[0][0], same, [r[2] for r in chunk])
+                    first = chunk[0]
+                    same = dict(zip(NEW_TASK_COLUMNS[3:], first[3:], strict=True))
+                    same["queue_id"] = first[1]
+                    self.insert_same(cur, first[0], same, [r[2] for r in chunk])
 
     def insert_same(
         self, cur: Any, first: int, same: dict[str, Any], payloads: Sequence[str]

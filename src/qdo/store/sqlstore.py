@@ -203,7 +203,7 @@ class SQLStore(Store):
     @staticmethod
     def _add_same(tx: Tx, queue_id: int, first: int, now: float, tasks: SameTasks) -> range:
         n = len(tasks.payloads)
-        tx.add_same(first, {"queue_id": queue_id, "is_json": tasks.is_json, "state": _PENDING,
+        tx.insert_same(first, {"queue_id": queue_id, "is_json": tasks.is_json, "state": _PENDING,
                             "priority": tasks.priority, "created": now, "timeout": None,
                             "max_retries": None}, tasks.payloads)  # fmt: skip
         tx.count("used_ids", last=first + n - 1)
