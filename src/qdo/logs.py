@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidInput, QdoError
-from .runtime import pid_alive
+from .runtime import hostname, pid_alive
 
 __all__ = ["LogDamaged", "Ref", "Segments", "locator", "log_path", "read", "scan", "tail"]
 
@@ -107,7 +106,7 @@ class Segments:
 
     def __init__(self, log_dir: Path, slot: str, limit: int = SEGMENT_BYTES) -> None:
         self.log_dir = log_dir
-        self.name = f"{socket.gethostname()}-{os.getpid()}-{slot}"
+        self.name = f"{hostname()}-{os.getpid()}-{slot}"
         self.limit = limit
         self.open: dict[str, tuple[int, Path]] = {}  # queue -> its segment's fd, path
         self.size: dict[str, int] = {}
@@ -275,7 +274,7 @@ def scan(path: Path) -> Iterator[Damage]:
     """Walk a segment's records; a Damage for the first one that is not whole (what
     follows it cannot be found)."""
     host, pid = _writer(path)
-    live = host == socket.gethostname() and pid is not None and pid_alive(pid)
+    live = host == hostname() and pid is not None and pid_alive(pid)
     with open(path, "rb") as f:
         fd = f.fileno()
         size = os.fstat(fd).st_size

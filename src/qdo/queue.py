@@ -38,7 +38,7 @@ from .models import (
     check_priority,
     encode_payload,
 )
-from .runtime import batch_job_id, dead_here, worker_id
+from .runtime import batch_job_id, dead_here, hostname, worker_id
 from .store.base import NewTask, Outcome, SameTasks, Store, login_name
 
 #: ``get()`` puts back the tasks of vanished holders whenever it finds nothing to claim,
@@ -442,11 +442,9 @@ class Queue:
         if all:
             why = "recovered by hand (qdo recover --all)"
             return len(ids + self.store.requeue_workers(self.name, running, why=why))
-        import socket  # (here: what every other command needs is imported quickly)
+        from . import jobstate  # (here: what every other command needs is imported quickly)
 
-        from . import jobstate
-
-        host = socket.gethostname()
+        host = hostname()
         gone = [w for w in running if dead_here(w, host)]
         ended = jobstate.ended(self.store.running_jobs(self.name)) if dead else []
         if gone:

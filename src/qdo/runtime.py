@@ -4,12 +4,17 @@ names itself, which batch job it runs in, whether a process still exists."""
 from __future__ import annotations
 
 import os
-import socket
+
+
+def hostname() -> str:
+    """This machine's name, as ``socket.gethostname()`` gives it (the kernel's node name),
+    without importing ``socket``: short commands do not pay for it."""
+    return os.uname().nodename
 
 
 def worker_id() -> str:
     """How this process names itself as a worker: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{hostname()}:{os.getpid()}"
 
 
 def batch_job_id() -> str | None:

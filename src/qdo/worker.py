@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -32,7 +31,7 @@ from .logs import log_path
 from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue
 from .runners import Result, Runner, ShellRunner
-from .runtime import batch_job_id, worker_id
+from .runtime import batch_job_id, hostname, worker_id
 from .store.base import AGENT_BEAT, Begun, Item
 
 __all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]
@@ -328,7 +327,7 @@ class Agent:
     def _beat(self, now: float) -> None:
         hand = self._hand()
         try:
-            self.store.agent_seen(self.queue.name, self.worker, socket.gethostname(),
+            self.store.agent_seen(self.queue.name, self.worker, hostname(),
                                   self.runner.slots, hand, self.jobid)  # fmt: skip
         except QdoError as e:  # (a full disk, the server away: its tasks are what matter)
             log.warning("qdo do %s: could not say it is alive (%s)", self.queue.name, e)

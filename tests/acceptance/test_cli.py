@@ -757,3 +757,36 @@ def test_fsck_finds_a_count_that_is_off_and_repairs_it(qdo_dir: Path) -> None:
     assert repaired.returncode == 0 and "repaired: " in repaired.stderr, repaired.stderr
     assert run_qdo("fsck").returncode == 0
     assert q.status()["ntasks"]["Pending"] == 3
+
+
+# -- the parser of one command ---------------------------------------------------------------
+def _help_of(parser: Any, name: str) -> str:
+    (commands,) = (a for a in parser._actions if a.dest == "command")
+    return str(commands.choices[name].format_help())
+
+
+def test_a_command_parsed_alone_has_the_whole_parsers_arguments() -> None:
+    """``qdo X ...`` makes X's parser alone (the others' cost more than some commands
+    take): its help, defaults and parse must be the whole parser's."""
+    from qdo.cli import COMMANDS, _command_named, build_parser
+
+    whole = build_parser()
+    for name in COMMANDS:
+        alone = build_parser(name)
+        assert _help_of(alone, name) == _help_of(whole, name), name
+    argv = ["log", "q", "7", "--tail", "3"]
+    assert vars(build_parser("log").parse_args(argv)) == vars(whole.parse_args(argv))
+    assert _command_named(["--user", "ann", "-v", "log", "q", "7"]) == "log"
+    assert _command_named(["--user=ann", "status"]) == "status"
+    assert _command_named(["--user", "status"]) is None  # (status is the user's name)
+    assert _command_named(["lgo", "q"]) is None
+    assert _command_named(["--help"]) is None
+
+
+def test_a_misspelt_command_lists_every_command(qdo_dir: Path) -> None:
+    from qdo.cli import COMMANDS
+
+    proc = run_qdo("lgo", "q", "7")
+    assert proc.returncode == 2
+    assert all(repr(name) in proc.stderr for name in COMMANDS), proc.stderr
+    assert "--tail" in ok("--user", os.environ.get("USER", "root"), "log", "--help")

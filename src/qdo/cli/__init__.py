@@ -74,7 +74,9 @@ COMMANDS = {
 GROUPS = (queues, tasks, work, archive, admin)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``only`` of that command alone (see
+    ``Commands``)."""
     parser = Parser(prog="qdo", description="Durable queues for very many small tasks.")
     parser.add_argument("--version", action="version", version=f"qdo {__version__}")
     parser.add_argument("-v", "--debug", action="store_true", dest="debug",
@@ -82,11 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "the whole cause chain")  # fmt: skip
     parser.add_argument("--user", metavar="NAME",
                         help="act on NAME's queues (default: yours; QDO_USER)")  # fmt: skip
-    commands = Commands(parser, COMMANDS)
+    commands = Commands(parser, COMMANDS, only)
     for group in GROUPS:
         group.register(commands)
     commands.check()
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs, if it names one before anything else but the
+    top-level options (``-v``, ``--user NAME``); None if it does not (``qdo --help``, a
+    misspelt command): then every command's parser is made, for help to list them."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--user":
+            next(args, None)
+        elif arg in ("-v", "--debug") or arg.startswith("--user="):
+            continue
+        else:
+            return arg if arg in COMMANDS else None
+    return None
 
 
 def _glue_batchopts(argv: Sequence[str]) -> list[str]:
@@ -104,7 +121,8 @@ def _glue_batchopts(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``qdo`` command (``argv`` without the program name; default
     ``sys.argv[1:]``) and return its exit code."""
-    args = build_parser().parse_args(_glue_batchopts(sys.argv[1:] if argv is None else argv))
+    argv = _glue_batchopts(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_named(argv)).parse_args(argv)
     _show_logs(args.debug)
     if args.user:
         os.environ["QDO_USER"] = args.user  # read with the other settings

@@ -33,12 +33,24 @@ class Parser(argparse.ArgumentParser):
 class Commands:
     """The subcommands of a parser, made in the order of ``listing`` (name: one-line
     help), which is the order help and usage errors show them in; each command group's
-    ``register`` then claims its own and adds their arguments."""
+    ``register`` then claims its own and adds their arguments.
 
-    def __init__(self, parser: argparse.ArgumentParser, listing: Mapping[str, str]) -> None:
+    With ``only``, the parser has that one command: the others' arguments go to an
+    ``_Unbuilt`` parser that keeps nothing.  A command run from the shell needs no
+    other's arguments, and making all of them (some 180 ``add_argument`` calls) costs
+    more than some commands take to run."""
+
+    def __init__(
+        self,
+        parser: argparse.ArgumentParser,
+        listing: Mapping[str, str],
+        only: str | None = None,
+    ) -> None:
         sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-        self._parsers = {
+        self._parsers: dict[str, argparse.ArgumentParser] = {
             name: sub.add_parser(name, help=help, description=help)
+            if only is None or name == only
+            else _Unbuilt()
             for name, help in listing.items()
         }
         self._unclaimed = set(listing)
@@ -69,6 +81,28 @@ class Commands:
         """Fail if a listed command was left without a group to run it."""
         if self._unclaimed:
             raise RuntimeError(f"no command group registers {', '.join(sorted(self._unclaimed))}")
+
+
+class _Unbuilt(argparse.ArgumentParser):
+    """The parser of a command that is not run: whatever is added to it is dropped."""
+
+    def __init__(self) -> None:  # (none of ArgumentParser's state: nothing reads it)
+        pass
+
+    def add_argument(self, *names: Any, **kw: Any) -> Any:
+        return None
+
+    def add_mutually_exclusive_group(self, **kw: Any) -> Any:
+        return self
+
+    def add_subparsers(self, **kw: Any) -> Any:
+        return self
+
+    def add_parser(self, name: str, **kw: Any) -> Any:  # (as a subparsers action)
+        return self
+
+    def set_defaults(self, **kw: Any) -> None:
+        pass
 
 
 # -- argument types -------------------------------------------------------------------------

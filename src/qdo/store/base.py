@@ -34,7 +34,6 @@ and never reused.
 
 from __future__ import annotations
 
-import getpass
 import os
 import time
 from abc import ABC, abstractmethod
@@ -656,6 +655,8 @@ def outage_credit(last_ok: float) -> float:
 def login_name() -> str:
     """The user a store acts for unless told otherwise: the login name."""
     try:
+        import getpass  # (here: few commands need it)
+
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
         return f"uid{os.getuid()}"
