@@ -16,6 +16,11 @@ Rates are tasks / (last worker's end - first worker's start).  huey runs twice p
 run: with its defaults (``SqliteHuey(filename=...)``: WAL, SQLite's default
 ``synchronous = FULL``, an fsync per commit) and with ``synchronous = NORMAL``, the
 setting qdo uses, so that both do the same durability work.
+
+Diag rows, one process, microseconds a task: qdo's ``store.claim`` of one task and its
+``store.finish`` (each one write transaction), ``q.get()`` + ``set_state`` as a whole,
+and huey's ``dequeue()`` (one write transaction) at synchronous=NORMAL: what each
+transaction costs, apart from two processes taking turns at SQLite's write lock.
 """
 
 from __future__ import annotations
@@ -76,6 +81,32 @@ def qdo_consume(qdo_dir: str, barrier: Barrier) -> tuple[int, float, float]:
     return done, start, time.monotonic()
 
 
+def qdo_transactions(qdo_dir: str, n: int) -> tuple[float, float, float]:
+    """One process, a queue of ``n`` tasks: microseconds of ``store.claim`` of one task
+    and of ``store.finish`` of it (each a write transaction), over the first half; of
+    ``q.get()`` + ``set_state`` (both, with the heartbeat), over the second."""
+    use_qdo_dir(qdo_dir)
+    import qdo
+    from qdo.models import State
+    from qdo.store.base import Outcome
+
+    q = qdo.connect("bench")
+    store, half = q.store, n // 2
+    claiming = finishing = 0.0
+    for _ in range(half):
+        t0 = time.perf_counter()
+        (task,) = store.claim("bench", "diag:1", 1, 60.0)
+        t1 = time.perf_counter()
+        store.finish("diag:1", [Outcome(task.id, task._token or 0, State.SUCCEEDED)])
+        claiming += t1 - t0
+        finishing += time.perf_counter() - t1
+    t0 = time.perf_counter()
+    while (got := q.get()) is not None:
+        got.set_state(qdo.Task.SUCCEEDED)
+    both = time.perf_counter() - t0
+    return claiming / half * 1e6, finishing / half * 1e6, both / (n - half) * 1e6
+
+
 # -- huey ---------------------------------------------------------------------------------
 def noop() -> None:
     """The task: does nothing."""
@@ -125,6 +156,16 @@ def huey_consume(path: str, normal_sync: bool, barrier: Barrier) -> tuple[int, f
     return worker.task_count, start, end
 
 
+def huey_transactions(path: str, n: int) -> float:
+    """One process: microseconds of huey's ``dequeue()`` (its one write transaction: a
+    SELECT and a DELETE), synchronous=NORMAL."""
+    huey, _ = make_huey(path, True)
+    start = time.perf_counter()
+    for _ in range(n):
+        assert huey.dequeue() is not None
+    return (time.perf_counter() - start) / n * 1e6
+
+
 # -- both ---------------------------------------------------------------------------------
 def consume(func: Callable[..., Any], *args: Any) -> tuple[float, list[int]]:
     """Run ``func(*args, barrier)`` in WORKERS processes released together.
@@ -154,6 +195,14 @@ def run(cfg: Config) -> Report:
     qdo_one = Row("qdo  enqueue: q.add one at a time", "/s")
     huey_e = Row("huey enqueue: task() one at a time, defaults", "/s")
     huey_en = Row("huey enqueue: ..., synchronous=NORMAL", "/s")
+
+    def micros(label: str) -> Row:
+        return Row(f"diag one process: {label}", "µs", higher_is_better=False)
+
+    tx_claim = micros("qdo store.claim(1), a transaction")
+    tx_finish = micros("qdo store.finish(1), a transaction")
+    tx_both = micros("qdo q.get() + set_state")
+    tx_huey = micros("huey dequeue(), NORMAL, a transaction")
     splits: list[str] = []
     for i in range(cfg.runs):
         progress(f"claim: run {i + 1}/{cfg.runs}, {n:,} tasks, {WORKERS} processes")
@@ -167,6 +216,10 @@ def run(cfg: Config) -> Report:
             splits.append(f"qdo {counts}")
         with scratch_dir(cfg, "claim-qdo-add") as d:
             qdo_one.values.append(n / in_child(qdo_load, str(d), n, True))
+            claim_us, finish_us, both_us = in_child(qdo_transactions, str(d), n)
+            tx_claim.values.append(claim_us)
+            tx_finish.values.append(finish_us)
+            tx_both.values.append(both_us)
         for normal_sync, enqueue_row, consume_row in (
             (False, huey_e, huey_c),
             (True, huey_en, huey_cn),
@@ -178,9 +231,13 @@ def run(cfg: Config) -> Report:
                 assert sum(counts) == n and count(Path(db), "SELECT count(*) FROM task") == 0
                 consume_row.values.append(rate)
                 splits.append(f"huey{'(NORMAL)' if normal_sync else ''} {counts}")
+                if normal_sync:
+                    in_child(huey_load, db, normal_sync, n)
+                    tx_huey.values.append(in_child(huey_transactions, db, n))
     return Report(
         f"claim and finish: {n:,} no-op tasks, {WORKERS} processes at once",
-        [qdo_c, huey_c, huey_cn, qdo_many, qdo_one, huey_e, huey_en],
+        [qdo_c, huey_c, huey_cn, qdo_many, qdo_one, huey_e, huey_en, tx_claim, tx_finish,
+         tx_both, tx_huey],
         [
             Ratio("ratio qdo / huey consume, defaults", qdo_c, huey_c),
             Ratio("ratio qdo / huey consume, NORMAL", qdo_c, huey_cn),

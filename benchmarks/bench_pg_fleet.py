@@ -12,8 +12,11 @@ report them, for SECONDS seconds.  Measured per fleet:
 - the server's CPU (all its processes, from /proc), in cores;
 - refused: agents that could not connect (``max_connections`` of the server).
 
-The ceiling of one server is the rate at N = 500 with tasks that take no time at all
-(TASK_SECONDS = 0: every agent claims, renews and reports as fast as it can).
+The ceiling of one server: fleets of CEILING_FLEETS agents with tasks that take no time
+at all (every agent claims, renews and reports as fast as it can; through PgBouncer at
+500, more agents than the server has connections), with the CPU the server spends a
+task finished and the CPU the simulated fleet itself spends (its processes'
+``getrusage``): where the rate stops growing, and which of the two ran out.
 
 This machine has 2 cores for the server, the pooler and the simulated fleet: the
 figures say where the server saturates here, not on a dedicated database host.
@@ -42,15 +45,20 @@ TASK_SECONDS = 1.0
 SECONDS = 20.0
 LEASE = 60.0
 FLEETS = (50, 200, 500)
+#: Fleets of the ceiling's sweep (tasks of no time): agents, and whether through PgBouncer
+#: (500 agents are more than the server's connections).
+CEILING_FLEETS = ((1, False), (4, False), (16, False), (50, False), (200, False), (500, True))
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
 def agent_process(url: str, pooled: bool, agents: int, first: int, seconds: float,
                   task_seconds: float, out: object, together: object) -> None:  # fmt: skip
     """``agents`` simulated agents as threads; puts (latencies, done, renewals, refused,
-    server CPU seconds over the run or None): the first process reads the server's CPU
-    when every agent has connected and when all are done, before any disconnects (a
-    backend's CPU goes with it)."""
+    server CPU seconds over the run or None, this process's own CPU seconds over the
+    run): the first process reads the server's CPU when every agent has connected and
+    when all are done, before any disconnects (a backend's CPU goes with it)."""
+    import resource
+
     from qdo.models import State
     from qdo.store.base import Outcome
     from qdo.store.postgres import PostgresStore
@@ -100,14 +108,18 @@ def agent_process(url: str, pooled: bool, agents: int, first: int, seconds: floa
     together.wait()  # type: ignore[attr-defined]
     if first == 0:
         cpu, began = -server_cpu(), time.monotonic()
+    own = resource.getrusage(resource.RUSAGE_SELF)
     for t in threads:
         t.join()
     together.wait()  # type: ignore[attr-defined]
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    own_cpu = end.ru_utime + end.ru_stime - own.ru_utime - own.ru_stime
     if cpu is not None:
         cpu = (cpu + server_cpu()) / (time.monotonic() - began)
     together.wait()  # type: ignore[attr-defined]
     store.close()
-    out.put((latencies, counts["done"], counts["renewals"], counts["refused"], cpu))  # type: ignore[attr-defined]
+    sent = (latencies, counts["done"], counts["renewals"], counts["refused"], cpu, own_cpu)
+    out.put(sent)  # type: ignore[attr-defined]
 
 
 def server_cpu() -> float:
@@ -157,7 +169,10 @@ def fleet(url: str, pooled: bool, n: int, task_seconds: float) -> dict[str, floa
         p.join()
     lat = sorted(x for r in results for x in r[0])
     done, renewals, refused = (sum(r[i] for r in results) for i in (1, 2, 3))
+    fleet_cpu = sum(r[5] for r in results) / SECONDS
     return {
+        "fleet_cpu": fleet_cpu,
+        "server_ms": cpu * 1000 / (done / SECONDS) if done else float("nan"),
         "p50": statistics.median(lat) * 1000 if lat else float("nan"),
         "p99": lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan"),
         "rate": done / SECONDS, "renewals": renewals / SECONDS,
@@ -236,15 +251,22 @@ def run(cfg: Config) -> Report:
                 if got["refused"]:
                     notes.append(f"N={n} {how}: {got['refused']:.0f} agents could not connect "
                                  f"(max_connections {limit})")  # fmt: skip
-        n = fleets[-1]
-        progress(f"pg-fleet: ceiling, {n} agents through PgBouncer, tasks of no time")
-        fill(url, 400_000 if not cfg.quick else 40_000)
-        got = fleet(pooled_url, True, n, 0.0)
-        rows.append(Row(f"N={n:>3} PgBouncer, tasks of 0 s: done", "/s", [got["rate"]]))
-        rows.append(Row(f"N={n:>3} PgBouncer, tasks of 0 s: claim p99", "ms", [got["p99"]],
-                        higher_is_better=False))  # fmt: skip
-        rows.append(Row(f"N={n:>3} PgBouncer, tasks of 0 s: server CPU", "x", [got["cpu"]],
-                        higher_is_better=False))  # fmt: skip
+        # the ceiling: tasks of no time, every agent claiming, renewing and reporting as
+        # fast as it can, from 1 agent up; where the rate stops growing, and what the
+        # server and the simulated fleet each spend
+        for n, pooled in CEILING_FLEETS if not cfg.quick else ((1, False), (10, True)):
+            how = "PgBouncer" if pooled else "direct"
+            progress(f"pg-fleet: ceiling, {n} agents {how}, tasks of no time")
+            fill(url, 600_000 if not cfg.quick else 60_000)
+            got = fleet(pooled_url if pooled else url, pooled, n, 0.0)
+            label = f"0 s tasks, N={n:>3} {how}"
+            rows.append(Row(f"{label}: done", "/s", [got["rate"]]))
+            rows.append(Row(f"{label}: claim p50", "ms", [got["p50"]], higher_is_better=False))
+            rows.append(Row(f"{label}: server CPU", "x", [got["cpu"]], higher_is_better=False))
+            rows.append(Row(f"{label}: server CPU a task", "ms", [got["server_ms"]],
+                            higher_is_better=False))  # fmt: skip
+            rows.append(Row(f"{label}: fleet's own CPU", "x", [got["fleet_cpu"]],
+                            higher_is_better=False))  # fmt: skip
     finally:
         bouncer.terminate()
         bouncer.wait(timeout=30)

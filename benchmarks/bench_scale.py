@@ -24,7 +24,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import NamedTuple
 
 from _common import (
     Config,
@@ -39,7 +40,6 @@ from _common import (
     run_child,
     scratch_dir,
     shell_tasks,
-    use_qdo_dir,
 )
 
 TARGET = 0.2  # seconds, qdo status
@@ -52,10 +52,17 @@ FRESH_TASKS = 100_000
 CHUNK = 1_000_000  # tasks a progress line
 
 
-def build(qdo_dir: str, n: int) -> tuple[float, float, int]:
+def _use(env: dict[str, str]) -> None:
+    """Point this (child) process's qdo where ``env`` does (a QDO_DIR, or a
+    PostgreSQL schema: ``bench_pg_scale``)."""
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def build(env: dict[str, str], n: int) -> tuple[float, float]:
     """Import n/2 Succeeded tasks with their attempts, then add n/2 Pending ones; the
-    seconds of each, and the file's size."""
-    use_qdo_dir(qdo_dir)
+    seconds of each."""
+    _use(env)
     import qdo
     from qdo.models import QueueInfo, QueueState
     from qdo.store.factory import open_store
@@ -96,7 +103,7 @@ def build(qdo_dir: str, n: int) -> tuple[float, float, int]:
             )
         for i in range(1, half + 1):
             yield "attempt", (i, 1, "Succeeded", "node1:1", "job1", t0 + 1.0, t0 + 2.0, 0,
-                              None, 0.9, 50_000_000)  # fmt: skip
+                              None, 0.9, 50_000_000, None)  # fmt: skip
 
     start = time.perf_counter()
     store.import_queue("big", info, (1, half), records())
@@ -113,19 +120,18 @@ def build(qdo_dir: str, n: int) -> tuple[float, float, int]:
     q.add_multiple(pending())
     added = time.perf_counter() - start
     store.close()
-    path = Path(qdo_dir) / "qdo.sqlite"
-    return imported, added, path.stat().st_size
+    return imported, added
 
 
-def fresh(qdo_dir: str, n: int) -> None:
-    use_qdo_dir(qdo_dir)
+def fresh(env: dict[str, str], n: int) -> None:
+    _use(env)
     import qdo
 
     qdo.create("big").add_multiple(shell_tasks(n))
 
 
-def time_status(qdo_dir: str) -> float:
-    use_qdo_dir(qdo_dir)
+def time_status(env: dict[str, str]) -> float:
+    _use(env)
     import qdo
 
     q = qdo.connect("big")
@@ -138,9 +144,9 @@ def time_status(qdo_dir: str) -> float:
     return statistics.median(times)
 
 
-def claim_rate(qdo_dir: str) -> float:
+def claim_rate(env: dict[str, str]) -> float:
     """Claims and finishes of CLAIMS tasks, BATCH at a time, a second."""
-    use_qdo_dir(qdo_dir)
+    _use(env)
     from qdo.models import State
     from qdo.store.base import Outcome
     from qdo.store.factory import open_store
@@ -158,16 +164,39 @@ def claim_rate(qdo_dir: str) -> float:
     return rate
 
 
-def agent_rate(qdo_dir: str) -> float:
+def agent_rate(env: dict[str, str]) -> float:
     """Tasks ``qdo do --runtime`` finishes a second of its wall time."""
-    env = clean_env(qdo_dir)
     before = qdo_state_counts("big", env)["Succeeded"]
     run = run_child([*qdo_command(), "do", "big", "--workers", "2", "--runtime",
                      str(AGENT_SECONDS)], env)  # fmt: skip
     return (qdo_state_counts("big", env)["Succeeded"] - before) / run.seconds
 
 
+class Place(NamedTuple):
+    """Where the big and the fresh queue are kept: their environments, how to start
+    the fresh one over, and the big one's size in bytes."""
+
+    backend: str
+    big: dict[str, str]
+    fresh: dict[str, str]
+    wipe_fresh: Callable[[], None]
+    size: Callable[[], int]
+
+
 def run(cfg: Config) -> Report:
+    with scratch_dir(cfg, "scale") as d, scratch_dir(cfg, "scale-fresh") as f:
+
+        def wipe_fresh() -> None:
+            for suffix in ("", "-wal", "-shm"):
+                (f / f"qdo.sqlite{suffix}").unlink(missing_ok=True)
+
+        place = Place("SQLite", clean_env(d), clean_env(f), wipe_fresh,
+                      lambda: (d / "qdo.sqlite").stat().st_size)  # fmt: skip
+        return measure(cfg, place)
+
+
+def measure(cfg: Config, place: Place) -> Report:
+    """The benchmark, on either backend."""
     n = cfg.size(100_000_000, 1_000_000)
     build_add = Row("qdo  build: q.add_multiple, the Pending half", "/s")
     build_import = Row("qdo  build: import (qdo restore), the finished half", "/s")
@@ -178,33 +207,29 @@ def run(cfg: Config) -> Report:
     claims_fresh = Row(f"base claim({BATCH}) + finish, a fresh queue", "/s")
     agent_big = Row("qdo  qdo do --workers 2, the big queue", "/s")
     agent_fresh = Row("base qdo do --workers 2, a fresh queue", "/s")
-    with scratch_dir(cfg, "scale") as d, scratch_dir(cfg, "scale-fresh") as f:
-        progress(f"scale: building a queue of {n:,} tasks")
-        imported, added, nbytes = in_child(build, str(d), n)
-        build_import.values.append(n // 2 / imported)
-        build_add.values.append((n - n // 2) / added)
-        size.values.append(nbytes / n)
-        progress(f"scale: built in {imported + added:.0f} s; status")
-        status.values.append(in_child(time_status, str(d)))
-        env = clean_env(d)
-        argv = [*qdo_command(), "status", "big"]
-        cli.values.append(statistics.median(run_child(argv, env).seconds
-                                            for _ in range(COMMANDS)))  # fmt: skip
-        for i in range(cfg.runs):
-            progress(f"scale: run {i + 1}/{cfg.runs}, claims and agents, big and fresh")
-            in_child(fresh, str(f), CLAIMS + FRESH_TASKS)
-            for there, claims, agent in (
-                (d, claims_big, agent_big),
-                (f, claims_fresh, agent_fresh),
-            ):
-                claims.values.append(in_child(claim_rate, str(there)))
-                agent.values.append(agent_rate(str(there)))
-            os.remove(f / "qdo.sqlite")
-            for suffix in ("-wal", "-shm"):
-                if (f / f"qdo.sqlite{suffix}").exists():
-                    os.remove(f / f"qdo.sqlite{suffix}")
+    progress(f"scale: building a queue of {n:,} tasks ({place.backend})")
+    imported, added = in_child(build, place.big, n)
+    build_import.values.append(n // 2 / imported)
+    build_add.values.append((n - n // 2) / added)
+    size.values.append(place.size() / n)
+    progress(f"scale: built in {imported + added:.0f} s; status")
+    status.values.append(in_child(time_status, place.big))
+    argv = [*qdo_command(), "status", "big"]
+    run_child(argv, place.big)  # (untimed: the first after the build warms the caches)
+    cli.values.append(statistics.median(run_child(argv, place.big).seconds
+                                        for _ in range(COMMANDS)))  # fmt: skip
+    for i in range(cfg.runs):
+        progress(f"scale: run {i + 1}/{cfg.runs}, claims and agents, big and fresh")
+        in_child(fresh, place.fresh, CLAIMS + FRESH_TASKS)
+        for env, claims, agent in (
+            (place.big, claims_big, agent_big),
+            (place.fresh, claims_fresh, agent_fresh),
+        ):
+            claims.values.append(in_child(claim_rate, env))
+            agent.values.append(agent_rate(env))
+        place.wipe_fresh()
     return Report(
-        f"scale: one queue of {n:,} tasks (half Succeeded, half Pending), SQLite",
+        f"scale: one queue of {n:,} tasks (half Succeeded, half Pending), {place.backend}",
         [build_import, build_add, size, status, cli, claims_big, claims_fresh, agent_big,
          agent_fresh],
         [Ratio("ratio claims, big / fresh queue", claims_big, claims_fresh, target=0.9),

@@ -57,6 +57,7 @@ BENCHMARKS = {
     "futures-grid": "bench_futures_grid",  # issue 14: the seed grid, sched + executor
     "dashboard": "bench_dashboard",  # issue 15: qdo serve's cost
     "scale": "bench_scale",  # issue 16: 100M tasks in one queue, SQLite
+    "pg-scale": "bench_pg_scale",  # issue 16: the same, PostgreSQL
     "pg-fleet": "bench_pg_fleet",  # issue 16: 50-500 simulated agents, direct and PgBouncer
     "log": "bench_log",  # issue 16: qdo log on 1M tasks, log segments vs a file per task
 }
@@ -69,7 +70,7 @@ GROUPS = {
 #: $QDO_BENCH_PG_URL); name them, or the group "pg".  launch needs the Slurm cluster
 #: of scripts/slurm (started if it is down) and takes about 15 minutes; scale builds a
 #: queue of 100 million tasks (about 15 minutes, 15 GB).
-NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where", "pg-get", "launch", "scale", "pg-fleet"}
+NOT_BY_DEFAULT = {*GROUPS["pg"], "pg-where", "pg-get", "launch", "scale", "pg-scale", "pg-fleet"}
 
 
 def parse_args() -> argparse.Namespace:

@@ -114,12 +114,29 @@ def encode_payload(task: object) -> tuple[str, bool]:
                 f"task {_short(task)} is not a str and does not serialize to JSON: {e}"
             ) from e
         is_json = True
+    if not text.isascii():
+        _check_unicode(text, task)
     if len(text) > MAX_PAYLOAD_BYTES // 4 and len(text.encode()) > MAX_PAYLOAD_BYTES:
         raise InvalidPayload(
             f"task payload of {len(text.encode()):,} bytes is larger than the limit of "
             f"{MAX_PAYLOAD_BYTES:,}: keep data in files and pass their names"
         )
     return text, is_json
+
+
+def _check_unicode(text: str, task: object) -> None:
+    """Raise InvalidPayload if ``text`` cannot be stored as UTF-8: it holds a lone
+    surrogate, as a name decoded with ``surrogateescape`` does (``os.listdir``, ``argv``)
+    where its bytes are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start : e.end]
+        raise InvalidPayload(
+            f"task {_short(task)} is not valid Unicode text: it holds {bad!r}, a lone "
+            "surrogate (bytes that are not UTF-8, as os.listdir and sys.argv give them "
+            "for such file names)"
+        ) from None
 
 
 def _too_deep(value: object) -> bool:

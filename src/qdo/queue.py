@@ -495,13 +495,15 @@ def _plain_commands(tasks: list[Any], priority: int) -> SameTasks | None:
         return None
     if any(map(operator.contains, tasks, itertools.repeat("\0"))):
         return None
+    if not all(map(str.isascii, tasks)):  # (to _new_task, which checks them one by one)
+        return None
     return SameTasks(tasks, False, priority)
 
 
 def _new_task(index: int | None, task: Any, priority: Any, requires: Any) -> NewTask:
     if (
         type(task) is str and type(priority) is int and not requires
-        and not task.isspace() and "\0" not in task
+        and not task.isspace() and "\0" not in task and task.isascii()
         and 0 < len(task) <= MAX_PAYLOAD_BYTES // 4 and PRIORITY_MIN <= priority <= PRIORITY_MAX
     ):  # fmt: skip
         return NewTask(task, False, priority, ())  # the common case, checked inline: loads

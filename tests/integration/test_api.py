@@ -253,10 +253,24 @@ def test_add_multiple_of_plain_commands_keeps_each_as_given() -> None:
     assert [(t.id, t.task, t.priority) for t in q.tasks()] == [
         (i, c, 3) for i, c in zip(ids, commands, strict=True)
     ]
-    # what the driver cannot store is refused whole, as one at a time would be
-    with pytest.raises(UnicodeEncodeError):
+    # what cannot be stored as UTF-8 is refused whole, with the task it is in
+    with pytest.raises(InvalidPayload, match=r"task #100: .*lone surrogate"):
         q.add_multiple(["fine"] * 100 + ["lone \ud800 surrogate"])
     assert len(q.tasks()) == 1000
+
+
+@pytest.mark.parametrize(
+    "task", ["ls \udcff.fits", {"file": "a\udc80b"}, ["x", "\ud800"]], ids=["shell", "dict", "list"]
+)
+def test_a_task_with_a_lone_surrogate_is_refused_and_nothing_added(task: object) -> None:
+    """A file name whose bytes are not UTF-8, as ``os.listdir`` decodes it, cannot be
+    stored: one clear error (not the driver's UnicodeEncodeError), nothing written."""
+    q = qdo.create("surrogates")
+    with pytest.raises(InvalidPayload, match="not valid Unicode text"):
+        q.add(task)
+    with pytest.raises(InvalidPayload, match="task #1: "):
+        q.add_multiple(["fine", task])
+    assert q.tasks() == []
 
 
 def test_requirements_errors_write_nothing() -> None:
