@@ -43,6 +43,10 @@ class Repeat(enum.Enum):
     NEVER = "never"
 
 
+#: Adds of fewer rows than this never look at the planner's statistics.
+GREW_ROWS = 1000
+
+
 class Tx:
     """One transaction of a verb: runs the dialect's named statements.
 
@@ -101,6 +105,12 @@ class Tx:
     def stream(self, name: str, /, **params: Any) -> Iterator[tuple[Any, ...]]:
         """The rows of a long result as plain tuples, as they come."""
         return self.d.stream(self, name, params)
+
+    def grew(self, table: str, rows: int) -> None:
+        """``rows`` were just added to ``table``: where the planner's statistics lag far
+        behind, bring them up to date (see ``Dialect.grew``)."""
+        if rows >= GREW_ROWS:
+            self.d.grew(self, table, rows)
 
     def notify(self, queue_ids: Iterable[int]) -> None:
         """Wake the workers waiting for these queues (at COMMIT), where they listen."""
@@ -191,6 +201,12 @@ class Dialect(ABC):
 
     def notify(self, tx: Tx, queue_ids: list[int]) -> None:
         del tx, queue_ids
+
+    def grew(self, tx: Tx, table: str, rows: int) -> None:
+        """A planner that plans by statistics, and plans a claim badly on statistics of a
+        table far smaller than it is, refreshes them here.  (SQLite's does not: its
+        plans come from the indexes, not from statistics, unless ANALYZE was run.)"""
+        del tx, table, rows
 
     @abstractmethod
     def check(self, tx: Tx) -> list[str]:

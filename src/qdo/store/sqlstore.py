@@ -163,7 +163,9 @@ class SQLStore(Store):
             if row is not None and row["kind"] == "calls":
                 raise InvalidInput(f"queue {queue!r} holds Python calls (made by its "
                                    "executor()): submit calls to it there")  # fmt: skip
-            return self._add_rows(tx, queue_id, tasks)
+            ids = self._add_rows(tx, queue_id, tasks)
+            tx.grew("tasks", len(ids))
+            return ids
 
         # a list can be sent again if the connection drops before the commit; a stream
         # can't (it is half read): then the error says so and nothing was written
@@ -801,6 +803,7 @@ class SQLStore(Store):
                 raise InvalidInput(f"an archive's {head[0]!r} record is out of place: tasks "
                                    "come first, then requirements, then attempts")  # fmt: skip
             tx.count("used_ids", last=high)
+            tx.grew("tasks", sum(states.values()))
             tx.notify([queue_id])
             return offset
 

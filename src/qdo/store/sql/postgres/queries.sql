@@ -12,6 +12,11 @@ SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :schema) AS has_schema
 -- name: now
 SELECT qdo_now() AS now;
 
+-- name: planned_rows
+-- How many rows the planner believes a table of this schema holds (-1: never analyzed).
+SELECT CAST(coalesce((SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table)), -1)
+            AS double precision) AS n;
+
 -- name: lock_ids
 -- The highest task id ever handed out; its row lock orders concurrent adds, so the
 -- next ids are ours.  (Functions: a role that does not own the tables may read
