@@ -572,9 +572,9 @@ def test_cli_reads_of_a_fresh_schema_write_nothing(url: str, qdo_dir: Path) -> N
 
 def _claim_plan(url: str, schema: str, owner: str) -> str:
     """What PostgreSQL plans for a claim of 4 tasks of queue "big" now."""
-    from qdo.store.postgres import Q
-
     import psycopg
+
+    from qdo.store.postgres import Q
 
     params = {"queue": "big", "owner": owner, "worker": "w", "jobid": None, "n": 4,
               "lease": 60.0, "max_seconds": None, "reserve": False, "kind": "shell",
