@@ -56,9 +56,15 @@ DELETE FROM queues WHERE id = :queue_id;
 -- name: extend_leases
 -- The holders of Running tasks could not renew for a while (a write held the database
 -- for long, or writes failed: a full disk, a server away), so their leases move on
--- (queue by queue: the index finds the Running tasks without a scan).
+-- (queue by queue: the index finds the Running tasks without a scan).  A row another
+-- transaction holds is left alone, not waited for: it is being renewed, reported,
+-- requeued or extended by another store back from the same outage.  (Waiting, every
+-- agent back from a server restart updated every Running row at once, in no common
+-- order: they deadlocked, and each deadlock was an outage that extended again.)
 UPDATE tasks SET lease_expires = lease_expires + :by
-WHERE queue_id IN (SELECT id FROM queues) AND state = 'Running';
+WHERE id IN (SELECT id FROM tasks
+             WHERE queue_id IN (SELECT id FROM queues) AND state = 'Running'
+             {rowlock FOR UPDATE SKIP LOCKED});
 
 -- name: requires_insert
 INSERT INTO requires (task_id, req_id)
