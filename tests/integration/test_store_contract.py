@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from qdo.errors import DependencyCycle, QueueExists, TaskNotEditable, UnknownQueue, UnknownTask
 from qdo.models import QueueState, State
 from qdo.store.base import Begun, NewCall, NewTask, Outcome, SameTasks, Store
+from tests.conftest import make_store
 
 pytestmark = pytest.mark.backends
 
@@ -142,6 +144,51 @@ def test_claim_records_lease_and_job(store: Store, q: str) -> None:
     assert t.jobid == "42" and t.worker == "host:1"
     assert t.lease_expires is not None and t.started is not None
     assert before + 99 <= t.lease_expires.timestamp() <= time.time() + 101
+
+
+def _back_from_outage(store: Store, seconds: float, name: str) -> None:
+    """``store`` saw ``seconds`` of failed writes; then one (``create_queue``) goes through."""
+    store.d._last_ok = time.monotonic() - seconds  # type: ignore[attr-defined]
+    store.d.broke()  # type: ignore[attr-defined]
+    store.create_queue(name)
+
+
+def _leases(store: Store, q: str) -> dict[int, float]:
+    return {t.id: t.lease_expires.timestamp()
+            for t in store.tasks(q, state=State.RUNNING) if t.lease_expires}  # fmt: skip
+
+
+def test_leases_moved_on_after_an_outage_are_moved_once_by_every_store_back(
+    store: Store, q: str, backend: str, qdo_dir: Path
+) -> None:
+    """The stores back from one outage (a server restart: every agent's) give the
+    leases that would run out in it the outage's length from now, once: not as much
+    again for each store, which kept a dead holder's task away for an outage per agent.
+    A lease that runs out later than that is left as it is."""
+    add(store, q, "soon", "later")
+    (soon,) = store.claim(q, "w", 1, lease=5)
+    (later,) = store.claim(q, "w", 1, lease=600)
+    others = [make_store(backend, qdo_dir) for _ in range(2)]
+    try:
+        back = time.time()
+        for i, s in enumerate((store, *others)):
+            _back_from_outage(s, 40, f"after-{i}")
+    finally:
+        for s in others:
+            s.close()
+    leases = _leases(store, q)
+    assert back + 39 <= leases[soon.id] <= time.time() + 41
+    assert later.lease_expires is not None
+    assert leases[later.id] == pytest.approx(later.lease_expires.timestamp(), abs=0.01)
+
+
+def test_a_lease_that_ran_out_before_an_outage_stays_run_out(store: Store, q: str) -> None:
+    add(store, q, "gone")
+    (gone,) = store.claim(q, "w", 1, lease=0.001)
+    time.sleep(0.3)
+    _back_from_outage(store, 0.1, "after")
+    assert gone.lease_expires is not None
+    assert _leases(store, q)[gone.id] == pytest.approx(gone.lease_expires.timestamp(), abs=0.01)
 
 
 def test_paused_queue_hands_out_nothing(store: Store, q: str) -> None:

@@ -645,10 +645,11 @@ MAX_OUTAGE_CREDIT = 60.0
 
 
 def outage_credit(last_ok: float) -> float:
-    """How far leases move on when a write goes through after writes failed (a full
-    disk, a server away): the time since the last one went through (``last_ok``, on the
-    monotonic clock), at most ``MAX_OUTAGE_CREDIT``.  The holders could not renew
-    meanwhile; a dead one's task comes back that much later."""
+    """The time a write that goes through after writes failed (a full disk, a server
+    away) gives the leases that ran out meanwhile, or would soon (``extend_leases``):
+    the time since the last one went through (``last_ok``, on the monotonic clock), at
+    most ``MAX_OUTAGE_CREDIT``.  The holders could not renew meanwhile; a dead one's
+    task comes back at most that much later."""
     return min(max(0.0, time.monotonic() - last_ok), MAX_OUTAGE_CREDIT)
 
 

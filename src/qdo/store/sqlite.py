@@ -37,8 +37,9 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 #: Seconds a writer waits for SQLite's write lock before giving up.
 BUSY_TIMEOUT = 120.0
 #: A write transaction that holds the (only) write lock longer than this, in seconds,
-#: moves every lease on by twice as long before it commits: the time the holders could
-#: not renew, and as long again for its commit and for their renewals to get through.
+#: gives every lease that ran out meanwhile, or would soon, twice as long before it
+#: commits (``extend_leases``): the time the holders could not renew, and as long again
+#: for its commit and for their renewals to get through.
 LONG_WRITE = 0.25
 
 #: Filesystems on which SQLite's locking is not reliable.

@@ -54,16 +54,22 @@ SELECT CAST(coalesce(sum(n), 0) AS bigint) AS n FROM queue_counts_now WHERE queu
 DELETE FROM queues WHERE id = :queue_id;
 
 -- name: extend_leases
--- The holders of Running tasks could not renew for a while (a write held the database
--- for long, or writes failed: a full disk, a server away), so their leases move on
--- (queue by queue: the index finds the Running tasks without a scan).  A row another
--- transaction holds is left alone, not waited for: it is being renewed, reported,
--- requeued or extended by another store back from the same outage.  (Waiting, every
--- agent back from a server restart updated every Running row at once, in no common
--- order: they deadlocked, and each deadlock was an outage that extended again.)
-UPDATE tasks SET lease_expires = lease_expires + :by
+-- The holders of Running tasks could not renew for :by seconds (a write held the
+-- database that long, or writes failed: a full disk, a server away), so a lease that
+-- ran out in that time, or would run out before as long again has passed, now runs
+-- until then: the holder has :by seconds to renew, and a lease that ran out before the
+-- outage stays expired.  Idempotent: every store back from the same outage gives the
+-- same time, not as much again each (1,000 agents back from a server restart moved a
+-- dead holder's lease on by 1,000 outages).  (Queue by queue: the index finds the
+-- Running tasks without a scan.)  A row another transaction holds is left alone, not
+-- waited for: it is being renewed, reported, requeued or extended by another store
+-- back from the same outage.  (Waiting, the stores back from an outage updated every
+-- Running row at once, in no common order: they deadlocked, and each deadlock was an
+-- outage that extended again.)
+UPDATE tasks SET lease_expires = {now} + :by
 WHERE id IN (SELECT id FROM tasks
              WHERE queue_id IN (SELECT id FROM queues) AND state = 'Running'
+               AND lease_expires > {now} - :by AND lease_expires < {now} + :by
              {rowlock FOR UPDATE SKIP LOCKED});
 
 -- name: requires_insert
