@@ -57,11 +57,15 @@ def clean_env(qdo_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
     return env
 
 
-def use_qdo_dir(qdo_dir: str | os.PathLike[str]) -> None:
-    """Point this process's qdo at ``qdo_dir`` (call before the first qdo call)."""
-    env = clean_env(qdo_dir)
+def use_env(env: dict[str, str]) -> None:
+    """Make ``env`` this process's whole environment (call before the first qdo call)."""
     os.environ.clear()
     os.environ.update(env)
+
+
+def use_qdo_dir(qdo_dir: str | os.PathLike[str]) -> None:
+    """Point this process's qdo at ``qdo_dir`` (call before the first qdo call)."""
+    use_env(clean_env(qdo_dir))
 
 
 @contextmanager
@@ -368,9 +372,7 @@ def pg_env(qdo_dir: str | os.PathLike[str], url: str, schema: str) -> dict[str, 
 
 def use_pg(qdo_dir: str | os.PathLike[str], url: str, schema: str) -> None:
     """Like :func:`use_qdo_dir`, with qdo's backend the PostgreSQL schema ``schema``."""
-    env = pg_env(qdo_dir, url, schema)
-    os.environ.clear()
-    os.environ.update(env)
+    use_env(pg_env(qdo_dir, url, schema))
 
 
 def pg_drop_schema(url: str, schema: str) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import Config, Ratio, Report, Row, clean_env, in_child, progress, scratch_dir
+from _common import Config, Ratio, Report, Row, clean_env, in_child, progress, scratch_dir, use_env
 
 AGENTS = 2
 TARGET = 3_000  # futures/s
@@ -41,8 +41,7 @@ def futures_env(qdo_dir: Path | None, **extra: str) -> dict[str, str]:
 
 
 def make_call_queue(queue: str, env: dict[str, str]) -> None:
-    os.environ.clear()
-    os.environ.update(env)
+    use_env(env)
     import qdo
 
     qdo.connect(queue, create_ok=True).executor().shutdown()
@@ -68,8 +67,7 @@ def agents_on(queue: str, env: dict[str, str]) -> Iterator[None]:
 
 
 def qdo_driver(qdo_dir: str, n: int) -> float:
-    os.environ.clear()
-    os.environ.update(futures_env(Path(qdo_dir)))
+    use_env(futures_env(Path(qdo_dir)))
     from noop_tasks import noop_value
 
     import qdo

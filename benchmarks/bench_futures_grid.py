@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import Config, Ratio, Report, Row, in_child, progress, scratch_dir
+from _common import Config, Ratio, Report, Row, in_child, progress, scratch_dir, use_env
 from bench_futures import AGENTS, HERE, agents_on, futures_env
 
 QUEUE = "grid"
@@ -31,8 +31,7 @@ ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", 
 
 
 def qdo_grid(qdo_dir: str, n: int, k: int) -> tuple[float, float]:
-    os.environ.clear()
-    os.environ.update(futures_env(Path(qdo_dir), **ONE_THREAD))
+    use_env(futures_env(Path(qdo_dir), **ONE_THREAD))
     import numpy
     from noop_tasks import matrix
 

@@ -38,7 +38,6 @@ covers every due task of a process at once).
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import statistics
 import subprocess
@@ -67,6 +66,7 @@ from _common import (
     progress,
     released,
     scratch_dir,
+    use_env,
 )
 
 BEFORE = "adddd73"
@@ -106,8 +106,7 @@ VARIANTS = (
 # -- in the child processes ---------------------------------------------------------------
 def _import_qdo(src: str, env: dict[str, str]) -> Any:
     """This process's environment set to ``env``; qdo imported from ``src``."""
-    os.environ.clear()
-    os.environ.update(env)
+    use_env(env)
     sys.path.insert(0, src)
     import qdo
 

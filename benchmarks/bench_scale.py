@@ -20,7 +20,6 @@ Both are timed; the database's size is reported per task.  On that queue:
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ from _common import (
     run_child,
     scratch_dir,
     shell_tasks,
+    use_env,
 )
 
 TARGET = 0.2  # seconds, qdo status
@@ -52,17 +52,10 @@ FRESH_TASKS = 100_000
 CHUNK = 1_000_000  # tasks a progress line
 
 
-def _use(env: dict[str, str]) -> None:
-    """Point this (child) process's qdo where ``env`` does (a QDO_DIR, or a
-    PostgreSQL schema: ``bench_pg_scale``)."""
-    os.environ.clear()
-    os.environ.update(env)
-
-
 def build(env: dict[str, str], n: int) -> tuple[float, float]:
     """Import n/2 Succeeded tasks with their attempts, then add n/2 Pending ones; the
     seconds of each."""
-    _use(env)
+    use_env(env)
     import qdo
     from qdo.models import QueueInfo, QueueState
     from qdo.store.factory import open_store
@@ -124,14 +117,14 @@ def build(env: dict[str, str], n: int) -> tuple[float, float]:
 
 
 def fresh(env: dict[str, str], n: int) -> None:
-    _use(env)
+    use_env(env)
     import qdo
 
     qdo.create("big").add_multiple(shell_tasks(n))
 
 
 def time_status(env: dict[str, str]) -> float:
-    _use(env)
+    use_env(env)
     import qdo
 
     q = qdo.connect("big")
@@ -146,7 +139,7 @@ def time_status(env: dict[str, str]) -> float:
 
 def claim_rate(env: dict[str, str]) -> float:
     """Claims and finishes of CLAIMS tasks, BATCH at a time, a second."""
-    _use(env)
+    use_env(env)
     from qdo.models import State
     from qdo.store.base import Outcome
     from qdo.store.factory import open_store
