@@ -495,8 +495,11 @@ def _plain_commands(tasks: list[Any], priority: int) -> SameTasks | None:
         return None
     if any(map(operator.contains, tasks, itertools.repeat("\0"))):
         return None
-    if not all(map(str.isascii, tasks)):  # (to _new_task, which checks them one by one)
-        return None
+    if not all(map(str.isascii, tasks)):
+        try:  # all of it as UTF-8 at once (in C); a lone surrogate: _new_task says which
+            "".join(tasks).encode("utf-8")
+        except UnicodeEncodeError:
+            return None
     return SameTasks(tasks, False, priority)
 
 
