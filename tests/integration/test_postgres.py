@@ -21,7 +21,7 @@ import pytest
 import qdo
 from qdo.errors import DatabaseError, NotQdoDatabase, SchemaTooNew
 from qdo.models import QueueState, State
-from qdo.store.base import NewTask, Outcome, Store
+from qdo.store.base import NewCall, NewTask, Outcome, Store
 from tests.conftest import make_store, postgres_or_skip, run_qdo
 
 
@@ -570,14 +570,14 @@ def test_cli_reads_of_a_fresh_schema_write_nothing(url: str, qdo_dir: Path) -> N
     assert (qdo_dir / "qdorc").exists()
 
 
-def _claim_plan(url: str, schema: str, owner: str) -> str:
+def _claim_plan(url: str, schema: str, owner: str, kind: str) -> str:
     """What PostgreSQL plans for a claim of 4 tasks of queue "big" now."""
     import psycopg
 
     from qdo.store.postgres import Q
 
     params = {"queue": "big", "owner": owner, "worker": "w", "jobid": None, "n": 4,
-              "lease": 60.0, "max_seconds": None, "reserve": False, "kind": "shell",
+              "lease": 60.0, "max_seconds": None, "reserve": False, "kind": kind,
               "token": 1}  # fmt: skip
     with psycopg.connect(url) as conn:
         conn.execute(f'SET search_path TO "{schema}", pg_catalog')
@@ -586,7 +586,7 @@ def _claim_plan(url: str, schema: str, owner: str) -> str:
     return plan
 
 
-@pytest.mark.parametrize("how", ["add_many", "import_queue"])
+@pytest.mark.parametrize("how", ["add_many", "import_queue", "submit_calls"])
 def test_a_first_big_load_is_planned_for_at_once(url: str, store: Store, how: str) -> None:
     """Until autovacuum comes by, PostgreSQL plans a claim on a table it has never
     analyzed as a sort of every Pending task (0.15 s a claim at 600,000, for a fleet
@@ -596,6 +596,10 @@ def test_a_first_big_load_is_planned_for_at_once(url: str, store: Store, how: st
     n = 20_000
     if how == "add_many":
         store.add_many("big", [NewTask(f"echo {i}") for i in range(n)], create_queue=True)
+    elif how == "submit_calls":
+        store.create_queue("big")
+        store.make_call_queue("big")
+        store.submit_calls("big", [NewCall(f"k{i}", f"f({i})", b"call") for i in range(n)])
     else:
         info = QueueInfo(0, "big", QueueState.ACTIVE, None, 0, 3, store.user)
         records = (("task", (i, f"echo {i}", False, "Pending", 0, 0, None, 0, 1.7e9, None,
@@ -606,9 +610,10 @@ def test_a_first_big_load_is_planned_for_at_once(url: str, store: Store, how: st
     (known,) = sql(url, "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
                    (f'"{schema}".tasks',))[0]  # fmt: skip
     assert known >= n / 2
-    plan = _claim_plan(url, schema, store.user)
+    calls = how == "submit_calls"
+    plan = _claim_plan(url, schema, store.user, "calls" if calls else "shell")
     assert "Sort" not in plan and "tasks_by_state" in plan, plan
-    assert len(store.claim("big", "w", 4, 60.0)) == 4
+    assert len(store.claim("big", "w", 4, 60.0, calls=calls)) == 4
 
 
 def test_leases_move_on_after_an_outage_without_waiting_for_a_held_row(

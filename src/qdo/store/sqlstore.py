@@ -163,9 +163,7 @@ class SQLStore(Store):
             if row is not None and row["kind"] == "calls":
                 raise InvalidInput(f"queue {queue!r} holds Python calls (made by its "
                                    "executor()): submit calls to it there")  # fmt: skip
-            ids = self._add_rows(tx, queue_id, tasks)
-            tx.grew("tasks", len(ids))
-            return ids
+            return self._add_rows(tx, queue_id, tasks)
 
         # a list can be sent again if the connection drops before the commit; a stream
         # can't (it is half read): then the error says so and nothing was written
@@ -178,7 +176,15 @@ class SQLStore(Store):
         first = int(tx.one("lock_ids")["last"]) + 1
         now = tx.time()
         if isinstance(tasks, SameTasks):
-            return self._add_same(tx, queue_id, first, now, tasks)
+            ids = self._add_same(tx, queue_id, first, now, tasks)
+        else:
+            ids = self._add_listed(tx, queue_id, first, now, tasks)
+        tx.grew("tasks", len(ids))
+        return ids
+
+    def _add_listed(
+        self, tx: Tx, queue_id: int, first: int, now: float, tasks: Iterable[NewTask]
+    ) -> range:
         next_id = first
         requires: list[tuple[int, int]] = []
 
