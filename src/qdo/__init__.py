@@ -11,7 +11,6 @@ The queue API is loaded on first use (``qdo.connect`` and the rest), so that
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import QdoError
@@ -28,9 +27,8 @@ if TYPE_CHECKING:
     from .compat import tojson
 
 # A library says nothing unless its user asks (logging.basicConfig, or `qdo -v`): its
-# warnings (a server away, a full disk) go to the "qdo" logger, which the command line
-# shows on stderr.
-logging.getLogger("qdo").addHandler(logging.NullHandler())
+# warnings (a server away, a full disk) go to the "qdo" logger (qdo.runtime.Log), which
+# the command line shows on stderr.
 
 _API = {"Queue", "connect", "create", "load", "qlist", "queues", "restore"}
 

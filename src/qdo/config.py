@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, QdoWarning
@@ -72,14 +71,23 @@ def env_name(setting: str) -> str:
     return setting.upper() if setting.startswith("qdo_") else "QDO_" + setting.upper()
 
 
-@dataclass
 class Settings:
     """Resolved settings; ``sources[name]`` tells where each value came from."""
 
-    values: dict[str, str]
-    sources: dict[str, str]
-    rc_path: Path
-    notes: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        values: dict[str, str],
+        sources: dict[str, str],
+        rc_path: Path,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.values = values
+        self.sources = sources
+        self.rc_path = rc_path
+        self.notes = [] if notes is None else notes
+
+    def __repr__(self) -> str:
+        return f"Settings({self.values!r}, {self.sources!r}, {self.rc_path!r}, {self.notes!r})"
 
     def __getitem__(self, name: str) -> str:
         return self.values[name]

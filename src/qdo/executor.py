@@ -27,7 +27,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import functools
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import calls
 from .errors import CallFailed, InvalidInput, QdoError
 from .models import State
+from .runtime import Log
 from .store.base import CallResult, NewCall
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH", "CallFuture", "DurableExecutor", "ItemFuture"]
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 #: Calls submitted in one transaction, and results read in one query, at most.
 BATCH = 1000

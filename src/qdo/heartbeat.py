@@ -13,17 +13,16 @@ nothing (its parent still does, and goes on renewing).
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .runtime import Log
 from .store.base import Store
 
-log = logging.getLogger("qdo.heartbeat")
+log = Log("qdo.heartbeat")
 
 #: A lease is renewed when this share of it has passed since it was last renewed.
 RENEW_AT = 1 / 3
@@ -35,14 +34,18 @@ RETRY_SECONDS = 5.0
 IDLE_SECONDS = 1.0
 
 
-@dataclass(slots=True)
 class _Held:
-    store: Store
-    worker: str
-    task_id: int
-    token: int
-    lease: float
-    due: float  # monotonic time of the next renewal
+    __slots__ = ("store", "worker", "task_id", "token", "lease", "due")
+
+    def __init__(
+        self, store: Store, worker: str, task_id: int, token: int, lease: float, due: float
+    ) -> None:
+        self.store = store
+        self.worker = worker
+        self.task_id = task_id
+        self.token = token
+        self.lease = lease
+        self.due = due  # monotonic time of the next renewal
 
 
 class Heartbeat:

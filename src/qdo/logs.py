@@ -27,8 +27,8 @@ import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import InvalidInput, QdoError
 from .runtime import hostname, pid_alive
@@ -59,8 +59,7 @@ class LogDamaged(QdoError):
         super().__init__(f"the log record at {where} is damaged: {why}")
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):
     """Where a record of a segment is: its header's offset, and its data's length."""
 
     path: Path
@@ -97,6 +96,30 @@ def log_path(log_dir: Path, queue: str, task_id: int) -> Path:
     """Where a task's log file goes (``--log-files``, and every qdo before segments):
     sharded so no directory holds more than 1,000 of them."""
     return log_dir / queue / str(task_id // 1000) / f"{task_id}.log"
+
+
+def remove(log_dir: Path, queue: str) -> int:
+    """Remove what qdo wrote for a deleted queue under ``log_dir``: its segments and its
+    tasks' log files (the database that said what is where is gone, so nothing would
+    read them), and the folders that leaves empty.  Only files of qdo's names that this
+    user owns: a log folder shared with someone who has a queue of the same name keeps
+    theirs, and a file of the user's own there stays.  Returns how many were removed."""
+    uid = os.getuid()
+    removed = 0
+    for folder, _, files in os.walk(log_dir / queue, topdown=False):
+        where = os.path.basename(folder)
+        ours = (
+            SUFFIX if where == "segments" else ".log" if where.isdigit() else "/"
+        )  # ("/": no name)
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):  # (gone already, or not ours to remove)
+                if name.endswith(ours) and os.lstat(path).st_uid == uid:
+                    os.unlink(path)
+                    removed += 1
+        with contextlib.suppress(OSError):  # (not empty: something else is in it)
+            os.rmdir(folder)
+    return removed
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -246,8 +269,7 @@ def tail(log: str | None, lines: int = 3, folder: Path | None = None) -> list[st
 
 
 # -- checking ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Damage:
+class Damage(NamedTuple):
     """A record of a segment that is not whole (``task`` from its header, if readable)."""
 
     segment: Path

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from .errors import InvalidInput, InvalidPayload, InvalidPriority, InvalidQueueName, InvalidState
 
@@ -211,7 +210,6 @@ class TaskHandle(Protocol):
         """Extend the lease of a task this client holds."""
 
 
-@dataclass(slots=True, eq=False, repr=False)
 class Task:
     """One task as read from a queue.
 
@@ -232,30 +230,66 @@ class Task:
     #: Every state, in the order of a task's life (as the original QDO has it).
     VALID_STATES: ClassVar[tuple[State, ...]] = tuple(State)
 
-    id: int
-    queue: str
-    task: Any
-    state: State
-    priority: int = 0
-    requires: Sequence[int] = ()
-    exitcode: int | None = None
-    message: str | None = None
-    attempts: int = 0
-    created: datetime | None = None
-    started: datetime | None = None
-    finished: datetime | None = None
-    worker: str | None = None
-    jobid: str | None = None
-    log: str | None = None
-    lease_expires: datetime | None = None
-    timeout: float | None = None  # seconds; None: no limit (or the worker's --timeout)
-    max_retries: int | None = None  # None: the queue's
-    failures: int = 0  # attempts that Failed
-    lost: int = 0  # attempts whose worker vanished
-    history: Sequence[Attempt] = ()  # earlier attempts, when asked for
-    _handle: TaskHandle | None = field(default=None, repr=False, compare=False)
-    _token: int | None = field(default=None, repr=False, compare=False)
-    _held: bool = field(default=False, repr=False, compare=False)  # handed out by get()
+    __slots__ = (
+        "id", "queue", "task", "state", "priority", "requires", "exitcode", "message",
+        "attempts", "created", "started", "finished", "worker", "jobid", "log",
+        "lease_expires", "timeout", "max_retries", "failures", "lost", "history",
+        "_handle", "_token", "_held",
+    )  # fmt: skip
+
+    # (written out, not a dataclass: a frozen or slotted dataclass costs a command's
+    # start-up about half a millisecond each, and its module about five)
+    def __init__(
+        self,
+        id: int,
+        queue: str,
+        task: Any,
+        state: State,
+        priority: int = 0,
+        requires: Sequence[int] = (),
+        exitcode: int | None = None,
+        message: str | None = None,
+        attempts: int = 0,
+        created: datetime | None = None,
+        started: datetime | None = None,
+        finished: datetime | None = None,
+        worker: str | None = None,
+        jobid: str | None = None,
+        log: str | None = None,
+        lease_expires: datetime | None = None,
+        timeout: float | None = None,  # seconds; None: no limit (or the worker's --timeout)
+        max_retries: int | None = None,  # None: the queue's
+        failures: int = 0,  # attempts that Failed
+        lost: int = 0,  # attempts whose worker vanished
+        history: Sequence[Attempt] = (),  # earlier attempts, when asked for
+        _handle: TaskHandle | None = None,
+        _token: int | None = None,
+        _held: bool = False,  # handed out by get()
+    ) -> None:
+        self.id = id
+        self.queue = queue
+        self.task = task
+        self.state = state
+        self.priority = priority
+        self.requires = requires
+        self.exitcode = exitcode
+        self.message = message
+        self.attempts = attempts
+        self.created = created
+        self.started = started
+        self.finished = finished
+        self.worker = worker
+        self.jobid = jobid
+        self.log = log
+        self.lease_expires = lease_expires
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.failures = failures
+        self.lost = lost
+        self.history = history
+        self._handle = _handle
+        self._token = _token
+        self._held = _held
 
     def __repr__(self) -> str:
         return f"<qdo.Task {self.id} of {self.queue!r} {self.state.value}: {_short(self.task)}>"
@@ -302,8 +336,7 @@ class Task:
     def to_dict(self) -> dict[str, Any]:
         """All fields as JSON-friendly values (times as ISO 8601 UTC)."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            name = f.name
+        for name in self.__slots__:
             if name.startswith("_"):
                 continue
             value = getattr(self, name)
@@ -316,15 +349,14 @@ class Task:
             elif name == "history":
                 value = [
                     {k: (v.isoformat() if isinstance(v, datetime) else v)
-                     for k, v in ((f.name, getattr(a, f.name)) for f in fields(a))}
+                     for k, v in a._asdict().items()}
                     for a in value
                 ]  # fmt: skip
             out[name] = value
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class QueueInfo:
+class QueueInfo(NamedTuple):
     """A queue's own record (not its task counts)."""
 
     id: int
@@ -337,8 +369,7 @@ class QueueInfo:
     kind: str = "shell"  # what its tasks are: shell commands, or Python calls (executor)
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One finished hand-out of a task.  ``state`` is Succeeded, Failed or Killed, or
     Lost (its worker vanished) or Returned (handed back unfinished)."""
 

@@ -11,7 +11,6 @@ and hands them back too, and exits leaving nothing Running.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import shutil
@@ -31,7 +30,7 @@ from .logs import log_path
 from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue
 from .runners import Result, Runner, ShellRunner
-from .runtime import batch_job_id, hostname, worker_id
+from .runtime import Log, batch_job_id, hostname, worker_id
 from .store.base import AGENT_BEAT, Begun, Item
 
 __all__ = ["RunSummary", "WorkerOptions", "do", "log_path"]
@@ -57,7 +56,7 @@ FULL_WAIT = 1.0
 FULL_WAIT_MAX = 30.0
 #: Less free space than this where the task logs go counts as a full disk.
 LOW_SPACE = 64 * 1024
-log = logging.getLogger("qdo.worker")
+log = Log("qdo.worker")
 
 
 @dataclass

@@ -790,3 +790,53 @@ def test_a_misspelt_command_lists_every_command(qdo_dir: Path) -> None:
     assert proc.returncode == 2
     assert all(repr(name) in proc.stderr for name in COMMANDS), proc.stderr
     assert "--tail" in ok("--user", os.environ.get("USER", "root"), "log", "--help")
+
+
+# What a short command loads, and not only how fast: a module that comes back onto the
+# read path costs every `qdo add` of a shell loop a few milliseconds again.
+_LOADED = """
+import sys
+import qdo.cli
+code = qdo.cli.main(sys.argv[1:])
+print(" ".join(sorted({"logging", "dataclasses", "inspect", "traceback", "socket"}
+                      & set(sys.modules))))
+sys.exit(code)
+"""
+
+
+def test_a_short_command_loads_neither_logging_nor_dataclasses(qdo_dir: Path, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("psycopg itself loads logging and dataclasses")
+    ok("create", "Q")
+    ok("add", "Q", "echo hello")
+    ok("do", "Q", "--workers", "1")
+    said = {}
+    for argv in (["log", "Q", "1"], ["status", "Q"], ["add", "Q", "echo again"]):
+        proc = subprocess.run([sys.executable, "-c", _LOADED, *argv], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        *said[argv[0]], loaded = proc.stdout.split("\n")[:-1]
+        assert loaded == "", f"qdo {' '.join(argv)} loaded {loaded}"
+    assert said["log"] == ["hello"]  # (the command's own output, before the modules')
+
+
+def test_the_library_says_nothing_and_the_command_line_says_its_warnings(
+    qdo_dir: Path,
+) -> None:
+    """A library warning (through qdo.runtime.Log, which loads logging at its first
+    message) is silent in a program that did not set up logging, and on stderr under
+    the command line; ``-v`` adds the library's info messages."""
+    warn = (
+        "from qdo.runtime import Log, show_logs\n"
+        "import sys\n"
+        "if sys.argv[1:] != ['quiet']: show_logs(sys.argv[1:] == ['debug'])\n"
+        "Log('qdo.test').info('an info')\n"
+        "Log('qdo.test').warning('a warning')\n"
+    )
+    said = {
+        how: subprocess.run(
+            [sys.executable, "-c", warn, how], capture_output=True, text=True, timeout=60
+        ).stderr  # fmt: skip
+        for how in ("quiet", "cli", "debug")
+    }
+    assert said == {"quiet": "", "cli": "a warning\n", "debug": "an info\na warning\n"}

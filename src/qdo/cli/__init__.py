@@ -12,13 +12,12 @@ holds what they share.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
 from ..errors import QdoError
+from ..runtime import show_logs
 from ..version import __version__
 from . import admin, archive, queues, tasks, work
 from .common import Commands, Parser
@@ -123,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``sys.argv[1:]``) and return its exit code."""
     argv = _glue_batchopts(sys.argv[1:] if argv is None else argv)
     args = build_parser(_command_named(argv)).parse_args(argv)
-    _show_logs(args.debug)
+    show_logs(args.debug)
     if args.user:
         os.environ["QDO_USER"] = args.user  # read with the other settings
     try:
@@ -131,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except QdoError as e:
         if args.debug or args.verbose:
-            traceback.print_exc()
+            _print_traceback()
         print(f"qdo: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -144,27 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as e:
         if args.debug or args.verbose:
-            traceback.print_exc()
+            _print_traceback()
         print(f"qdo: error: {e}", file=sys.stderr)
         return 1
 
 
-def _show_logs(debug: bool) -> None:
-    """What the library logs, on stderr: its warnings always (a server away, a full
-    disk), everything with ``qdo -v``.  (The library alone says nothing.)"""
-    logger = logging.getLogger("qdo")
-    if not any(isinstance(h, _CliHandler) for h in logger.handlers):
-        logger.addHandler(_CliHandler())
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+def _print_traceback() -> None:
+    import traceback
 
-
-class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The command line's handler: the message alone, to stderr as it is then."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter("%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr  # (tests swap it)
-        super().emit(record)
+    traceback.print_exc()

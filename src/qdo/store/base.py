@@ -38,7 +38,6 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import ConfigError
@@ -84,8 +83,7 @@ class SameTasks(NamedTuple):
     priority: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a holder reports for one task it holds."""
 
     task_id: int
@@ -157,8 +155,7 @@ class Begun(NamedTuple):
     started: float  # epoch seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
+class Stats(NamedTuple):
     """What the Succeeded attempts of a queue took (``Store.stats``): run times (from
     their real start) in seconds, CPU efficiency (CPU seconds over run seconds, of those
     measured), peak resident memory in bytes; None where there is nothing to tell."""
@@ -171,15 +168,14 @@ class Stats:
     rss_p95: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class FailureGroup:
+class FailureGroup(NamedTuple):
     """Failed or Killed tasks of a queue that went wrong the same way (``signature``, see
     qdo.failures): how many, and the first ids."""
 
     signature: str
     state: State
     exitcode: int | None
-    count: int
+    count: int  # type: ignore[assignment]  # (a field: it hides tuple.count, unused here)
     examples: list[int]
 
 
@@ -189,8 +185,7 @@ AGENT_BEAT = 10.0
 AGENT_LIVE = 3 * AGENT_BEAT
 
 
-@dataclass(frozen=True, slots=True)
-class Agent:
+class Agent(NamedTuple):
     """A live agent (``qdo do``) of a queue."""
 
     worker: str  # host:pid, as tasks name their holder
@@ -204,8 +199,7 @@ class Agent:
     seen: float  # its last heartbeat
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(NamedTuple):
     """A batch job launched for a queue."""
 
     jobid: str
@@ -214,8 +208,7 @@ class Job:
     submitted: float  # epoch seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(NamedTuple):
     """Number of tasks per state in one queue, and how many Waiting ones are stuck."""
 
     by_state: dict[State, int]

@@ -14,7 +14,6 @@ server has (roles to share queues with).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import select
@@ -34,6 +33,7 @@ from ..errors import (
     NotQdoDatabase,
     UnknownQueue,
 )
+from ..runtime import Log
 from . import sql
 from .base import login_name
 from .dialect import SCHEMA_VERSION, Dialect, Repeat, Tx, pending_migrations
@@ -58,7 +58,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 ATTEMPTS = 3
 #: Seconds one connection attempt may take (a host that drops packets says nothing).
 CONNECT_TIMEOUT = 5
-log = logging.getLogger("qdo.postgres")
+log = Log("qdo.postgres")
 
 T = TypeVar("T")
 

@@ -13,7 +13,6 @@ import errno
 import functools
 import itertools
 import json
-import logging
 import operator
 import os
 import sqlite3
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import DatabaseError, DiskFull, NotQdoDatabase, QdoWarning
+from ..runtime import Log
 from . import sql
 from .base import login_name
 from .dialect import NEW_TASK_COLUMNS, SCHEMA_VERSION, Dialect, Repeat, Tx, pending_migrations
@@ -50,7 +50,7 @@ NETWORK_FILESYSTEMS = {
 
 SCHEMA = sql.load("sqlite", "schema.sql")["create_schema"]
 T = TypeVar("T")
-log = logging.getLogger("qdo.sqlite")
+log = Log("qdo.sqlite")
 
 
 class _Spelling:
