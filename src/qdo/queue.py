@@ -461,8 +461,11 @@ class Queue:
         return archive.dump(self.store, self.name, path)
 
     def delete(self) -> int:
-        """Delete the queue and its tasks; return how many tasks were deleted."""
-        return self.store.delete_queue(self.name)
+        """Delete the queue and its tasks, and their logs here (``logs.remove``); return
+        how many tasks were deleted."""
+        n = self.store.delete_queue(self.name)
+        logs.remove(self.settings.log_dir, self.name)
+        return n
 
 
 def left_to_run(status: dict[str, Any]) -> int:

@@ -150,3 +150,33 @@ def test_a_failed_write_leaves_the_segment_whole(tmp_path: Path) -> None:
     assert logs.read(first) == b"one\n" and logs.read(second) == b"three\n"
     assert [d for p in logs.segments(tmp_path) for d in logs.scan(p)] == []
     assert os.path.getsize(logs.segments(tmp_path)[0]) == 2 * 32 + 10
+
+
+def test_a_deleted_queues_logs_go_with_it_and_nothing_else(qdo_dir: Path) -> None:
+    """Its segments and its --log-files files are removed (nothing could read them once
+    the database forgets them); another queue's logs, a file of the user's own, and a
+    file of qdo's name that someone else owns stay."""
+    log_dir = qdo_dir / "logs"
+    gone, kept = qdo.create("Gone"), qdo.create("Kept")
+    for q in (gone, kept):
+        q.add_multiple([f"echo {q.name} {i}" for i in range(5)])
+        q.do(workers=2)
+        q.add_multiple([f"echo {q.name} file {i}" for i in range(1005)])  # two shards
+        q.do(workers=2, log_files=True)
+    own = log_dir / "Gone" / "notes.txt"
+    own.write_text("mine")
+    theirs = log_dir / "Gone" / "segments" / f"elsewhere-1{logs.SUFFIX}"
+    theirs.write_bytes(b"")
+    if os.getuid() == 0:  # (only root can give a file away)
+        os.chown(theirs, 65534, 65534)
+    else:
+        theirs.unlink()
+    kept_before = sorted(p for p in (log_dir / "Kept").rglob("*") if p.is_file())
+    assert len([p for p in kept_before if p.suffix == ".log"]) == 1005
+    assert gone.delete() == 1010
+    left = sorted(p for p in (log_dir / "Gone").rglob("*"))
+    assert left == sorted({own, theirs.parent, theirs} if os.getuid() == 0 else {own}), left
+    assert sorted(p for p in (log_dir / "Kept").rglob("*") if p.is_file()) == kept_before
+    assert kept.output(kept.tasks()[0].id) == b"Kept 0\n"
+    assert run_qdo("delete", "Kept", "--force", check=True).returncode == 0
+    assert not (log_dir / "Kept").exists()
