@@ -535,6 +535,7 @@ def _func_main(
     func = resolve_func(spec)
     output = _Output(log_dir, None if log_files else Segments(log_dir, "f"))
     out = _Results(conn)
+    meter = _Meter()
     while True:
         try:
             chunk = conn.recv()
@@ -544,7 +545,7 @@ def _func_main(
             return
         for task_id, payload, queue, attempt in chunk:
             started = time.monotonic()
-            cpu = _cpu_seconds(reset_peak=True)
+            cpu = meter.start()
             mark = output.mark()
             value = None
             try:
@@ -567,33 +568,55 @@ def _func_main(
             except OSError as e:  # a full disk, say: this task fails, the process goes on
                 error = error or _os_failure(e)
             out.result((task_id, error, trace, time.monotonic() - started, value,
-                        _cpu_seconds() - cpu, _peak_rss(), log))  # fmt: skip
+                        meter.cpu() - cpu, meter.peak(), log))  # fmt: skip
         out.flush()  # the chunk is done: its agent waits for the last of it
 
 
-def _cpu_seconds(reset_peak: bool = False) -> float:
-    """CPU seconds this process and its reaped children used so far; ``reset_peak``:
-    also start its peak resident memory over (Linux; else it is the process's peak)."""
-    if reset_peak:
-        with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    me, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+class _Meter:
+    """What a function worker process's tasks use, one at a time: CPU seconds (the
+    process's and its reaped children's) and peak resident memory.  The peak is started
+    over for each task through ``/proc/self/clear_refs`` (Linux; elsewhere it is the
+    process's peak).  Both /proc files stay open: opening them for each task cost a
+    no-op task more than its call (about 25 of 30 µs)."""
 
+    def __init__(self) -> None:
+        self.clear = self._open("/proc/self/clear_refs", os.O_WRONLY)
+        self.status = self._open("/proc/self/status", os.O_RDONLY)
 
-def _peak_rss() -> int:
-    """This process's peak resident memory, bytes, since the last reset."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    @staticmethod
+    def _open(path: str, flags: int) -> int | None:
+        try:
+            return os.open(path, flags | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def start(self) -> float:
+        """Start the peak over; the CPU seconds used so far."""
+        if self.clear is not None:
+            try:
+                os.write(self.clear, b"5")
+            except OSError:
+                self.clear = None
+        return self.cpu()
+
+    @staticmethod
+    def cpu() -> float:
+        me, kids = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def peak(self) -> int:
+        """The peak resident memory, bytes, since the last ``start``."""
+        if self.status is not None:
+            try:
+                text = os.pread(self.status, 16384, 0)
+                at = text.index(b"VmHWM:") + 6
+                return int(text[at : text.index(b"kB", at)]) * 1024
+            except (OSError, ValueError):
+                self.status = None
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 #: A function worker process sends the results it has at most this often (seconds), a
