@@ -60,6 +60,20 @@ def test_failures_are_grouped_by_what_went_wrong_and_retried_by_group(tmp_path: 
     assert bad.returncode == 2 and "from low to high" in bad.stderr
 
 
+def test_a_failure_that_printed_nul_bytes_is_reported_and_grouped() -> None:
+    # the last line of a failed task's output names its failure, and here it holds a NUL,
+    # which PostgreSQL's text cannot hold: the agent's report of the whole batch failed
+    # (its tasks stayed Running), and on SQLite a big batch cut the message at the NUL
+    q = qdo.create("N")
+    bad = q.add_multiple([f"printf 'bad\\000input {i}\\n'; exit 3" for i in range(3)])
+    ok = q.add("true")
+    run_qdo("do", "N", check=True)
+    assert states("N") == {**dict.fromkeys(bad, "Failed"), ok: "Succeeded"}
+    (group,) = why("N")
+    assert group["signature"] == "Failed exit 3: bad\ufffdinput N" and group["count"] == 3
+    assert run_qdo("log", "N", str(bad[0]), check=True).stdout == "bad\x00input 0\n"
+
+
 def test_cancel_kills_tasks_by_id_and_stops_a_running_one(tmp_path: Path) -> None:
     q = qdo.create("C")
     long = q.add("sleep 600")

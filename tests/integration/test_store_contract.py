@@ -617,3 +617,34 @@ def test_a_task_killed_for_its_lost_workers_has_the_signature_of_its_message(
     assert killed.state is State.KILLED
     (group,) = store.failure_groups(q)
     assert group.signature == signature(State.KILLED, None, killed.message, None)
+
+
+@pytest.mark.parametrize("size", [3, 100])  # (SQLite spells a batch of over 64 apart)
+def test_a_batch_of_reports_keeps_every_value_whole(store: Store, q: str, size: int) -> None:
+    # a failure's message is whatever the task said: a NUL in it (which PostgreSQL's text
+    # cannot hold) is kept as U+FFFD on every backend, and the rest exactly as given
+    ids = add(store, q, *(f"t{i}" for i in range(size)))
+    t0 = 1765051207.123456
+    outcomes = [Outcome(t.id, t._token, State.FAILED, exitcode=-(2**31),
+                        message=f"bad\x00input é漢 \U0001f600 {i}", log=f"/logs/{i}.log",
+                        started=t0 + i / 7, ended=t0 + i / 3, cpu=1e-300 * (i + 1),
+                        rss=2**62 + i)
+                for i, t in enumerate(store.claim(q, "w", size, lease=60))]  # fmt: skip
+    assert store.finish("w", outcomes) == []
+    tasks = {t.id: t for t in store.tasks(q)}
+    attempts = store.attempts(ids)
+    for o in outcomes:
+        said = o.message.replace("\x00", "\ufffd")  # type: ignore[union-attr]
+        t = tasks[o.task_id]
+        assert (t.message, t.exitcode, t.log) == (said, o.exitcode, o.log)
+        (a,) = attempts[o.task_id]
+        assert (a.message, a.exitcode, a.cpu, a.rss, a.log) == (said, o.exitcode, o.cpu, o.rss,
+                                                                 o.log)  # fmt: skip
+        assert a.started and abs(a.started.timestamp() - o.started) < 1e-6  # type: ignore[operator]
+        assert a.finished and abs(a.finished.timestamp() - o.ended) < 1e-6  # type: ignore[operator]
+    (group,) = store.failure_groups(q)
+    assert group.signature == "Failed exit -2147483648: bad\ufffdinput é漢 \U0001f600 N"
+    assert group.count == size
+    # and so is an administrative change's
+    assert store.set_state(q, ids[0], State.KILLED, None, "stop\x00ped", "me") is State.KILLED
+    assert store.tasks(q, task_id=ids[0])[0].message == "stop\ufffdped"

@@ -84,7 +84,9 @@ class SameTasks(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """What a holder reports for one task it holds."""
+    """What a holder reports for one task it holds.  Its message and tail are kept as
+    given, but for a NUL character (which PostgreSQL's text cannot hold): U+FFFD stands
+    in its place, on every backend (``set_state``'s message likewise)."""
 
     task_id: int
     token: int

@@ -295,6 +295,8 @@ class SQLStore(Store):
     ) -> list[int]:
         if not outcomes and not begun:
             return []
+        if any(NUL in (o.message or "") or NUL in (o.tail or "") for o in outcomes):
+            outcomes = [_storable(o) for o in outcomes]
         by_id = {o.task_id: o for o in outcomes}
         values = any(o.value is not None for o in outcomes)
 
@@ -476,7 +478,7 @@ class SQLStore(Store):
             if row is None:
                 raise UnknownTask([task_id], f"task of queue {queue!r}")
             now = tx.time()
-            change = admin_change(row, state, exitcode, message, who, now)
+            change = admin_change(row, state, exitcode, _text(message), who, now)
             failure = _signature_of(state, exitcode, change.message, None)
             new = tx.one("set_state", task_id=task_id, state=state.value, exitcode=exitcode,
                          message=change.message, attempts=change.attempts, now=now,
@@ -828,6 +830,21 @@ class SQLStore(Store):
 
     def repair_counts(self) -> None:
         self._run(lambda tx: tx.count("counts_repair"), repeat=Repeat.SAFE)
+
+
+#: What PostgreSQL's text cannot hold; a task's words (its message, its log's last line)
+#: are kept with U+FFFD in its place, on every backend.
+NUL = "\x00"
+
+
+def _text(text: str | None) -> str | None:
+    """``text`` as the store keeps what a task said."""
+    return text.replace(NUL, "\ufffd") if text and NUL in text else text
+
+
+def _storable(o: Outcome) -> Outcome:
+    """``o`` with its message and tail as the store keeps them."""
+    return o._replace(message=_text(o.message), tail=_text(o.tail))
 
 
 def _signature_of(
