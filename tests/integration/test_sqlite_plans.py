@@ -19,14 +19,16 @@ def test_batches_join_from_their_rows(tmp_path: Path, name: str, size: int) -> N
     store = SQLiteStore(tmp_path / "plans.sqlite", user="me")
     store.create_queue("q")  # (the file, made)
     st = Q[name]
-    spelled = _Spelled(st, [size] * len(st.sized))
+    spelled = _Spelled(name, st, [size] * len(st.sized))
     params = {p: None for p in ("worker", "now", "lease")}
-    for param, names, _table in spelled.parts:
-        if names is None:
+    conn = store.dialect._conn()
+    for param, names, table in spelled.parts:
+        if names is None and table:
+            conn.execute(spelled.temps[param][0])  # (a big table's rows go to a temp table)
+        elif names is None:
             params[param] = "[]"
         else:
             params.update(dict.fromkeys(names))
-    conn = store.dialect._conn()
     plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + spelled.text, params)]
     store.close()
     tasks = [i for i, step in enumerate(plan) if step.startswith(("SEARCH t ", "SCAN t "))]

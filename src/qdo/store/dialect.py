@@ -70,7 +70,8 @@ class Tx:
         st = d.queries[name]
         if st.clock and d.clock_param:
             params["now"] = self.time()
-        return self.cur.execute(d.encode(name, st, params) if st.sized else st.text, params)
+        cur = self.cur
+        return cur.execute(d.encode(cur, name, st, params) if st.sized else st.text, params)
 
     def rows(self, name: str, /, **params: Any) -> list[Row]:
         return self.execute(name, params).fetchall()  # type: ignore[no-any-return]
@@ -177,7 +178,7 @@ class Dialect(ABC):
         """The store's clock now, epoch seconds."""
 
     @abstractmethod
-    def encode(self, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
+    def encode(self, cur: Any, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
         """Turn the list and table parameters of statement ``name`` (``st``) into what
         the driver sends; return the text to run with them."""
 

@@ -442,7 +442,7 @@ class PostgresDialect(Dialect):
     def clock(self, cur: Any) -> float:
         return float(cur.execute(Q["now"].text).fetchone()["now"])
 
-    def encode(self, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
+    def encode(self, cur: Any, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
         for table, columns in st.tables:  # a table of rows: an array per column
             rows = params.pop(table)
             for i, column in enumerate(columns):
