@@ -74,6 +74,32 @@ def test_a_failure_that_printed_nul_bytes_is_reported_and_grouped() -> None:
     assert run_qdo("log", "N", str(bad[0]), check=True).stdout == "bad\x00input 0\n"
 
 
+def test_a_call_that_raised_odd_text_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an exception's text with a lone surrogate (a file name read with surrogateescape)
+    # made the agent's report of the whole batch fail: the agent stopped, its tasks
+    # stayed Running, and after their leases ran out the innocent ones were Killed too
+    (tmp_path / "qdo_odd_funcs.py").write_text(
+        "def f(i):\n"
+        "    if i % 50 == 7:\n"
+        "        raise ValueError('cannot read caf\\udce9-%d.fits' % i + 'x' * 100_000)\n"
+        "    return i\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    q = qdo.create("Odd")
+    ids = q.add_multiple([{"i": i} for i in range(200)])
+    run_qdo("do", "Odd", "--func", "qdo_odd_funcs:f", "--workers", "2", check=True)
+    bad = {ids[i] for i in range(200) if i % 50 == 7}
+    assert states("Odd") == {i: "Failed" if i in bad else "Succeeded" for i in ids}
+    (group,) = why("Odd")
+    assert str(group["signature"]).startswith("Failed exit 1: ValueError: cannot read caf\ufffd-N")
+    assert group["count"] == 4
+    # (and the end of its 100,000 characters is cut: a task's output is for its log)
+    message = qdo.connect("Odd").tasks(state="Failed")[0].message or ""
+    assert message.endswith(" characters cut)") and len(message) < 70_000
+
+
 def test_cancel_kills_tasks_by_id_and_stops_a_running_one(tmp_path: Path) -> None:
     q = qdo.create("C")
     long = q.add("sleep 600")

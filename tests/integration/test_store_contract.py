@@ -621,12 +621,13 @@ def test_a_task_killed_for_its_lost_workers_has_the_signature_of_its_message(
 
 @pytest.mark.parametrize("size", [3, 100])  # (SQLite spells a batch of over 64 apart)
 def test_a_batch_of_reports_keeps_every_value_whole(store: Store, q: str, size: int) -> None:
-    # a failure's message is whatever the task said: a NUL in it (which PostgreSQL's text
-    # cannot hold) is kept as U+FFFD on every backend, and the rest exactly as given
+    # a failure's message is whatever the task said: a NUL or a lone surrogate in it
+    # (which the text of neither backend can hold) is kept as U+FFFD on every backend,
+    # and the rest exactly as given
     ids = add(store, q, *(f"t{i}" for i in range(size)))
     t0 = 1765051207.123456
     outcomes = [Outcome(t.id, t._token, State.FAILED, exitcode=-(2**31),
-                        message=f"bad\x00input é漢 \U0001f600 {i}", log=f"/logs/{i}.log",
+                        message=f"bad\x00input \udce9 é漢 \U0001f600 {i}", log=f"/logs/{i}.log",
                         started=t0 + i / 7, ended=t0 + i / 3, cpu=1e-300 * (i + 1),
                         rss=2**62 + i)
                 for i, t in enumerate(store.claim(q, "w", size, lease=60))]  # fmt: skip
@@ -634,7 +635,7 @@ def test_a_batch_of_reports_keeps_every_value_whole(store: Store, q: str, size: 
     tasks = {t.id: t for t in store.tasks(q)}
     attempts = store.attempts(ids)
     for o in outcomes:
-        said = o.message.replace("\x00", "\ufffd")  # type: ignore[union-attr]
+        said = o.message.replace("\x00", "\ufffd").replace("\udce9", "\ufffd")  # type: ignore[union-attr]
         t = tasks[o.task_id]
         assert (t.message, t.exitcode, t.log) == (said, o.exitcode, o.log)
         (a,) = attempts[o.task_id]
@@ -643,8 +644,23 @@ def test_a_batch_of_reports_keeps_every_value_whole(store: Store, q: str, size: 
         assert a.started and abs(a.started.timestamp() - o.started) < 1e-6  # type: ignore[operator]
         assert a.finished and abs(a.finished.timestamp() - o.ended) < 1e-6  # type: ignore[operator]
     (group,) = store.failure_groups(q)
-    assert group.signature == "Failed exit -2147483648: bad\ufffdinput é漢 \U0001f600 N"
+    assert group.signature == "Failed exit -2147483648: bad\ufffdinput \ufffd é漢 \U0001f600 N"
     assert group.count == size
     # and so is an administrative change's
-    assert store.set_state(q, ids[0], State.KILLED, None, "stop\x00ped", "me") is State.KILLED
-    assert store.tasks(q, task_id=ids[0])[0].message == "stop\ufffdped"
+    assert store.set_state(q, ids[0], State.KILLED, None, "stop\x00ped\ud800", "me") is State.KILLED
+    assert store.tasks(q, task_id=ids[0])[0].message == "stop\ufffdped\ufffd"
+
+
+def test_the_end_of_a_long_message_is_cut(store: Store, q: str) -> None:
+    # (a task's output is for its log; a dump's line must stay one that restore reads)
+    from qdo.store.sqlstore import LONGEST_MESSAGE
+
+    ids = add(store, q, "a", "b")
+    a, b = store.claim(q, "w", 2, lease=60)
+    long = "\x01" * (LONGEST_MESSAGE + 10)
+    outcomes = [Outcome(a.id, a._token, State.FAILED, 1, long),
+                Outcome(b.id, b._token, State.FAILED, 1, long[:-10])]  # fmt: skip
+    assert store.finish("w", outcomes) == []
+    cut, whole = (t.message for t in store.tasks(q))
+    assert cut == long[:LONGEST_MESSAGE] + " ... (10 characters cut)" and whole == long[:-10]
+    assert [a.message for a in store.attempts(ids)[a.id]] == [cut]

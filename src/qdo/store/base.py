@@ -85,8 +85,9 @@ class SameTasks(NamedTuple):
 
 class Outcome(NamedTuple):
     """What a holder reports for one task it holds.  Its message and tail are kept as
-    given, but for a NUL character (which PostgreSQL's text cannot hold): U+FFFD stands
-    in its place, on every backend (``set_state``'s message likewise)."""
+    given, on every backend, but for what the text of a backend cannot hold (a NUL, a
+    lone surrogate: U+FFFD stands in its place) and for the end of a message over 65,536
+    characters, which is cut (``set_state``'s message likewise)."""
 
     task_id: int
     token: int

@@ -8,6 +8,7 @@ lost task is killed, what the history says.  A dialect only carries it out.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -295,7 +296,7 @@ class SQLStore(Store):
     ) -> list[int]:
         if not outcomes and not begun:
             return []
-        if any(NUL in (o.message or "") or NUL in (o.tail or "") for o in outcomes):
+        if any(o.message or o.tail for o in outcomes):  # (a success says nothing)
             outcomes = [_storable(o) for o in outcomes]
         by_id = {o.task_id: o for o in outcomes}
         values = any(o.value is not None for o in outcomes)
@@ -832,19 +833,37 @@ class SQLStore(Store):
         self._run(lambda tx: tx.count("counts_repair"), repeat=Repeat.SAFE)
 
 
-#: What PostgreSQL's text cannot hold; a task's words (its message, its log's last line)
-#: are kept with U+FFFD in its place, on every backend.
+#: The longest message kept, in characters (the end of a longer one is cut): a task's
+#: output is for its log, and a dump's line must stay one that restore reads.
+LONGEST_MESSAGE = 65_536
 NUL = "\x00"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _text(text: str | None) -> str | None:
-    """``text`` as the store keeps what a task said."""
-    return text.replace(NUL, "\ufffd") if text and NUL in text else text
+    """``text``, what a task said (a message, its log's last line), as the store keeps
+    it: a NUL or a lone surrogate, which the text of neither backend can hold, becomes
+    U+FFFD, and the end of a text longer than LONGEST_MESSAGE is cut."""
+    if not text:
+        return text
+    if len(text) > LONGEST_MESSAGE:
+        text = f"{text[:LONGEST_MESSAGE]} ... ({len(text) - LONGEST_MESSAGE:,} characters cut)"
+    if NUL in text:
+        text = text.replace(NUL, "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def _storable(o: Outcome) -> Outcome:
     """``o`` with its message and tail as the store keeps them."""
-    return o._replace(message=_text(o.message), tail=_text(o.tail))
+    message, tail = _text(o.message), _text(o.tail)
+    if message is o.message and tail is o.tail:
+        return o
+    return o._replace(message=message, tail=tail)
 
 
 def _signature_of(
