@@ -184,6 +184,8 @@ def _short(value: object, width: int = 60) -> str:
         r = repr(value)
     except RecursionError:
         return f"<a {type(value).__name__} nested too deep to show>"
+    except ValueError:  # (an int of more digits than Python converts to text)
+        return f"<a {type(value).__name__} too big to show>"
     return r if len(r) <= width else r[: width - 3] + "..."
 
 

@@ -519,6 +519,9 @@ def test_add_bad_payloads(qdo_dir: Path, populated: dict[str, Any]) -> None:
     assert "not a JSON value" in fails("add", "Q", "{bad", "--json")
     assert "not a JSON value" in fails("add", "Q", "", "--json")
     assert "None" in fails("add", "Q", "null", "--json")
+    # (numbers of more digits than Python reads, and nesting deeper: not a traceback)
+    assert "digits" in fails("add", "Q", '{"n": ' + "9" * 5000 + "}", "--json")
+    assert "too deep" in fails("add", "Q", "[" * 5000 + "]" * 5000, "--json")
     assert "empty" in fails("add", "Q", "")
     assert "empty" in fails("add", "Q", "   ")
     assert snapshot(qdo_dir) == populated
@@ -537,6 +540,10 @@ def test_load_bad_files(qdo_dir: Path, tmp_path: Path, populated: dict[str, Any]
         ("huge.txt", good + "echo " + "x" * 1_100_000 + "\n", [], ["line 3", "larger than"]),
         ("bad.jsonl", '{"a": 1}\n{bad\n', ["--json"], ["line 2", "JSON", "nothing was loaded"]),
         ("null.jsonl", '{"a": 1}\nnull\n', ["--json"], ["line 2", "nothing was loaded"]),
+        ("digits.jsonl", '{"a": 1}\n{"n": ' + "9" * 5000 + "}\n", ["--json"],
+         ["line 2", "digits", "nothing was loaded"]),
+        ("deep.jsonl", '{"a": 1}\n' + "[" * 5000 + "]" * 5000 + "\n", ["--json"],
+         ["line 2", "too deep", "nothing was loaded"]),
     ]  # fmt: skip
     (tmp_path / "a-directory").mkdir()
     assert "is a directory" in fails("load", "New", str(tmp_path / "a-directory"))

@@ -24,7 +24,9 @@ def test_shell_payload_is_stored_verbatim() -> None:
     assert encode_payload('echo "x"') == ('echo "x"', False)
 
 
-@pytest.mark.parametrize("task", ["", " \t\n", "a\0b", None, b"x", object(), float("nan")])
+@pytest.mark.parametrize(
+    "task", ["", " \t\n", "a\0b", None, b"x", object(), float("nan"), {"n": 10**5000}]
+)
 def test_bad_payloads(task: object) -> None:
     with pytest.raises(InvalidPayload):
         encode_payload(task)

@@ -239,6 +239,10 @@ def _json_task(text: str) -> Any:
         task = json.loads(text)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"not a JSON value ({e.msg})") from e
+    except ValueError as e:  # (a number of more digits than Python reads)
+        raise InvalidInput(f"not a JSON value qdo reads ({e})") from e
+    except RecursionError:
+        raise InvalidInput("JSON that nests lists or objects too deep to read") from None
     if isinstance(task, str):
         raise InvalidInput(
             "a JSON string is not a parameter task (strings are shell commands): "
