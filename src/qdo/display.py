@@ -22,9 +22,18 @@ def size(nbytes: int | None) -> str:
     return f"{nbytes}B"
 
 
+#: Control characters as escapes that show, not act: a task's output (a log's last line,
+#: a message) must not retitle or clear the terminal of whoever reads it
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS |= {ord("\n"): "\\n", ord("\t"): " "}
+
+
 def cell(value: object, width: int | None = None) -> str:
+    """``value`` as text for one cell of a line: '-' for nothing, its control characters
+    escaped, and cut to ``width``."""
     text = "-" if value is None or value == "" else str(value)
-    text = text.replace("\n", "\\n").replace("\t", " ")
+    if not text.isprintable():
+        text = text.translate(_CONTROLS)
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
     return text

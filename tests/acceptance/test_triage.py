@@ -74,6 +74,17 @@ def test_a_failure_that_printed_nul_bytes_is_reported_and_grouped() -> None:
     assert run_qdo("log", "N", str(bad[0]), check=True).stdout == "bad\x00input 0\n"
 
 
+def test_why_shows_what_a_task_printed_without_letting_it_drive_the_terminal() -> None:
+    # a failed task's last line went to the terminal as it was: it could retitle the
+    # window (OSC) or clear the screen (CSI) of whoever ran qdo why
+    q = qdo.create("Esc")
+    q.add("printf '\\033]0;owned\\007\\033[2Jgone\\n'; exit 5")
+    run_qdo("do", "Esc", check=True)
+    text = run_qdo("why", "Esc", check=True).stdout
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b]0;owned\\x07\\x1b[2Jgone" in text  # (shown, escaped)
+
+
 def test_a_call_that_raised_odd_text_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -207,7 +207,7 @@ def cmd_why(args: argparse.Namespace) -> int:
     for g in groups:
         more = f" (and {g.count - 5:,} more)" if g.count > 5 else ""
         tasks = f"{g.count:,} task" + ("s" if g.count != 1 else "")
-        print(f"\n{g.id}  {tasks}  {g.signature}")
+        print(f"\n{g.id}  {tasks}  {display.cell(g.signature)}")
         print(f"    e.g. {', '.join(map(str, g.examples))}{more}")
         for line in g.lines[-args.lines :] if args.lines else []:
             print(f"    | {display.cell(line, 120)}")
