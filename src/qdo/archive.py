@@ -30,8 +30,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import BadArchive, InvalidInput
-from .models import PRIORITY_MAX, PRIORITY_MIN, QueueInfo, QueueState, State, check_queue_name
+from .errors import BadArchive, InvalidInput, InvalidPayload
+from .models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QueueInfo,
+    QueueState,
+    State,
+    check_queue_name,
+    encode_payload,
+)
 from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store
 from .version import __version__
 
@@ -181,6 +189,8 @@ def _records(path: Path) -> Iterator[tuple[str, Any]]:
         raise BadArchive(str(path), f"{type(e).__name__}: {e}") from e
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise BadArchive(str(path), f"{type(e).__name__}: {e}") from e
+    except RecursionError:
+        raise BadArchive(str(path), "a line nests lists or objects too deep") from None
     if not ended:
         raise BadArchive(str(path), "it is truncated: no end record")
 
@@ -211,12 +221,27 @@ def _header(path: Path, first: bytes) -> dict[str, Any]:
 
 
 # -- what a record may hold: what qdo itself writes, nothing else ---------------------------
-def _int(v: Any, low: int | None = None) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
+#: What the columns hold: integer (counts, exit codes) and bigint (tokens, bytes)
+INT32, INT64 = 2**31, 2**63
+#: The times qdo writes: from 1970 to the end of year 9999 (what a datetime holds)
+LATEST = 253_402_300_799
+
+
+def _int(v: Any, low: int | None = None, width: int = INT64) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool) and -width <= v < width
+            and (low is None or v >= low))  # fmt: skip
+
+
+def _int32(v: Any, low: int | None = None) -> bool:
+    return _int(v, low, INT32)
 
 
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _time(v: Any) -> bool:
+    return _num(v) and 0 <= v <= LATEST
 
 
 def _opt(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -224,7 +249,15 @@ def _opt(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _text(v: Any) -> bool:
-    return isinstance(v, str) and "\0" not in v
+    """Text both backends hold: no NUL, no lone surrogate."""
+    if not isinstance(v, str) or "\0" in v:
+        return False
+    if not v.isascii():
+        try:
+            v.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
 
 
 _TASK_FIELDS: dict[str, Callable[[Any], bool]] = {
@@ -233,31 +266,31 @@ _TASK_FIELDS: dict[str, Callable[[Any], bool]] = {
     "is_json": lambda v: isinstance(v, bool),
     "state": lambda v: v in {s.value for s in State},
     "priority": lambda v: _int(v) and PRIORITY_MIN <= v <= PRIORITY_MAX,
-    "exitcode": _opt(_int),
+    "exitcode": _opt(_int32),
     "message": _opt(_text),
-    "attempts": lambda v: _int(v, 0),
-    "created": _num,
-    "started": _opt(_num),
-    "finished": _opt(_num),
+    "attempts": lambda v: _int32(v, 0),
+    "created": _time,
+    "started": _opt(_time),
+    "finished": _opt(_time),
     "worker": _opt(_text),
     "jobid": _opt(_text),
     "log": _opt(_text),
-    "lease_expires": _opt(_num),
+    "lease_expires": _opt(_time),
     "lease_token": _opt(_int),
     "timeout": _opt(lambda v: _num(v) and v > 0),
-    "max_retries": _opt(lambda v: _int(v, 0)),
-    "failures": lambda v: _int(v, 0),
-    "lost": lambda v: _int(v, 0),
+    "max_retries": _opt(lambda v: _int32(v, 0)),
+    "failures": lambda v: _int32(v, 0),
+    "lost": lambda v: _int32(v, 0),
 }
 _ATTEMPT_FIELDS: dict[str, Callable[[Any], bool]] = {
     "task_id": lambda v: _int(v, 1),
-    "attempt": lambda v: _int(v, 0),
+    "attempt": lambda v: _int32(v, 0),
     "state": lambda v: v in {"Succeeded", "Failed", "Killed", "Lost", "Returned"},
     "worker": _opt(_text),
     "jobid": _opt(_text),
-    "started": _opt(_num),
-    "finished": _opt(_num),
-    "exitcode": _opt(_int),
+    "started": _opt(_time),
+    "finished": _opt(_time),
+    "exitcode": _opt(_int32),
     "message": _opt(_text),
     "cpu": _opt(lambda v: _num(v) and v >= 0),
     "rss": _opt(lambda v: _int(v, 0)),
@@ -276,15 +309,24 @@ def _check_task(row: list[Any]) -> str:
     why = _bad_fields(row, _TASK_FIELDS, f"task {row[0]!r}")
     if why:
         return why
-    if row[2]:
-        try:
-            json.loads(row[1])
-        except ValueError:
-            return f"task {row[0]} says its payload is JSON, and it is not"
+    try:  # (an archive is untrusted: its payloads must be ones that add takes)
+        task = json.loads(row[1], parse_constant=_no_constant) if row[2] else row[1]
+    except (ValueError, RecursionError):
+        return f"task {row[0]} says its payload is JSON, and it is not JSON that qdo writes"
+    if row[2] and isinstance(task, str):
+        return f"task {row[0]} says its payload is JSON, and it is a JSON string"
+    try:
+        encode_payload(task)
+    except InvalidPayload as e:
+        return f"task {row[0]}: {e}"
     held = row[14] is not None and row[15] is not None and row[11] is not None
     if (row[3] == State.RUNNING.value) != held:
         return f"task {row[0]} is {row[3]} {'with' if held else 'without'} a lease"
     return ""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _in_span(kind: str, row: list[Any], low: int, high: int, last_id: int) -> str:
@@ -325,9 +367,9 @@ def _check_header(header: dict[str, Any]) -> str:
         return str(e)
     checks = {
         "state": q.get("state") in ("Active", "Paused"),
-        "created": q.get("created") is None or _num(q.get("created")),
-        "max_retries": _int(q.get("max_retries"), 0),
-        "max_lost": _int(q.get("max_lost"), 1),
+        "created": q.get("created") is None or _time(q.get("created")),
+        "max_retries": _int32(q.get("max_retries"), 0),
+        "max_lost": _int32(q.get("max_lost"), 1),
         "owner": isinstance(q.get("owner"), str),
         "span": all(_int(v, 0) and v <= MAX_TASK_ID for v in span) and span[0] <= span[1],
     }

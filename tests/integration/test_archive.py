@@ -661,7 +661,7 @@ def test_crafted_archives_are_refused(backend: str, qdo_dir: Path, tmp_path: Pat
 
     def lease_for_ever(objs: list[Any]) -> list[Any]:
         t = _first_task(objs)
-        t[3], t[11], t[14], t[15] = "Running", "w:1", 1e15, 7
+        t[3], t[11], t[14], t[15] = "Running", "w:1", 1e10, 7  # (in the year 2286)
         return objs
 
     def twice(objs: list[Any]) -> list[Any]:
@@ -708,3 +708,60 @@ def test_qdo_log_reads_no_file_outside_the_log_folder(qdo_dir: Path, tmp_path: P
     assert proc.returncode == 1 and "outside the log folder" in proc.stderr
     assert "private" not in proc.stdout
     store.close()
+
+
+def _set(**fields: Any) -> Callable[[list[Any]], list[Any]]:
+    """A change that sets fields of the archive's first task."""
+    from qdo.store.base import TASK_COLUMNS
+
+    def change(objs: list[Any]) -> list[Any]:
+        task = _first_task(objs)
+        for name, value in fields.items():
+            task[TASK_COLUMNS.index(name)] = value
+        return objs
+
+    return change
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        # (SQLite: a traceback; PostgreSQL: an error of its own, the backends disagreed)
+        (_set(exitcode=2**70), "impossible exitcode"),
+        (_set(attempts=2**31), "impossible attempts"),
+        (_set(lease_token=2**63), "impossible lease_token"),
+        # (tracebacks on both)
+        (_set(message="caf\udce9.txt"), "impossible message"),
+        (
+            _set(worker="w\ud800", state="Running", lease_expires=1e9, lease_token=1),
+            "impossible worker",
+        ),
+        (_set(payload="[" * 100_000 + "]" * 100_000, is_json=True), "not JSON that qdo writes"),
+        # (restored, then qdo tasks and qdo do failed on them: year 33658, or before 1970)
+        (_set(created=1e12), "impossible created"),
+        (_set(started=-1e12), "impossible started"),
+        # (payloads add refuses, restored all the same)
+        (_set(payload="NaN", is_json=True), "not JSON that qdo writes"),
+        (_set(payload="[1e400]", is_json=True), "does not serialize"),
+        (_set(payload='"a string"', is_json=True), "a JSON string"),
+        (_set(payload="[" * 150 + "]" * 150, is_json=True), "nests"),
+        (_set(payload="echo " + "x" * 1_000_000, is_json=False), "larger than"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_archives_with_what_no_backend_holds_are_refused(
+    backend: str, qdo_dir: Path, tmp_path: Path, change: Any, why: str
+) -> None:
+    store = make_store(backend, qdo_dir)
+    lines = gzip.decompress(_good_archive(store, tmp_path)).splitlines(keepends=True)
+    before = whole_store(store)
+    path = tmp_path / "crafted.qdo"
+    path.write_bytes(_resealed(lines, change))
+    try:
+        with pytest.raises(BadArchive, match=why) as err:
+            qdo.restore(path, "Fresh", store=store)
+        assert "\n" not in str(err.value)
+        assert whole_store(store) == before
+    finally:
+        store.close()
