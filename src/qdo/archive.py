@@ -310,7 +310,7 @@ def _check_task(row: list[Any]) -> str:
     if why:
         return why
     try:  # (an archive is untrusted: its payloads must be ones that add takes)
-        task = json.loads(row[1], parse_constant=_no_constant) if row[2] else row[1]
+        task = _PAYLOADS.decode(row[1]) if row[2] else row[1]
     except (ValueError, RecursionError):
         return f"task {row[0]} says its payload is JSON, and it is not JSON that qdo writes"
     if row[2] and isinstance(task, str):
@@ -327,6 +327,10 @@ def _check_task(row: list[Any]) -> str:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+#: (made once: json.loads with options makes a decoder at every call)
+_PAYLOADS = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _in_span(kind: str, row: list[Any], low: int, high: int, last_id: int) -> str:

@@ -86,6 +86,10 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+#: (made once: json.dumps with options makes an encoder at every call)
+_PAYLOAD = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_payload(task: object) -> tuple[str, bool]:
     """Return (text, is_json) for a task payload, or raise InvalidPayload.
 
@@ -101,17 +105,20 @@ def encode_payload(task: object) -> tuple[str, bool]:
     else:
         if task is None:
             raise InvalidPayload("a task must be a shell command (str) or a JSON value, not None")
-        if _too_deep(task):
+        try:
+            text = _PAYLOAD.encode(task)
+        except RecursionError:
+            text = ""  # (too deep)
+        except (TypeError, ValueError) as e:
+            raise InvalidPayload(
+                f"task {_short(task)} is not a str and does not serialize to JSON: {e}"
+            ) from e
+        # (its text takes 2 characters a level: a short one cannot nest too deep)
+        if not text or len(text) > 2 * MAX_PAYLOAD_DEPTH and _too_deep(task):
             raise InvalidPayload(
                 f"task {_short(task)} nests lists or objects more than {MAX_PAYLOAD_DEPTH} "
                 "deep: flatten it, or keep the data in a file and pass its name"
             )
-        try:
-            text = json.dumps(task, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        except (TypeError, ValueError, RecursionError) as e:
-            raise InvalidPayload(
-                f"task {_short(task)} is not a str and does not serialize to JSON: {e}"
-            ) from e
         is_json = True
     if not text.isascii():
         _check_unicode(text, task)

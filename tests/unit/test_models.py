@@ -85,3 +85,21 @@ def test_table_alignment_and_streaming() -> None:
     assert lines[0] == "ID  NAME  MSG"
     assert lines[1] == " 0  -     -"
     assert len(lines) == 6
+
+
+@pytest.mark.parametrize("shape", ["list", "dict"])
+def test_payloads_nest_at_most_the_limit_deep(shape: str) -> None:
+    # (short texts skip the walk: a level takes at least 2 characters)
+    from qdo.models import MAX_PAYLOAD_DEPTH
+
+    def nested(depth: int) -> object:
+        value: object = []
+        for _ in range(depth - 1):
+            value = [value] if shape == "list" else {"": value}
+        return value
+
+    text, is_json = encode_payload(nested(MAX_PAYLOAD_DEPTH))
+    assert is_json and decode_payload(text, True) == nested(MAX_PAYLOAD_DEPTH)
+    for depth in (MAX_PAYLOAD_DEPTH + 1, 5000):
+        with pytest.raises(InvalidPayload, match="nests"):
+            encode_payload(nested(depth))
