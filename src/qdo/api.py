@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import config, queue
-from .errors import QueueExists, UnknownQueue
+from .errors import InvalidInput, QueueExists, UnknownQueue
 from .models import check_priority, check_queue_name
 from .queue import _check_limits, _new_task, _status
 from .store.base import Store
@@ -47,8 +47,15 @@ class Queue(queue.Queue):
         """Submit ``jobs`` batch jobs, each running ``nworkers`` workers on this queue;
         return their ids.  Options as ``qdo launch``: cores_per_worker, walltime,
         batchqueue, batchopts, script, keep_env, mpiproc, profile, cores_per_node."""
+        from dataclasses import fields
+
         from . import launch
 
+        known = {f.name for f in fields(launch.LaunchOptions)} - {"workers", "jobs"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidInput(f"no launch option {', '.join(map(repr, unknown))}: the "
+                               f"options are {', '.join(sorted(known))}")  # fmt: skip
         opts = launch.LaunchOptions(workers=nworkers, jobs=jobs, **options)
         return launch.launch(self, opts, dry_run=dry_run)
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from .errors import BadArchive, InvalidInput, InvalidPayload
 from .models import (
+    MAX_SECONDS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     QueueInfo,
@@ -277,7 +278,7 @@ _TASK_FIELDS: dict[str, Callable[[Any], bool]] = {
     "log": _opt(_text),
     "lease_expires": _opt(_time),
     "lease_token": _opt(_int),
-    "timeout": _opt(lambda v: _num(v) and v > 0),
+    "timeout": _opt(lambda v: _num(v) and 0 < v <= MAX_SECONDS),
     "max_retries": _opt(lambda v: _int32(v, 0)),
     "failures": lambda v: _int32(v, 0),
     "lost": lambda v: _int32(v, 0),

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ConfigError, QdoWarning
+from .models import MAX_SECONDS
 
 #: name -> (default, description).  Defaults may refer to {qdo_dir}.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -273,10 +274,15 @@ def _number(name: str, value: str, zero_ok: bool = False) -> float:
         number = float(value)
     except ValueError:
         number = -1.0
-    if number < 0 or number == 0 and not zero_ok:
+    most = _MOST.get(name, MAX_SECONDS)
+    if not 0 <= number <= most or number == 0 and not zero_ok:
         kind = "a number of at least 0" if zero_ok else "a positive number"
-        raise ConfigError(f"setting {name} must be {kind}, got {value!r}")
+        raise ConfigError(f"setting {name} must be {kind}, at most {most:.0f}, got {value!r}")
     return number
+
+
+#: The largest number a setting takes: seconds up to a year (MAX_SECONDS), but these
+_MOST = {"db_port": 65_535.0, "job_end": 1e11}
 
 
 def mask_url(url: str) -> str:

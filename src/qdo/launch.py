@@ -33,6 +33,7 @@ from . import batch, config
 from .batch import BatchError, BatchSystem, JobStatus
 from .errors import ConfigError, InvalidInput, QdoError
 from .jobstate import ACTIVE, job_states
+from .models import MAX_JOBS, MAX_WORKERS
 from .queue import left_to_run
 
 __all__ = ["ACTIVE", "KINDS", "BatchError", "LaunchOptions", "Profile", "auto", "cancel_jobs",
@@ -80,6 +81,16 @@ class LaunchOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 flag = name.replace("_", "-")
                 raise InvalidInput(f"--{flag} must be a positive integer, got {value!r}")
+        if self.workers > MAX_WORKERS:  # (what qdo do takes: its jobs would die at once)
+            raise InvalidInput(f"at most {MAX_WORKERS} workers a job, got {self.workers}: "
+                               "launch more jobs (--jobs) for more")  # fmt: skip
+        if self.jobs > MAX_JOBS:
+            raise InvalidInput(f"at most {MAX_JOBS:,} jobs at once, got {self.jobs:,}")
+        for name in ("walltime", "batchqueue", "batchopts", "script", "profile"):
+            if not isinstance(getattr(self, name), (str, type(None))):
+                raise InvalidInput(f"{name} must be text, got {getattr(self, name)!r}")
+        if not isinstance(self.keep_env, bool):
+            raise InvalidInput(f"keep_env must be true or false, got {self.keep_env!r}")
         if self.walltime is not None:
             walltime_seconds(self.walltime)  # a clear error if it is not one
         try:

@@ -21,6 +21,16 @@ MAX_PAYLOAD_DEPTH = 100
 
 #: Priorities are stored as 64-bit integers.
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
+#: The most slots one agent runs: beyond that, run more agents (qdo launch --jobs).
+MAX_WORKERS = 1024
+#: The most batch jobs one launch submits (each runs an agent of up to MAX_WORKERS).
+MAX_JOBS = 10_000
+#: The largest number a column (an id, a count) holds.
+INT64_MAX = 2**63 - 1
+#: The longest duration qdo takes (a lease, a timeout), seconds: a year.  The times it
+#: leads to must stay dates (a lease of 1e308 seconds never ran out, and every reading of
+#: its task failed: no datetime holds its end).
+MAX_SECONDS = 366 * 86_400.0
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")

@@ -28,6 +28,7 @@ from .heartbeat import heartbeat
 from .models import (
     FINAL_STATES,
     MAX_PAYLOAD_BYTES,
+    MAX_SECONDS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     QueueState,
@@ -152,9 +153,11 @@ class Queue:
         lease = self.settings.lease if lease is None else lease
         for name, value in (("timeout", timeout), ("lease", lease)):
             if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float)) or value < 0
+                                      or not isinstance(value, (int, float))
+                                      or not 0 <= value <= MAX_SECONDS
                                       or (name == "lease" and not value > 0)):  # fmt: skip
-                raise InvalidInput(f"{name} must be a number of seconds, got {_short(value)}")
+                raise InvalidInput(f"{name} must be a number of seconds, up to a year, got "
+                                   f"{_short(value)}")  # fmt: skip
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         if self.store.notifies and timeout != 0:
@@ -540,8 +543,11 @@ def _check_limits(max_retries: Any, max_lost: Any) -> None:
 def _check_timeout(timeout: Any) -> float | None:
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_SECONDS):  # fmt: skip
+        raise InvalidInput(
+            f"timeout must be a positive number of seconds, up to a year, got {timeout!r}"
+        )
     return float(timeout)
 
 

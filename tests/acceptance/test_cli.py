@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import qdo
+from qdo.errors import InvalidInput
 from tests.conftest import run_qdo
 
 pytestmark = pytest.mark.backends
@@ -527,6 +528,31 @@ def test_add_bad_payloads(qdo_dir: Path, populated: dict[str, Any]) -> None:
     assert snapshot(qdo_dir) == populated
 
 
+def test_numbers_past_what_qdo_holds_are_usage_errors(
+    qdo_dir: Path, populated: dict[str, Any]
+) -> None:
+    # a lease of 1e308 s left its task Running for ever and every qdo tasks crashed (no
+    # datetime holds its end); a timeout of 1e10 s failed every task; ids and counts
+    # past 64 bits, and a port past 65535, were tracebacks
+    big = str(2**63)
+    for args in (["do", "Q", "--lease", "1e308"], ["do", "Q", "--timeout", "1e10"],
+                 ["add", "Q", "echo x", "--timeout", "1e308"], ["retry", "Q", "--id", big],
+                 ["cancel", "Q", "--id", f"1-{big}"], ["tasks", "Q", "--limit", "9" * 20],
+                 ["log", "Q", big], ["serve", "--port", "65536"],
+                 ["launch", "Q", "2000", "--profile", "local", "--dry-run"],
+                 ["launch", "Q", "9" * 20, "--dry-run"]):  # fmt: skip
+        usage_error(*args)
+    assert "at most 10,000 jobs" in fails("launch", "Q", "1", "--jobs", "1000000", "--dry-run")
+    assert "at most" in fails("status", "Q", env={"QDO_LEASE": "1e308"})
+    assert "at most" in fails("status", "Q", env={"QDO_LEASE": "nan"})
+    assert snapshot(qdo_dir) == populated
+    with pytest.raises(InvalidInput, match="up to a year"):
+        qdo.connect("Q").get(lease=1e308)
+    with pytest.raises(InvalidInput, match="up to a year"):
+        qdo.connect("Q").add("echo x", timeout=1e10)
+    assert snapshot(qdo_dir) == populated
+
+
 def test_load_bad_files(qdo_dir: Path, tmp_path: Path, populated: dict[str, Any]) -> None:
     good = "echo 1\necho 2\n"
     cases: list[tuple[str, str | bytes | None, list[str], list[str]]] = [
@@ -731,6 +757,9 @@ def test_bad_values_get_one_clear_error_and_change_nothing(tmp_path: Path) -> No
     """Issue 12 item 6: each of these gave a traceback, a raw errno message, or changed
     something (the queue was created before its retry budget overflowed)."""
     assert "max_retries must be an integer from 0" in fails(
+        "create", "Q", "--max-retries", str(2**40)
+    )
+    assert "expected a number from 0" in usage_error(
         "create", "Q", "--max-retries", "1000000000000000000000"
     )
     assert "no queue" in fails("status", "Q")  # it was not created

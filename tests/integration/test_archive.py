@@ -741,6 +741,7 @@ def _set(**fields: Any) -> Callable[[list[Any]], list[Any]]:
         # (restored, then qdo tasks and qdo do failed on them: year 33658, or before 1970)
         (_set(created=1e12), "impossible created"),
         (_set(started=-1e12), "impossible started"),
+        (_set(timeout=1e308), "impossible timeout"),  # (every run of it failed)
         # (payloads add refuses, restored all the same)
         (_set(payload="NaN", is_json=True), "not JSON that qdo writes"),
         (_set(payload="[1e400]", is_json=True), "does not serialize"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import config, display
 from ..api import connect
 from ..errors import ConfigError, InvalidInput
-from .common import Commands, positive_int
+from .common import Commands, port
 
 
 def register(commands: Commands) -> None:
@@ -20,7 +20,7 @@ def register(commands: Commands) -> None:
     p = commands.command("serve", cmd_serve)
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to listen on (default 127.0.0.1, this machine)")  # fmt: skip
-    p.add_argument("--port", type=positive_int, default=8770, help="default 8770")
+    p.add_argument("--port", type=port, default=8770, help="default 8770")
     p.add_argument("--token-file", metavar="FILE",
                    help="read the token from FILE; if it is missing, write a new one there "
                         "(mode 0600)")  # fmt: skip

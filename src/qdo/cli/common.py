@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from ..models import State
+from ..models import INT64_MAX, MAX_SECONDS, State
 
 STATE_NAMES = [s.value for s in State]
 
@@ -111,8 +111,10 @@ def count(text: str) -> int:
         n = int(text)
     except ValueError:
         n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a number, 0 or more, got {text!r}")
+    if not 0 <= n <= INT64_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from 0 to {INT64_MAX} (2**63 - 1), got {text!r}"
+        )
     return n
 
 
@@ -123,13 +125,32 @@ def positive_int(text: str) -> int:
     return n
 
 
+def exit_code(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 2**31
+    if not -(2**31) <= n < 2**31:
+        raise argparse.ArgumentTypeError(f"expected an exit code (a 32-bit integer), got {text!r}")
+    return n
+
+
+def port(text: str) -> int:
+    n = count(text)
+    if not 1 <= n <= 65_535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return n
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds (a number, 0 or more), got {text!r}")
+    if not 0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds (a number from 0 to {MAX_SECONDS:.0f}, a year), got {text!r}"
+        )
     return value
 
 
@@ -163,7 +184,7 @@ def id_list(text: str) -> list[int]:
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"expected task ids such as 5,7-9, got {text!r}") from None  # fmt: skip
-        if a < 1 or b < a:
+        if a < 1 or b < a or b > INT64_MAX:
             raise argparse.ArgumentTypeError(f"expected task ids such as 5,7-9 (from low to "
                                              f"high, 1 or more), got {part.strip()!r}")  # fmt: skip
         if len(ids) + b - a + 1 > MAX_IDS:

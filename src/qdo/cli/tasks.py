@@ -15,7 +15,7 @@ from .. import display
 from ..api import connect, load
 from ..errors import InvalidInput, QdoError
 from ..models import State, check_priority
-from .common import STATE_NAMES, Commands, count, positive_int, some_seconds
+from .common import STATE_NAMES, Commands, count, exit_code, positive_int, some_seconds
 
 
 def register(commands: Commands) -> None:
@@ -34,11 +34,12 @@ def register(commands: Commands) -> None:
     p.add_argument("--max-retries", type=count, metavar="N",
                    help="run it again up to N times if it fails (default: queue's)")  # fmt: skip
     p = commands.queue_command("require", cmd_require)
-    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("id", type=positive_int, metavar="ID")
     p.add_argument("--on", type=_ids, required=True, metavar="ID,...")
     p = commands.queue_command("tasks", cmd_tasks)
     p.add_argument("--state", type=_state, metavar="STATE", help=", ".join(STATE_NAMES))
-    p.add_argument("--exitcode", type=int, metavar="N", help="only tasks that exited with N")
+    p.add_argument("--exitcode", type=exit_code, metavar="N",
+                   help="only tasks that exited with N")  # fmt: skip
     p.add_argument(
         "--limit",
         type=count,
@@ -51,7 +52,7 @@ def register(commands: Commands) -> None:
     p = commands.queue_command("trace", cmd_trace)
     p.add_argument("file", metavar="FILE", help="the trace to write (JSON)")
     p = commands.queue_command("log", cmd_log)
-    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("id", type=positive_int, metavar="ID")
     p.add_argument("--tail", type=count, metavar="N", help="only the last N lines")
 
 

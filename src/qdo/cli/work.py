@@ -13,10 +13,8 @@ from typing import Any, TextIO
 from .. import display
 from ..api import Queue, connect
 from ..errors import InvalidInput
+from ..models import MAX_WORKERS
 from .common import Commands, positive_int, print_status, seconds, some_seconds
-
-#: The most slots one agent runs: beyond that, run more agents (qdo launch --jobs).
-MAX_WORKERS = 1024
 
 
 def register(commands: Commands) -> None:
@@ -83,7 +81,7 @@ def register(commands: Commands) -> None:
     )
     commands.command("noop", cmd_noop)
     p = commands.queue_command("launch", cmd_launch)
-    p.add_argument("nworkers", type=positive_int, metavar="NWORKERS", help="workers per job")
+    p.add_argument("nworkers", type=_workers, metavar="NWORKERS", help="workers per job")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="J", help="jobs (default 1)")
     p.add_argument(
         "--cores-per-worker",
