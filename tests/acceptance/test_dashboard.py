@@ -125,6 +125,64 @@ def test_rest_routes_need_the_token_and_change_nothing_without_it(server: Server
         assert json.loads(r.read())["name"] == "R"
 
 
+def test_hostile_requests_get_a_4xx_and_change_nothing(server: Server) -> None:
+    # each of these was a 500 with a traceback in the server's log, or worse
+    user = qdo.create("H").store.user
+    base = f"/{user}/queues/H"
+    qdo.connect("H").add("echo a")
+    before = [t.to_dict() for t in qdo.connect("H").tasks()]
+    huge = str(2**63)
+    for method, path, body in [
+        ("GET", f"{base}/tasks/{huge}", None),
+        ("PUT", f"{base}/tasks/{huge}", {"state": "Failed"}),
+        ("GET", f"{base}/tasks/?after={huge}", None),
+        ("GET", f"{base}/tasks/?exitcode={huge}", None),
+        ("POST", f"{base}/launch", {"bogus": 1}),
+        ("POST", f"{base}/launch", {"nworkers": 1, "batchopts": 5, "profile": "local"}),
+        # (what qdo do refuses: the job died at once, its tasks left Pending)
+        ("POST", f"{base}/launch", {"nworkers": 2000, "profile": "local"}),
+        ("POST", f"{base}/launch", {"nworkers": 1, "jobs": 10**6, "profile": "local"}),
+    ]:
+        status, out = server.call(method, path, body)
+        assert status == 400 and out["error"], (method, path, status, out)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    req = urllib.request.Request(server.url + f"{base}/tasks/", data=deep, method="POST",
+                                 headers={"Authorization": f"Bearer {server.token}"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400 and b"too deep" in err.value.read()
+    # a body too big is refused as it comes, without the token too (the login read all
+    # of it first: 300 MB of it took the server from 41 to 655 MB)
+    port = int(server.url.rsplit(":", 1)[1])
+    for path, head, body in (
+        ("/site/login", "Content-Length: 300000000", b"x" * 65536),  # (said at once)
+        ("/site/login", "Transfer-Encoding: chunked", (b"1000\r\n" + b"x" * 4096 + b"\r\n") * 2),
+        (f"{base}/tasks/", f"Content-Length: {(64 << 20) + 1}", b"x" * 65536),
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            auth = f"Authorization: Bearer {server.token}"
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n{auth}\r\n\r\n"
+                         .encode() + body)  # fmt: skip
+            assert sock.recv(100).startswith(b"HTTP/1.1 413 "), (path, head)
+    # the cookie goes with a form that a page of another port of this host posts here
+    # (the same site to a browser): a change must come from this server's own page
+    cookie = f"qdo_authkey={server.token}"
+    for origin, want in (("http://127.0.0.1:1", 403), (server.url, 201)):
+        req = urllib.request.Request(server.url + f"{base}/tasks/", method="POST",
+                                     data=b'{"command": "echo from a page"}',
+                                     headers={"Cookie": cookie, "Origin": origin,
+                                              "Content-Type": "text/plain"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        assert status == want, origin
+    after = [t.to_dict() for t in qdo.connect("H").tasks()]
+    assert after[:-1] == before and after[-1]["task"] == "echo from a page"
+    assert server.proc.poll() is None and server.call("GET", base)[0] == 200
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
     if not (CHROMIUM and DRIVER):

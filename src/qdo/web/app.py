@@ -49,9 +49,11 @@ from starlette.routing import Route
 
 from .. import api, triage
 from ..errors import InvalidInput, NotAllowed, QdoError, QueueExists, UnknownQueue, UnknownTask
-from ..models import State, Task
+from ..models import INT64_MAX, State, Task
 from ..queue import left_to_run
 
+#: Exit codes are 32-bit integers.
+INT32 = 2**31
 #: The longest page of tasks one request returns.
 PAGE = 1000
 #: Seconds of counts a queue's rate and chart remember.
@@ -60,6 +62,34 @@ HISTORY = 600.0
 SAMPLE = 0.5
 #: How many failure groups a queue's page shows (the largest).
 GROUPS = 20
+#: The largest body a request may send, bytes (a login's: LOGIN_BODY): a bigger one is
+#: refused as it arrives, before it fills the server's memory.
+MAX_BODY = 64 << 20
+LOGIN_BODY = 4096
+#: Methods that change nothing (no Origin check for them).
+SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    """The request's body, or _TooLarge once it passes ``limit`` bytes."""
+    said = request.headers.get("content-length") or "0"
+    if said.isdigit() and int(said) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"the request's body is larger than {limit:,} bytes"}, 413)
 
 
 def new_token() -> str:
@@ -78,11 +108,20 @@ class _Auth(BaseHTTPMiddleware):
             return await call_next(request)
         given = request.headers.get("authorization", "")
         token = given[7:] if given.lower().startswith("bearer ") else ""
+        cookie = not token
         token = token or request.cookies.get("qdo_authkey", "")
         if not hmac.compare_digest(token.encode(), self.token):
             return JSONResponse({"error": "this needs the server's token (Authorization: "
                                           "Bearer TOKEN, or POST /site/login)"},
                                 status_code=401)  # fmt: skip
+        # a browser sends the cookie with a form another page posts here, and a page of
+        # another port of this host is the same site to it: a change must come from ours
+        origin = request.headers.get("origin")
+        ours = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        if cookie and request.method not in SAFE and origin is not None and origin != ours:
+            return JSONResponse({"error": f"a change from a page of {origin} is refused: "
+                                          "only this server's own pages may"},
+                                status_code=403)  # fmt: skip
         return await call_next(request)
 
 
@@ -150,10 +189,15 @@ def make_app(token: str) -> Starlette:
         return endpoint
 
     async def body(request: Request) -> dict[str, Any]:
+        raw = await _read(request, MAX_BODY)
         try:
-            data = await request.json()
+            data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InvalidInput("the request's body is not JSON") from None
+        except ValueError as e:  # (a number of more digits than Python reads)
+            raise InvalidInput(f"the request's body is not JSON qdo reads: {e}") from None
+        except RecursionError:
+            raise InvalidInput("the request's body nests lists or objects too deep") from None
         if not isinstance(data, dict):
             raise InvalidInput("the request's body must be a JSON object")
         return data
@@ -164,6 +208,8 @@ def make_app(token: str) -> Starlette:
                 data = await body(request)
             except QdoError as e:
                 return _error(e)
+            except _TooLarge:
+                return _too_large(MAX_BODY)
             from starlette.concurrency import run_in_threadpool
 
             return await run_in_threadpool(guarded(lambda r: fn(r, data)), request)
@@ -179,7 +225,10 @@ def make_app(token: str) -> Starlette:
         if request.method == "GET":
             return _json({"login": "POST username and password (the server's token)"})
         # a form (urlencoded, as the original's clients send) or JSON
-        raw = (await request.body())[:4096].decode("utf-8", "replace")
+        try:
+            raw = (await _read(request, LOGIN_BODY)).decode("utf-8", "replace")
+        except _TooLarge:
+            return _too_large(LOGIN_BODY)
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 loaded = json.loads(raw)
@@ -241,8 +290,11 @@ def make_app(token: str) -> Starlette:
             limit = min(PAGE, int(p.get("limit", 100)))
             after = int(p.get("after", 0))
             exitcode = int(p["exitcode"]) if p.get("exitcode") else None
+            if not 0 <= after <= INT64_MAX or exitcode is not None and abs(exitcode) > INT32:
+                raise ValueError
         except ValueError:
-            raise InvalidInput("limit, after and exitcode are numbers") from None
+            raise InvalidInput("limit, after and exitcode are numbers (after: a task id, "
+                               "exitcode: a 32-bit integer)") from None  # fmt: skip
         state = State.parse(p["state"]) if p.get("state") else None
         rows = q.store.tasks(q.name, state, after=after, limit=max(1, limit),
                              exitcode=exitcode)  # fmt: skip
@@ -344,9 +396,13 @@ def make_app(token: str) -> Starlette:
 
 def _id(request: Request) -> int:
     try:
-        return int(request.path_params["id"])
+        task_id = int(request.path_params["id"])
+        if not 1 <= task_id <= INT64_MAX:
+            raise ValueError
     except ValueError:
-        raise InvalidInput(f"a task id is a number, got {request.path_params['id']!r}") from None
+        raise InvalidInput(f"a task id is a number from 1 to 2**63 - 1, got "
+                           f"{request.path_params['id']!r}") from None  # fmt: skip
+    return task_id
 
 
 def serve(host: str, port: int, token: str, say: Any = print) -> None:
