@@ -41,7 +41,7 @@ from .models import (
     check_queue_name,
     encode_payload,
 )
-from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store
+from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store, kept_text
 from .version import __version__
 
 FORMAT = "qdo-archive"
@@ -58,6 +58,9 @@ MAX_LEASE_AHEAD = 86_400.0
 COLUMNS = {"task": list(TASK_COLUMNS), "requires": list(REQUIRE_COLUMNS),
            "attempt": list(ATTEMPT_COLUMNS)}  # fmt: skip
 _TAGS = {"task": "t", "requires": "r", "attempt": "a"}
+#: Where a record holds a message (a database written before messages were cut may hold
+#: one longer than the store keeps now, and its line would be longer than MAX_LINE)
+_MESSAGE = {"task": TASK_COLUMNS.index("message"), "attempt": ATTEMPT_COLUMNS.index("message")}
 _KINDS = {tag: kind for kind, tag in _TAGS.items()}
 
 
@@ -101,7 +104,11 @@ def dump(store: Store, queue: str, path: str | os.PathLike[str]) -> dict[str, in
                     header["columns"] = COLUMNS
                     line(header)
                 else:
-                    line([_TAGS[kind], list(row)])
+                    fields = list(row)
+                    at = _MESSAGE.get(kind)
+                    if at is not None and fields[at]:
+                        fields[at] = kept_text(fields[at])
+                    line([_TAGS[kind], fields])
                     counts[names[kind]] += 1
             out.write(
                 json.dumps({"end": {**counts, "sha256": digest.hexdigest()}}).encode() + b"\n"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import qdo
-from tests.conftest import need_service
+from tests.conftest import need_service, run_qdo
 
 pytestmark = pytest.mark.backends
 
@@ -181,6 +181,20 @@ def test_hostile_requests_get_a_4xx_and_change_nothing(server: Server) -> None:
     after = [t.to_dict() for t in qdo.connect("H").tasks()]
     assert after[:-1] == before and after[-1]["task"] == "echo from a page"
     assert server.proc.poll() is None and server.call("GET", base)[0] == 200
+
+
+def test_serve_where_it_cannot_listen_says_so_in_one_line(tmp_path: Path) -> None:
+    # (it printed the token, then uvicorn's own ERROR line, and exited 3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_qdo("serve", "--port", str(port), "--token-file", str(tmp_path / "t"),
+                       timeout=60)  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == "", (proc.returncode, proc.stdout)
+    assert proc.stderr.splitlines() == [
+        f"qdo: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
 
 
 @pytest.fixture

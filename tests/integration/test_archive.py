@@ -766,3 +766,30 @@ def test_archives_with_what_no_backend_holds_are_refused(
         assert whole_store(store) == before
     finally:
         store.close()
+
+
+def test_a_message_longer_than_the_store_keeps_is_cut_by_dump(tmp_path: Path) -> None:
+    # a database written before messages were cut may hold one of megabytes: its dump
+    # had a line longer than restore reads ("no qdo writes such lines", and it had)
+    import sqlite3
+    from contextlib import closing
+
+    from qdo.store.base import LONGEST_MESSAGE, kept_text
+    from qdo.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "old.sqlite", user="me")
+    store.create_queue("Old")
+    (task_id,) = store.add_many("Old", [NewTask("true")])
+    (t,) = store.claim("Old", "w", 1, lease=60)
+    assert store.finish("w", [Outcome(t.id, t._token, State.FAILED, 1, "short")]) == []
+    long = "\x01" * 2_000_000  # (12 MB as JSON)
+    with closing(sqlite3.connect(tmp_path / "old.sqlite")) as db, db:
+        db.execute("UPDATE tasks SET message = ?", (long,))
+        db.execute("UPDATE attempts SET message = ?", (long,))
+    archive.dump(store, "Old", tmp_path / "old.qdo")
+    archive.restore(store, tmp_path / "old.qdo", "New")
+    (task,) = store.tasks("New")
+    (attempt,) = store.attempts([task.id])[task.id]
+    cut = kept_text(long)
+    assert task.message == attempt.message == cut and len(cut) < LONGEST_MESSAGE + 100
+    store.close()

@@ -653,7 +653,7 @@ def test_a_batch_of_reports_keeps_every_value_whole(store: Store, q: str, size: 
 
 def test_the_end_of_a_long_message_is_cut(store: Store, q: str) -> None:
     # (a task's output is for its log; a dump's line must stay one that restore reads)
-    from qdo.store.sqlstore import LONGEST_MESSAGE
+    from qdo.store.base import LONGEST_MESSAGE
 
     ids = add(store, q, "a", "b")
     a, b = store.claim(q, "w", 2, lease=60)

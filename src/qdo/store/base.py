@@ -35,6 +35,7 @@ and never reused.
 from __future__ import annotations
 
 import os
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -591,6 +592,31 @@ def queue_info(row: Any) -> QueueInfo:
                      created=timestamp(row["created"]), max_retries=row["max_retries"],
                      max_lost=row["max_lost"], owner=row["owner"],
                      kind=row["kind"])  # fmt: skip
+
+
+#: The longest message kept, in characters (the end of a longer one is cut): a task's
+#: output is for its log, and a dump's line must stay one that restore reads.
+LONGEST_MESSAGE = 65_536
+_NUL = "\x00"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def kept_text(text: str | None) -> str | None:
+    """``text``, what a task said (a message, its log's last line), as every store keeps
+    it: a NUL or a lone surrogate, which the text of neither backend can hold, becomes
+    U+FFFD, and the end of a text longer than LONGEST_MESSAGE is cut."""
+    if not text:
+        return text
+    if len(text) > LONGEST_MESSAGE:
+        text = f"{text[:LONGEST_MESSAGE]} ... ({len(text) - LONGEST_MESSAGE:,} characters cut)"
+    if _NUL in text:
+        text = text.replace(_NUL, "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def task_from_row(row: Any, queue: str, requires: Sequence[int]) -> Task:

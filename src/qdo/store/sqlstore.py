@@ -8,7 +8,6 @@ lost task is killed, what the history says.  A dialect only carries it out.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -45,6 +44,7 @@ from .base import (
     attempts_by_task,
     counts_by_queue,
     id_offset,
+    kept_text,
     queue_info,
     requires_by_task,
     task_from_row,
@@ -479,7 +479,7 @@ class SQLStore(Store):
             if row is None:
                 raise UnknownTask([task_id], f"task of queue {queue!r}")
             now = tx.time()
-            change = admin_change(row, state, exitcode, _text(message), who, now)
+            change = admin_change(row, state, exitcode, kept_text(message), who, now)
             failure = _signature_of(state, exitcode, change.message, None)
             new = tx.one("set_state", task_id=task_id, state=state.value, exitcode=exitcode,
                          message=change.message, attempts=change.attempts, now=now,
@@ -833,34 +833,9 @@ class SQLStore(Store):
         self._run(lambda tx: tx.count("counts_repair"), repeat=Repeat.SAFE)
 
 
-#: The longest message kept, in characters (the end of a longer one is cut): a task's
-#: output is for its log, and a dump's line must stay one that restore reads.
-LONGEST_MESSAGE = 65_536
-NUL = "\x00"
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _text(text: str | None) -> str | None:
-    """``text``, what a task said (a message, its log's last line), as the store keeps
-    it: a NUL or a lone surrogate, which the text of neither backend can hold, becomes
-    U+FFFD, and the end of a text longer than LONGEST_MESSAGE is cut."""
-    if not text:
-        return text
-    if len(text) > LONGEST_MESSAGE:
-        text = f"{text[:LONGEST_MESSAGE]} ... ({len(text) - LONGEST_MESSAGE:,} characters cut)"
-    if NUL in text:
-        text = text.replace(NUL, "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            text = _SURROGATE.sub("\ufffd", text)
-    return text
-
-
 def _storable(o: Outcome) -> Outcome:
     """``o`` with its message and tail as the store keeps them."""
-    message, tail = _text(o.message), _text(o.tail)
+    message, tail = kept_text(o.message), kept_text(o.tail)
     if message is o.message and tail is o.tail:
         return o
     return o._replace(message=message, tail=tail)

@@ -406,9 +406,23 @@ def _id(request: Request) -> int:
 
 
 def serve(host: str, port: int, token: str, say: Any = print) -> None:
-    """Run the server until interrupted."""
+    """Run the server until interrupted; InvalidInput, before a word of the token, if
+    it cannot listen there (the port is taken, the host is not this machine's)."""
+    import socket
+
     import uvicorn
 
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise InvalidInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InvalidInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     say(f"qdo serve: http://{host}:{port}/#token={token}")
     say(f"  token: {token} (Authorization: Bearer TOKEN)")
-    uvicorn.run(make_app(token), host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(make_app(token), log_level="warning")).run(sockets=[sock])
