@@ -32,7 +32,10 @@ from typing import Any
 
 from .errors import BadArchive, InvalidInput, InvalidPayload
 from .models import (
-    MAX_SECONDS,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
     PRIORITY_MAX,
     PRIORITY_MIN,
     QueueInfo,
@@ -40,6 +43,8 @@ from .models import (
     State,
     check_queue_name,
     encode_payload,
+    is_seconds,
+    is_utf8,
 )
 from .store.base import ATTEMPT_COLUMNS, REQUIRE_COLUMNS, TASK_COLUMNS, Store, kept_text
 from .version import __version__
@@ -229,19 +234,18 @@ def _header(path: Path, first: bytes) -> dict[str, Any]:
 
 
 # -- what a record may hold: what qdo itself writes, nothing else ---------------------------
-#: What the columns hold: integer (counts, exit codes) and bigint (tokens, bytes)
-INT32, INT64 = 2**31, 2**63
 #: The times qdo writes: from 1970 to the end of year 9999 (what a datetime holds)
 LATEST = 253_402_300_799
 
 
-def _int(v: Any, low: int | None = None, width: int = INT64) -> bool:
-    return (isinstance(v, int) and not isinstance(v, bool) and -width <= v < width
-            and (low is None or v >= low))  # fmt: skip
+def _int(v: Any, low: int = INT64_MIN, high: int = INT64_MAX) -> bool:
+    """An integer from ``low`` to ``high`` (what a bigint column holds, by default)."""
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
-def _int32(v: Any, low: int | None = None) -> bool:
-    return _int(v, low, INT32)
+def _int32(v: Any, low: int = INT32_MIN) -> bool:
+    """An integer that a column of 32-bit integers holds, from ``low``."""
+    return _int(v, low, INT32_MAX)
 
 
 def _num(v: Any) -> bool:
@@ -258,14 +262,7 @@ def _opt(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 def _text(v: Any) -> bool:
     """Text both backends hold: no NUL, no lone surrogate."""
-    if not isinstance(v, str) or "\0" in v:
-        return False
-    if not v.isascii():
-        try:
-            v.encode()
-        except UnicodeEncodeError:
-            return False
-    return True
+    return isinstance(v, str) and "\0" not in v and is_utf8(v)
 
 
 _TASK_FIELDS: dict[str, Callable[[Any], bool]] = {
@@ -273,7 +270,7 @@ _TASK_FIELDS: dict[str, Callable[[Any], bool]] = {
     "payload": lambda v: _text(v) and v != "",
     "is_json": lambda v: isinstance(v, bool),
     "state": lambda v: v in {s.value for s in State},
-    "priority": lambda v: _int(v) and PRIORITY_MIN <= v <= PRIORITY_MAX,
+    "priority": lambda v: _int(v, PRIORITY_MIN, PRIORITY_MAX),
     "exitcode": _opt(_int32),
     "message": _opt(_text),
     "attempts": lambda v: _int32(v, 0),
@@ -285,7 +282,7 @@ _TASK_FIELDS: dict[str, Callable[[Any], bool]] = {
     "log": _opt(_text),
     "lease_expires": _opt(_time),
     "lease_token": _opt(_int),
-    "timeout": _opt(lambda v: _num(v) and 0 < v <= MAX_SECONDS),
+    "timeout": _opt(lambda v: is_seconds(v, positive=True)),
     "max_retries": _opt(lambda v: _int32(v, 0)),
     "failures": lambda v: _int32(v, 0),
     "lost": lambda v: _int32(v, 0),

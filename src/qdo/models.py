@@ -19,14 +19,16 @@ MAX_PAYLOAD_BYTES = 1_000_000
 #: recursion, which would fail in whoever claims the task, not where it was added.
 MAX_PAYLOAD_DEPTH = 100
 
+#: What a column of 64-bit integers holds (ids, tokens, priorities, counts of bytes).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: What a column of 32-bit integers holds (exit codes, attempt counts).
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Priorities are stored as 64-bit integers.
-PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
+PRIORITY_MIN, PRIORITY_MAX = INT64_MIN, INT64_MAX
 #: The most slots one agent runs: beyond that, run more agents (qdo launch --jobs).
 MAX_WORKERS = 1024
 #: The most batch jobs one launch submits (each runs an agent of up to MAX_WORKERS).
 MAX_JOBS = 10_000
-#: The largest number a column (an id, a count) holds.
-INT64_MAX = 2**63 - 1
 #: The longest duration qdo takes (a lease, a timeout), seconds: a year.  The times it
 #: leads to must stay dates (a lease of 1e308 seconds never ran out, and every reading of
 #: its task failed: no datetime holds its end).
@@ -85,6 +87,25 @@ def check_user_name(user: object) -> str:
             f"invalid user name {user!r}: use 1 to 100 characters from A-Z a-z 0-9 . _ @ -"
         )
     return user
+
+
+def is_seconds(value: object, positive: bool = False) -> bool:
+    """Whether ``value`` is a duration qdo takes: a number of seconds from 0 (more than
+    0 if ``positive``) to MAX_SECONDS."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and (value > 0 if positive else value >= 0) and value <= MAX_SECONDS)  # fmt: skip
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8: it holds no lone surrogate (as a name
+    decoded with ``surrogateescape`` does, where its bytes are not UTF-8)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_priority(priority: object) -> int:

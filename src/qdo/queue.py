@@ -27,8 +27,9 @@ from .failures import failure_tail
 from .heartbeat import heartbeat
 from .models import (
     FINAL_STATES,
+    INT32_MAX,
+    INT32_MIN,
     MAX_PAYLOAD_BYTES,
-    MAX_SECONDS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     QueueState,
@@ -38,6 +39,7 @@ from .models import (
     _short,
     check_priority,
     encode_payload,
+    is_seconds,
 )
 from .runtime import batch_job_id, dead_here, hostname, worker_id
 from .store.base import NewTask, Outcome, SameTasks, Store, login_name
@@ -152,10 +154,7 @@ class Queue:
         """
         lease = self.settings.lease if lease is None else lease
         for name, value in (("timeout", timeout), ("lease", lease)):
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float))
-                                      or not 0 <= value <= MAX_SECONDS
-                                      or (name == "lease" and not value > 0)):  # fmt: skip
+            if value is not None and not is_seconds(value, positive=name == "lease"):
                 raise InvalidInput(f"{name} must be a number of seconds, up to a year, got "
                                    f"{_short(value)}")  # fmt: skip
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -543,8 +542,7 @@ def _check_limits(max_retries: Any, max_lost: Any) -> None:
 def _check_timeout(timeout: Any) -> float | None:
     if timeout is None:
         return None
-    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not 0 < timeout <= MAX_SECONDS):  # fmt: skip
+    if not is_seconds(timeout, positive=True):
         raise InvalidInput(
             f"timeout must be a positive number of seconds, up to a year, got {timeout!r}"
         )
@@ -589,7 +587,7 @@ def _exit_code(state: State, err: Any) -> int | None:
     if not isinstance(err, bool):
         with contextlib.suppress(TypeError):
             code = operator.index(err)
-    if code is None or not -(2**31) <= code < 2**31:
+    if code is None or not INT32_MIN <= code <= INT32_MAX:
         raise InvalidInput(f"err must be an integer exit code (32 bits), got {_short(err)}")
     return code
 

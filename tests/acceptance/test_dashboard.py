@@ -137,6 +137,7 @@ def test_hostile_requests_get_a_4xx_and_change_nothing(server: Server) -> None:
         ("PUT", f"{base}/tasks/{huge}", {"state": "Failed"}),
         ("GET", f"{base}/tasks/?after={huge}", None),
         ("GET", f"{base}/tasks/?exitcode={huge}", None),
+        ("GET", f"{base}/tasks/?exitcode={2**31}", None),  # (just past 32 bits)
         ("POST", f"{base}/launch", {"bogus": 1}),
         ("POST", f"{base}/launch", {"nworkers": 1, "batchopts": 5, "profile": "local"}),
         # (what qdo do refuses: the job died at once, its tasks left Pending)

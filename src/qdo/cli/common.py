@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from ..models import INT64_MAX, MAX_SECONDS, State
+from ..models import INT32_MAX, INT32_MIN, INT64_MAX, MAX_SECONDS, State
 
 STATE_NAMES = [s.value for s in State]
 
@@ -129,8 +129,8 @@ def exit_code(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        n = 2**31
-    if not -(2**31) <= n < 2**31:
+        n = INT32_MAX + 1
+    if not INT32_MIN <= n <= INT32_MAX:
         raise argparse.ArgumentTypeError(f"expected an exit code (a 32-bit integer), got {text!r}")
     return n
 

@@ -42,7 +42,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from ..errors import ConfigError
-from ..models import Attempt, QueueInfo, QueueState, State, Task, decode_payload, timestamp
+from ..models import (
+    Attempt,
+    QueueInfo,
+    QueueState,
+    State,
+    Task,
+    decode_payload,
+    is_utf8,
+    timestamp,
+)
 
 #: The columns of a task in an archive, and in what ``export_queue`` yields, in order.
 TASK_COLUMNS = (
@@ -611,12 +620,7 @@ def kept_text(text: str | None) -> str | None:
         text = f"{text[:LONGEST_MESSAGE]} ... ({len(text) - LONGEST_MESSAGE:,} characters cut)"
     if _NUL in text:
         text = text.replace(_NUL, "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            text = _SURROGATE.sub("\ufffd", text)
-    return text
+    return text if is_utf8(text) else _SURROGATE.sub("\ufffd", text)
 
 
 def task_from_row(row: Any, queue: str, requires: Sequence[int]) -> Task:

@@ -49,11 +49,9 @@ from starlette.routing import Route
 
 from .. import api, triage
 from ..errors import InvalidInput, NotAllowed, QdoError, QueueExists, UnknownQueue, UnknownTask
-from ..models import INT64_MAX, State, Task
+from ..models import INT32_MAX, INT32_MIN, INT64_MAX, State, Task
 from ..queue import left_to_run
 
-#: Exit codes are 32-bit integers.
-INT32 = 2**31
 #: The longest page of tasks one request returns.
 PAGE = 1000
 #: Seconds of counts a queue's rate and chart remember.
@@ -290,7 +288,8 @@ def make_app(token: str) -> Starlette:
             limit = min(PAGE, int(p.get("limit", 100)))
             after = int(p.get("after", 0))
             exitcode = int(p["exitcode"]) if p.get("exitcode") else None
-            if not 0 <= after <= INT64_MAX or exitcode is not None and abs(exitcode) > INT32:
+            if not 0 <= after <= INT64_MAX or exitcode is not None and not (
+                    INT32_MIN <= exitcode <= INT32_MAX):  # fmt: skip
                 raise ValueError
         except ValueError:
             raise InvalidInput("limit, after and exitcode are numbers (after: a task id, "
@@ -412,16 +411,15 @@ def serve(host: str, port: int, token: str, say: Any = print) -> None:
 
     import uvicorn
 
+    sock = None
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
-    except OSError as e:
-        raise InvalidInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as e:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise InvalidInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     say(f"qdo serve: http://{host}:{port}/#token={token}")
     say(f"  token: {token} (Authorization: Bearer TOKEN)")
