@@ -130,3 +130,29 @@ finally:
     agent.terminate()
     agent.wait(timeout=60)
 """
+
+
+def test_qdo_leaves_nothing_in_the_pools_sessions(bouncer: str) -> None:
+    """Through a pooler, a setting made for a session stays with the server session, for
+    whichever client gets it next: a pooled store sets its schema in each transaction
+    only, never for the session."""
+    import psycopg
+
+    from qdo.store.postgres import PostgresStore
+
+    schema = f"t_pgb_{os.urandom(4).hex()}"
+    try:
+        store = PostgresStore(bouncer, schema=schema, pooled=True)
+        store.create_queue("Q")
+        assert store.get_queue("Q").name == "Q"
+        store.close()
+        # two transactions open at once hold both server sessions of the pool
+        a, b = psycopg.connect(bouncer), psycopg.connect(bouncer)
+        try:
+            paths = [str(c.execute("SHOW search_path").fetchone()[0]) for c in (a, b)]
+        finally:
+            a.close()
+            b.close()
+        assert not [p for p in paths if schema in p], paths
+    finally:
+        drop_schema(postgres_or_skip(), schema)

@@ -36,7 +36,7 @@ from ..errors import (
 from ..runtime import Log
 from . import sql
 from .base import login_name
-from .dialect import SCHEMA_VERSION, Dialect, Repeat, Tx, pending_migrations
+from .dialect import SCHEMA_VERSION, Dialect, Repeat, Row, Tx, pending_migrations
 from .sqlstore import SQLStore
 
 try:
@@ -258,8 +258,7 @@ class PostgresDialect(Dialect):
         self._pid = os.getpid()
         self._made = False  # whether the schema holds qdo's tables (see _stand_in)
         try:
-            self._initialize()
-            session = self.run(lambda tx: tx.one("session"), write=False)
+            session = self._initialize()
             self.role, self.row_security = str(session["role"]), bool(session["row_security"])
         except BaseException:
             self.close()  # a refused database keeps no session open
@@ -274,7 +273,8 @@ class PostgresDialect(Dialect):
         said = False
         while True:
             try:
-                conn = psycopg.connect(self.conninfo, autocommit=autocommit,
+                # (in autocommit for the SET below: one round trip, not BEGIN, SET, COMMIT)
+                conn = psycopg.connect(self.conninfo, autocommit=True,
                                        connect_timeout=CONNECT_TIMEOUT, row_factory=dict_row,
                                        application_name="qdo",
                                        prepare_threshold=None if self.pooled else 5)  # fmt: skip
@@ -295,10 +295,14 @@ class PostgresDialect(Dialect):
                 delay = min(delay * 2, 2.0)
         if said:
             log.warning("qdo: reached PostgreSQL at %s again", self.location)
-        with conn.transaction() if not autocommit else _nothing():
-            conn.execute(
-                pgsql.SQL("SET search_path TO {}, pg_catalog").format(pgsql.Identifier(self.schema))
-            )
+        try:
+            if not self.pooled:  # (pooled, each transaction sets it: see begin)
+                conn.execute(pgsql.SQL("SET search_path TO {}, pg_catalog").format(
+                    pgsql.Identifier(self.schema)))  # fmt: skip
+            conn.autocommit = autocommit
+        except BaseException:
+            _close(conn)
+            raise
         me = threading.current_thread()
         with self._lock:
             # a thread that ended leaves its connections behind: close them now
@@ -536,6 +540,8 @@ class PostgresDialect(Dialect):
     def _version(self, tx: Tx) -> int | None:
         """The schema's qdo version, None if not made yet; raises NotQdoDatabase for a
         schema that holds other tables (made or not, it is left alone)."""
+        if tx.one("has_qdo_table", table=f"{self.schema}.qdo_schema")["has_table"]:
+            return int(tx.one("schema_version")["version"])
         found = tx.one("schema_exists", schema=self.schema)
         if found["has_schema"] and found["ntables"] and not found["has_table"]:
             raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")
@@ -543,13 +549,19 @@ class PostgresDialect(Dialect):
             return None
         return int(tx.one("schema_version")["version"])
 
-    def _initialize(self) -> None:
+    def _initialize(self) -> Row:
         """Check the schema, and migrate it if it is older than this qdo's; a schema
-        not made yet stays so, until the first write."""
+        not made yet stays so, until the first write.  Returns the ``session`` row."""
+
+        def look(tx: Tx) -> tuple[int | None, Row | None]:
+            version = self._version(tx)
+            # a current schema: who this session is, in the same transaction
+            return version, tx.one("session") if version == SCHEMA_VERSION else None
+
         try:
             # the usual case, a current schema, is answered without the lock
             self._made = True  # (so that this read looks at what is there)
-            version = self.run(self._version, write=False)
+            version, session = self.run(look, write=False)
             self._made = version is not None
             if self._made and version != SCHEMA_VERSION:
                 if version < SCHEMA_VERSION:  # type: ignore[operator]
@@ -558,6 +570,9 @@ class PostgresDialect(Dialect):
                 self.run(self._lay_out)
         except psycopg.Error as e:
             raise DatabaseError(f"PostgreSQL at {self.location}: {_text(e)}") from e
+        if session is None:  # made or migrated since, or not made yet (a stand-in)
+            session = self.run(lambda tx: tx.one("session"), write=False)
+        return session
 
     def close(self) -> None:
         with self._lock:
@@ -566,11 +581,6 @@ class PostgresDialect(Dialect):
             for conn in connections:
                 _close(conn)
         self.local = threading.local()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _describe(conninfo: str, schema: str) -> str:
