@@ -282,9 +282,7 @@ class Queue:
         'max_lost': n, 'claimed': n}``; ``blocked`` counts Waiting tasks that wait on a
         Failed, Killed or deleted requirement; ``claimed`` the Running ones that an agent
         holds ahead and has not started.  Tasks whose lease expired are put back first."""
-        self.store.requeue_expired(self.name)
-        info = self.store.get_queue(self.name)
-        counts = self.store.counts(self.name)
+        info, counts = self.store.queue_status(self.name)
         return {
             **_status(self.name, info.state, counts.by_state, counts.blocked),
             "max_retries": info.max_retries,

@@ -262,6 +262,23 @@ def test_requeue_expired(store: Store, q: str) -> None:
     assert a3.id == a.id and a3.attempts == 2
 
 
+def test_queue_status_puts_expired_leases_back_first(store: Store, q: str) -> None:
+    add(store, q, "a", "b", "c")
+    store.set_queue_options(q, max_retries=4)
+    a, b = store.claim(q, "w", 2, lease=0.05)
+    store.renew("w", [(b.id, b._token)], lease=60)
+    time.sleep(0.1)
+    info, counts = store.queue_status(q)
+    assert info.name == q and info.max_retries == 4
+    assert counts.by_state_names() == store.counts(q).by_state_names()
+    assert counts.by_state_names()["Pending"] == 2 and counts.by_state_names()["Running"] == 1
+    (a2,) = store.tasks(q, task_id=a.id)
+    assert a2.state is State.PENDING and a2.lost == 1
+    assert store.queue_status(q)[1] == counts  # nothing more expired: the same read
+    with pytest.raises(UnknownQueue):
+        store.queue_status("nope")
+
+
 def test_requeue_workers(store: Store, q: str) -> None:
     add(store, q, "a", "b", "c")
     store.claim(q, "dead:1", 2, lease=60)

@@ -381,6 +381,11 @@ class Store(ABC):
         """Task counts by state (every state present, zeros included)."""
 
     @abstractmethod
+    def queue_status(self, queue: str) -> tuple[QueueInfo, Counts]:
+        """The queue's record and its counts, read together (one transaction, where
+        nothing expired), after ``requeue_expired`` of the queue."""
+
+    @abstractmethod
     def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
         """Counts of the user's queues (or everybody's), by queue id."""
 

@@ -403,17 +403,31 @@ class SQLStore(Store):
     def _blocked(tx: Tx, queue_id: int) -> int:
         return int(tx.one("blocked", queue_id=queue_id)["n"])
 
-    def counts(self, queue: str) -> Counts:
-        def verb(tx: Tx) -> Counts:
-            queue_id = self._queue(tx, queue)["id"]
-            rows = tx.rows("counts", queue_id=queue_id)
-            counts = counts_by_queue([queue_id], rows, lambda i: self._blocked(tx, i))[queue_id]
-            if counts.by_state[State.RUNNING]:
-                claimed = int(tx.one("claimed", queue_id=queue_id)["n"])
-                return Counts(counts.by_state, counts.blocked, claimed)
-            return counts
+    def _counts(self, tx: Tx, queue_id: int) -> Counts:
+        rows = tx.rows("counts", queue_id=queue_id)
+        counts = counts_by_queue([queue_id], rows, lambda i: self._blocked(tx, i))[queue_id]
+        if counts.by_state[State.RUNNING]:
+            claimed = int(tx.one("claimed", queue_id=queue_id)["n"])
+            return Counts(counts.by_state, counts.blocked, claimed)
+        return counts
 
-        return self._run(verb, write=False)
+    def counts(self, queue: str) -> Counts:
+        return self._run(lambda tx: self._counts(tx, self._queue(tx, queue)["id"]), write=False)
+
+    def queue_status(self, queue: str) -> tuple[QueueInfo, Counts]:
+        def read(tx: Tx, look: bool) -> tuple[QueueInfo, Counts] | int:
+            row = self._queue(tx, queue)
+            if look and tx.row("any_expired", queue_id=row["id"]) is not None:
+                return int(row["id"])  # to requeue first
+            return queue_info(row), self._counts(tx, row["id"])
+
+        # the usual case, nothing expired, is one read
+        got = self._run(lambda tx: read(tx, True), write=False)
+        if isinstance(got, int):
+            self._requeue(got, "lease expired", expired=True)
+            got = self._run(lambda tx: read(tx, False), write=False)
+        assert not isinstance(got, int)
+        return got
 
     def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
         owner = None if all_users else self.user
