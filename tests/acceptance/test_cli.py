@@ -553,6 +553,19 @@ def test_numbers_past_what_qdo_holds_are_usage_errors(
     assert snapshot(qdo_dir) == populated
 
 
+def test_an_options_value_of_two_dashes_is_judged_as_written(
+    qdo_dir: Path, populated: dict[str, Any]
+) -> None:
+    # argparse (3.11, 3.12) took the value of --lease=-- for the end of the options and
+    # gave the option an empty list: qdo do crashed in its loop, retry --id=-- retried
+    # nothing and said so with exit 0
+    for args in (["do", "Q", "--lease=--"], ["retry", "Q", "--id=--"],
+                 ["cancel", "Q", "--id=--"], ["tasks", "Q", "--limit=--"],
+                 ["set", "Q", "--max-retries=--"]):  # fmt: skip
+        usage_error(*args)
+    assert snapshot(qdo_dir) == populated
+
+
 def test_load_bad_files(qdo_dir: Path, tmp_path: Path, populated: dict[str, Any]) -> None:
     good = "echo 1\necho 2\n"
     cases: list[tuple[str, str | bytes | None, list[str], list[str]]] = [

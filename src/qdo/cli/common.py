@@ -29,6 +29,17 @@ class Parser(argparse.ArgumentParser):
                     self._option_string_actions[alias] = action
         return action
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse of Python 3.11 and 3.12 takes the value "--" of an option (--lease=--)
+        # for the end of the options, and leaves the option an empty list (qdo do then
+        # crashed; retry --id=-- retried nothing): the value is what was written, for the
+        # option's type to judge
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
 
 class Commands:
     """The subcommands of a parser, made in the order of ``listing`` (name: one-line
