@@ -542,6 +542,7 @@ class PostgresDialect(Dialect):
         schema that holds other tables (made or not, it is left alone)."""
         if tx.one("has_qdo_table", table=f"{self.schema}.qdo_schema")["has_table"]:
             return int(tx.one("schema_version")["version"])
+        # (its has_table again: another process may have made the tables just now)
         found = tx.one("schema_exists", schema=self.schema)
         if found["has_schema"] and found["ntables"] and not found["has_table"]:
             raise NotQdoDatabase(self.location, "its schema holds tables that are not qdo's")

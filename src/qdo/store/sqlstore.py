@@ -415,18 +415,18 @@ class SQLStore(Store):
         return self._run(lambda tx: self._counts(tx, self._queue(tx, queue)["id"]), write=False)
 
     def queue_status(self, queue: str) -> tuple[QueueInfo, Counts]:
-        def read(tx: Tx, look: bool) -> tuple[QueueInfo, Counts] | int:
+        def read(tx: Tx, look: bool) -> tuple[QueueInfo, Counts] | None:
             row = self._queue(tx, queue)
             if look and tx.row("any_expired", queue_id=row["id"]) is not None:
-                return int(row["id"])  # to requeue first
+                return None  # requeued first
             return queue_info(row), self._counts(tx, row["id"])
 
         # the usual case, nothing expired, is one read
         got = self._run(lambda tx: read(tx, True), write=False)
-        if isinstance(got, int):
-            self._requeue(got, "lease expired", expired=True)
+        if got is None:
+            self.requeue_expired(queue)
             got = self._run(lambda tx: read(tx, False), write=False)
-        assert not isinstance(got, int)
+        assert got is not None  # (read without the look always answers)
         return got
 
     def all_counts(self, all_users: bool = False) -> dict[int, Counts]:
