@@ -63,6 +63,12 @@ def allocate(mib):
     b = bytearray(mib << 20)
     b[::4096] = bytes(len(b) // 4096)
 
+def churn(mib=0):
+    if mib:
+        b = bytearray(mib << 20)
+        b[::4096] = bytes(len(b) // 4096)
+        del b  # (given back to the system before the call returns)
+
 def spin(seconds):
     end = time.process_time() + seconds
     while time.process_time() < end:
@@ -88,6 +94,24 @@ def test_func_tasks_report_what_each_call_used(
     spun = last_attempt("Spin", spin)
     assert spun.cpu is not None and spun.duration is not None
     assert 1.0 <= spun.cpu <= spun.duration + 0.05, spun
+
+
+def test_a_calls_peak_is_its_own_whether_it_touched_memory_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that made 200 MiB resident and gave it back before it returned peaked at
+    200 MiB; the calls after it, which touch no new memory (their peak is then read
+    more cheaply, see runners._Meter), peaked at what the process held: more than
+    nothing, far less than 200 MiB."""
+    (tmp_path / "qdo_churn_funcs.py").write_text(FUNCS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    q = qdo.create("Churn")
+    churned = q.add({"mib": 200})
+    idle = q.add_multiple([{} for _ in range(20)])
+    run_qdo("do", "Churn", "--workers", "1", "--func", "qdo_churn_funcs:churn", check=True)
+    assert last_attempt("Churn", churned).rss >= 200 * MIB  # type: ignore[operator]
+    peaks = [last_attempt("Churn", i).rss for i in idle]
+    assert all(p is not None and 5 * MIB < p < 150 * MIB for p in peaks), peaks
 
 
 def test_stats_give_percentiles_efficiency_memory_and_a_plan() -> None:

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from qdo.errors import DependencyCycle, QueueExists, TaskNotEditable, UnknownQueue, UnknownTask
+from qdo.errors import (
+    DatabaseError,
+    DependencyCycle,
+    QueueExists,
+    TaskNotEditable,
+    UnknownQueue,
+    UnknownTask,
+)
 from qdo.models import QueueState, State
-from qdo.store.base import Begun, NewCall, NewTask, Outcome, SameTasks, Store
+from qdo.store.base import TASK_ROW, Begun, NewCall, NewTask, Outcome, SameTasks, Store
 from tests.conftest import make_store
 
 pytestmark = pytest.mark.backends
@@ -135,6 +142,26 @@ def test_claimed_tasks_carry_their_requirements(store: Store, q: str) -> None:
                                            NewTask("all", requires=many)])  # fmt: skip
     got = {t.id: t.requires for t in store.claim(q, "w", 3, lease=60)}
     assert got == {none: (), one: (ups[3],), all_: tuple(ups)}
+
+
+def test_rows_read_by_position_are_checked_against_their_statement(store: Store, q: str) -> None:
+    """Claims, reports and task listings read their rows by position (``Tx.tuples``):
+    a statement whose first columns are not the ones its reader names, in that order,
+    is an error at its first run, not a task built from the wrong columns."""
+    add(store, q, "a")
+    d = store.d  # type: ignore[attr-defined]
+    queue_id = d.run(lambda tx: store._queue(tx, q)["id"], write=False)  # type: ignore[attr-defined]
+
+    def read(columns: tuple[str, ...]) -> list:
+        return d.run(lambda tx: tx.tuples("tasks", columns, queue_id=queue_id, after=0,
+                                          exitcode=None, limit=10), write=False)  # fmt: skip
+
+    (row,) = read(TASK_ROW)
+    assert row[TASK_ROW.index("payload")] == "a" and row[TASK_ROW.index("state")] == "Pending"
+    assert read(TASK_ROW[:3]) == [row]  # (the first columns: a reader may take fewer)
+    for wrong in [("id", "payload"), (*TASK_ROW, "signature"), ("queue_id", "id")]:
+        with pytest.raises(DatabaseError, match="statement 'tasks' returns"):
+            read(wrong)
 
 
 def test_claim_records_lease_and_job(store: Store, q: str) -> None:

@@ -628,17 +628,24 @@ def kept_text(text: str | None) -> str | None:
     return text if is_utf8(text) else _SURROGATE.sub("\ufffd", text)
 
 
-def task_from_row(row: Any, queue: str, requires: Sequence[int]) -> Task:
-    """A Task from a row of tasks (by column name)."""
+#: The columns of a task's row (its archive's, and its queue's id), in the order in which
+#: every statement that reads whole tasks returns them first (``Tx.tuples``).
+TASK_ROW = ("id", "queue_id", *TASK_COLUMNS[1:])
+_STATES = {s.value: s for s in State}
+
+
+def task_from_row(row: Sequence[Any], queue: str, requires: Sequence[int]) -> Task:
+    """A Task from a row of tasks that starts with TASK_ROW (a plain tuple)."""
+    (id, _, payload, is_json, state, priority, exitcode, message, attempts, created,
+     started, finished, worker, jobid, log, lease_expires, token, timeout, max_retries,
+     failures, lost, *_) = row  # fmt: skip
     return Task(
-        id=row["id"], queue=queue, task=decode_payload(row["payload"], bool(row["is_json"])),
-        state=State(row["state"]), priority=row["priority"], requires=tuple(requires),
-        exitcode=row["exitcode"], message=row["message"], attempts=row["attempts"],
-        created=timestamp(row["created"]), started=timestamp(row["started"]),
-        finished=timestamp(row["finished"]), worker=row["worker"], jobid=row["jobid"],
-        log=row["log"], lease_expires=timestamp(row["lease_expires"]), timeout=row["timeout"],
-        max_retries=row["max_retries"], failures=row["failures"], lost=row["lost"],
-        _token=row["lease_token"],
+        id=id, queue=queue, task=decode_payload(payload, bool(is_json)), state=_STATES[state],
+        priority=priority, requires=tuple(requires), exitcode=exitcode, message=message,
+        attempts=attempts, created=timestamp(created), started=timestamp(started),
+        finished=timestamp(finished), worker=worker, jobid=jobid, log=log,
+        lease_expires=timestamp(lease_expires), timeout=timeout, max_retries=max_retries,
+        failures=failures, lost=lost, _token=token,
     )  # fmt: skip
 
 

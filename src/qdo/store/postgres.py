@@ -446,6 +446,13 @@ class PostgresDialect(Dialect):
     def clock(self, cur: Any) -> float:
         return float(cur.execute(Q["now"].text).fetchone()["now"])
 
+    def tuple_cursor(self, cur: Any) -> Any:
+        return cur.connection.cursor(row_factory=tuple_row)
+
+    @staticmethod
+    def column_names(cur: Any) -> tuple[str, ...]:
+        return tuple(c.name for c in cur.description)
+
     def encode(self, cur: Any, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
         for table, columns in st.tables:  # a table of rows: an array per column
             rows = params.pop(table)

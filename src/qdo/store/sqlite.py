@@ -297,6 +297,15 @@ class SQLiteDialect(Dialect):
     def clock(self, cur: Any) -> float:
         return time.time()
 
+    def tuple_cursor(self, cur: Any) -> Any:
+        plain = cur.cursor()
+        plain.row_factory = None
+        return plain
+
+    @staticmethod
+    def column_names(cur: Any) -> tuple[str, ...]:
+        return tuple(c[0] for c in cur.description)
+
     def encode(self, cur: Any, name: str, st: sql.Statement, params: dict[str, Any]) -> str:
         """A few values go as parameters of their own (``IN (:ids_0, :ids_1)``, a
         ``VALUES`` list of rows), which SQLite reads fastest; more, since a statement

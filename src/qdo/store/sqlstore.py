@@ -26,6 +26,7 @@ from .base import (
     AGENT_LIVE,
     ATTEMPT_COLUMNS,
     TASK_COLUMNS,
+    TASK_ROW,
     Agent,
     Begun,
     CallResult,
@@ -53,6 +54,18 @@ from .dialect import Dialect, Repeat, Row, Tx
 
 _PENDING = State.PENDING.value
 _FINAL = {State.SUCCEEDED.value, State.FAILED.value, State.KILLED.value}
+#: A claim's rows: a task's, and its requirements (``{idlist}``: "1,2,3")
+_CLAIMED = (*TASK_ROW, "requires")
+_ID, _PRIORITY = TASK_ROW.index("id"), TASK_ROW.index("priority")
+#: A report's rows: the tasks it changed (``_keep_results`` reads them too)
+_FINISHED = ("id", "attempts", "worker", "jobid", "started", "finished", "queue_id", "state",
+             "now")  # fmt: skip
+
+
+def _hand_out_order(row: Row) -> tuple[int, int]:
+    return -row[_PRIORITY], row[_ID]
+
+
 RESULT_COLUMNS = ("queue_id", "task_id", "item", "ok", "data")
 CALL_COLUMNS = ("task_id", "queue_id", "call_key", "call")
 
@@ -266,14 +279,14 @@ class SQLStore(Store):
         def verb(tx: Tx) -> list[Row]:
             if self.d.row_security:
                 self._queue(tx, queue, change=True)
-            return tx.rows("claim", **params)
+            return tx.tuples("claim", _CLAIMED, **params)
 
         # a claim cut off at its commit may have happened: the tasks it took then run
         # again when their lease expires, as for a worker that died
         rows = self._run(verb)
         if len(rows) > 1:  # RETURNING order is not defined
-            rows.sort(key=lambda r: (-r["priority"], r["id"]))
-        return [task_from_row(r, queue, _ids(r["requires"])) for r in rows]
+            rows.sort(key=_hand_out_order)
+        return [task_from_row(r, queue, _ids(r[-1])) for r in rows]
 
     @staticmethod
     def _requires_of(tx: Tx, ids: list[int]) -> dict[int, list[int]]:
@@ -309,31 +322,30 @@ class SQLStore(Store):
                 return set()
             # (a state's text as ``_value_``: the ``value`` property costs a call, and this
             # runs for every task reported)
-            rows = tx.rows("finish", worker=worker, ids=list(by_id), o=[
+            rows = tx.tuples("finish", _FINISHED, worker=worker, ids=list(by_id), o=[
                 (o.task_id, o.token, o.state._value_, o.exitcode, o.message, o.log, o.started,
                  o.ended, _signature_of(o.state, o.exitcode, o.message, o.tail))
                 for o in outcomes])  # fmt: skip
             history = []
             succeeded = []
             woke = []
-            for r in rows:
-                o = by_id[r["id"]]
+            for task_id, attempt, by, jobid, started, finished, queue_id, state, now in rows:
+                o = by_id[task_id]
                 returned = o.state is State.PENDING  # given back unrun
-                history.append((r["id"], r["attempts"], "Returned" if returned else o.state._value_,
-                                r["worker"], r["jobid"], r["started"],
-                                r["now"] if returned else r["finished"], o.exitcode,
+                history.append((task_id, attempt, "Returned" if returned else o.state._value_,
+                                by, jobid, started, now if returned else finished, o.exitcode,
                                 o.message, o.cpu, o.rss, o.log))  # fmt: skip
                 if o.state is State.SUCCEEDED:
-                    succeeded.append(r["id"])
-                if r["state"] == _PENDING:
-                    woke.append(r["queue_id"])
+                    succeeded.append(task_id)
+                if state == _PENDING:
+                    woke.append(queue_id)
             tx.count("attempt_insert", a=history)
             if values:  # (their drivers' watchers listen where agents do)
                 woke += self._keep_results(tx, rows, by_id)
             if succeeded:
                 woke += self._release(tx, succeeded)
             tx.notify(woke)
-            return {r["id"] for r in rows}
+            return {r[0] for r in rows}
 
         # cut off at its commit and run again, an accepted report is refused the second
         # time (the task is no longer Running): the result stands either way
@@ -344,9 +356,10 @@ class SQLStore(Store):
     def _keep_results(tx: Tx, rows: list[Row], by_id: dict[int, Outcome]) -> list[int]:
         """The results of the calls whose state is now final (a Failed call that runs
         again keeps none: its future waits for the last attempt); their queues' ids."""
-        kept = [(r["queue_id"], r["id"], -1, by_id[r["id"]].state is State.SUCCEEDED,
-                 by_id[r["id"]].value) for r in rows
-                if by_id[r["id"]].value is not None and r["state"] in _FINAL]  # fmt: skip
+        kept = [(queue_id, task_id, -1, by_id[task_id].state is State.SUCCEEDED,
+                 by_id[task_id].value)
+                for task_id, *_, queue_id, state, _now in rows
+                if by_id[task_id].value is not None and state in _FINAL]  # fmt: skip
         if kept:
             tx.count("results_drop", ids=[k[1] for k in kept])
             tx.insert("results", RESULT_COLUMNS, kept)
@@ -455,15 +468,15 @@ class SQLStore(Store):
                 "state": None if state is None else state.value,
             }  # fmt: skip
             if task_id is not None:
-                rows = tx.rows("task_by_id", task_id=task_id, **params)
+                rows = tx.tuples("task_by_id", TASK_ROW, task_id=task_id, **params)
             elif state is not None:
-                rows = tx.rows("tasks_in_state", **params)
+                rows = tx.tuples("tasks_in_state", TASK_ROW, **params)
             else:
-                rows = tx.rows("tasks", **params)
-            return rows, (self._requires_of(tx, [r["id"] for r in rows]) if rows else {})
+                rows = tx.tuples("tasks", TASK_ROW, **params)
+            return rows, (self._requires_of(tx, [r[0] for r in rows]) if rows else {})
 
         rows, requires = self._run(verb, write=False)
-        return [task_from_row(r, queue, requires.get(r["id"], ())) for r in rows]
+        return [task_from_row(r, queue, requires.get(r[0], ())) for r in rows]
 
     def attempts(self, task_ids: Sequence[int]) -> dict[int, list[Attempt]]:
         ids = list(task_ids)
