@@ -87,3 +87,46 @@ def shout(text: str) -> None:
     if text == "boom":
         raise ValueError("boom")
     print(text.upper())
+
+
+def ident(x: Any) -> Any:
+    return x
+
+
+class NoLoad:
+    """Pickles, but does not unpickle (int("not-an-int"))."""
+
+    def __reduce__(self) -> Any:
+        return (int, ("not-an-int",))
+
+
+def returns_noload() -> NoLoad:
+    return NoLoad()
+
+
+def yields_noload() -> Any:
+    yield 1
+    yield NoLoad()
+    yield 3
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def raise_badstr() -> None:
+    raise BadStr()
+
+
+class BadRepr(Exception):
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ exploded")
+
+
+def raise_badrepr() -> None:
+    raise BadRepr("bad repr")
+
+
+def exits(code: int) -> None:
+    raise SystemExit(code)

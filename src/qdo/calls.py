@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
-from .errors import InvalidInput, QdoError, RemoteTraceback
+from .errors import InvalidInput, QdoError, RemoteTraceback, error_text
 
 __all__ = ["MAX_RESULT_BYTES", "RemoteError", "ResultTooLarge", "Yielded", "call_key",
            "decode_result", "Refs", "describe", "encode_call", "encode_error", "encode_result",
@@ -160,7 +160,7 @@ def run_call(call: bytes | tuple[bytes, dict[int, bytes]]) -> Any:
     except RemoteError:
         raise
     except Exception as e:
-        raise RemoteError(f"cannot unpickle the call ({type(e).__name__}: {e}): the agents "
+        raise RemoteError(f"cannot unpickle the call ({error_text(e)}): the agents "
                           "need the code it was made with (and cloudpickle, for a function "
                           "of the driver's script)") from e  # fmt: skip
     return fn(*args, **kwargs)
@@ -181,22 +181,26 @@ def encode_error(error: BaseException, trace: str) -> bytes:
     try:
         return _dumps((error, trace), by_value=False, what="the exception")
     except QdoError:
-        return pickle.dumps((RemoteError(f"{type(error).__name__}: {error}"), trace), _PROTOCOL)
+        return pickle.dumps((RemoteError(error_text(error)), trace), _PROTOCOL)
 
 
-def decode_result(ok: bool, data: bytes) -> Any:
-    """A call's result as stored: the value if ``ok``, else the exception to raise (its
-    ``__cause__`` the remote traceback)."""
+def decode_result(ok: bool, data: bytes, what: str | None = None) -> tuple[bool, Any]:
+    """A call's result as stored, and whether it is one: ``(True, value)``, or
+    ``(False, exception)`` for the exception to raise (its ``__cause__`` the remote
+    traceback), which is a RemoteError for a result or an exception that does not unpickle
+    here.  ``what``: what the data is, for that message (default: the result, or the
+    exception)."""
     try:
         loaded = pickle.loads(data)
     except Exception as e:
-        return RemoteError(f"cannot unpickle the call's {'result' if ok else 'exception'} "
-                           f"here ({type(e).__name__}: {e})")  # fmt: skip
+        what = what or ("result" if ok else "exception")
+        return False, RemoteError(f"cannot unpickle the call's {what} here "
+                                  f"({error_text(e)})")  # fmt: skip
     if ok:
-        return loaded
+        return True, loaded
     error, trace = loaded
     error.__cause__ = RemoteTraceback(trace)
-    return error
+    return False, error
 
 
 class Refs:
@@ -281,4 +285,4 @@ def _dumps(
         pickler.dump(obj)
         return out.getvalue()
     except Exception as e:
-        raise InvalidInput(f"{what} cannot be pickled: {type(e).__name__}: {e}") from e
+        raise InvalidInput(f"{what} cannot be pickled: {error_text(e)}") from e

@@ -192,3 +192,22 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.text}"""'
+
+
+def error_text(error: BaseException) -> str:
+    """``Type: message`` of an exception, whatever its ``__str__`` does (a user's
+    exception may raise there: its text is then said to be unreadable, and nothing that
+    reports it fails)."""
+    try:
+        text = str(error)
+    except Exception as e:  # noqa: BLE001 - any: its __str__ is the user's code
+        text = f"<its message cannot be read: {type(e).__name__} in its __str__>"
+    return f"{type(error).__name__}: {text}"
+
+
+def error_repr(error: BaseException) -> str:
+    """``repr(error)``, whatever its ``__repr__`` does."""
+    try:
+        return repr(error)
+    except Exception:  # noqa: BLE001 - any: its __repr__ is the user's code
+        return f"<{error_text(error)}>"

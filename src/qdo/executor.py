@@ -24,17 +24,19 @@ PostgreSQL so does a result (the agents' report notifies the queue's channel).
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import contextlib
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import calls
-from .errors import CallFailed, InvalidInput, QdoError
-from .models import State
+from .errors import CallFailed, InvalidInput, QdoError, UnknownQueue, error_repr
+from .models import State, is_seconds, is_utf8
 from .runtime import Log
 from .store.base import CallResult, NewCall
 
@@ -56,6 +58,8 @@ PER_HAND = 2
 #: Seconds between looks at the agents, while calls wait.
 WIDTH_LOOK = 0.25
 _FINAL = (State.SUCCEEDED, State.FAILED, State.KILLED)
+#: Seconds the interpreter's exit waits at most for the calls submitted to be stored.
+EXIT_WAIT = 60.0
 
 
 class CallFuture(cf.Future[Any]):
@@ -169,12 +173,16 @@ class DurableExecutor(cf.Executor):
         self._after = self.store.last_result(queue.name)  # results seen up to this seq
         self._closed = False
         self._seen: dict[str, int] = {}  # equal calls so far, by the hash of the call
+        self._named: dict[str, str] = {}  # the hash of the call of each key given
         self.calls_submitted = 0  # new calls it added (not those found again)
         self.calls_found = 0  # calls found again by their key
+        self._sending = False  # a batch taken from _new is being submitted
         self._follow_agents()
         self._thread = threading.Thread(target=self._watch, name=f"qdo-executor-{queue.name}",
                                         daemon=True)  # fmt: skip
         self._thread.start()
+        # a script that ends without shutdown(): its calls are stored before it goes
+        atexit.register(_store_at_exit, weakref.ref(self))
 
     def __repr__(self) -> str:
         return f"<qdo DurableExecutor of queue {self.queue.name!r}>"
@@ -222,8 +230,10 @@ class DurableExecutor(cf.Executor):
         call's result: the call waits in the queue until that one Succeeded, and the
         agent that runs it reads the result from the database (the driver never sends
         it back).  If that call fails, so does this one, without running."""
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
-            raise InvalidInput(f"key must be a string of 1 to 200 characters, got {key!r}")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200
+                                or "\0" in key or not is_utf8(key)):  # fmt: skip
+            raise InvalidInput(f"key must be a string of 1 to 200 characters (no NUL, no lone "
+                               f"surrogate), got {key!r}")  # fmt: skip
         (future,) = self._enqueue(fn, [(args, kwargs, key)])
         return future
 
@@ -233,6 +243,8 @@ class DurableExecutor(cf.Executor):
     ) -> Iterator[Any]:  # fmt: skip
         """As ``Executor.map``, but every call reaches the watcher at once, so that they
         go to the database in batches of ``BATCH`` (``chunksize`` has no use here)."""
+        if timeout is not None and not is_seconds(timeout):
+            raise InvalidInput(f"timeout must be a number of seconds, got {timeout!r}")
         # (zip: as Executor.map, up to the shortest iterable)
         futures = self._enqueue(fn, [(a, {}, None) for a in zip(*iterables, strict=False)])
         end = None if timeout is None else time.monotonic() + timeout
@@ -265,6 +277,13 @@ class DurableExecutor(cf.Executor):
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             for call, takes, args, kwargs, key in made:
+                if key is not None:
+                    # found again across runs by its key alone, by design; but one key
+                    # for two different calls of this run would hand one the other's result
+                    named = self._named.setdefault(key, calls.call_key(call))
+                    if named != calls.call_key(call):
+                        raise InvalidInput(f"key {key!r} names another call of this executor "
+                                           "already: give each call its own key")  # fmt: skip
                 if key is None:
                     # the n-th equal call of this run: numpy.random.random((3, 3)) ten
                     # times is ten calls, and the same ten again when the driver runs again
@@ -368,7 +387,7 @@ class DurableExecutor(cf.Executor):
             if task_id is not None:
                 with contextlib.suppress(QdoError):  # (if not, it stays Waiting: harmless)
                     self.store.cancel_calls(self.queue.name, [task_id])
-            what = "was cancelled" if up.cancelled() else f"failed: {up.exception()!r}"
+            what = "was cancelled" if up.cancelled() else f"failed: {_failure(up)}"
             error = CallFailed(self.queue.name, task_id or 0, "not run",
                                f"a call whose result it takes {what}")  # fmt: skip
             _settle(future, False, error)
@@ -388,6 +407,23 @@ class DurableExecutor(cf.Executor):
         self._wake.set()
         if wait:
             self._thread.join()
+
+    def _store_unsent(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until every call submitted so far has reached
+        the database (not for their results)."""
+        end = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                unsent, held = len(self._new) + self._sending, len(self._held)
+            if not unsent or time.monotonic() >= end or not self._thread.is_alive():
+                break
+            self._wake.set()
+            time.sleep(0.005)
+        if unsent or held:
+            log.warning("qdo: %d calls submitted to the executor of queue %s were not stored "
+                        "(%s): run the script again to submit them", unsent + held,
+                        self.queue.name, "its store could not be reached" if unsent else
+                        "they take items that their generators had not yielded yet")  # fmt: skip
 
     def forget(self) -> int:
         """Delete every call of the queue and its result, for a fresh run; return how
@@ -437,14 +473,21 @@ class DurableExecutor(cf.Executor):
         pause = 0.0
         next_sweep = time.monotonic() + SWEEP
         next_look = time.monotonic() + WIDTH_LOOK
+        away: float | None = None  # since when the store could not be reached
         while True:
             busy = False
+            batch = []
             try:
                 with self._lock:
                     batch = self._next_batch()
+                    self._sending = bool(batch)
                 if batch:
                     busy = True
-                    self._submit(batch)
+                    try:
+                        self._submit(batch)
+                    finally:
+                        with self._lock:
+                            self._sending = False
                 with self._lock:
                     waiting = bool(self._waiting)
                 if waiting:  # (a re-run whose calls all Succeeded asks nothing more)
@@ -455,11 +498,28 @@ class DurableExecutor(cf.Executor):
                     if time.monotonic() >= next_look and self._fixed is None:
                         next_look = time.monotonic() + WIDTH_LOOK
                         self._follow_agents()
-            except QdoError as e:  # the database away, say: the futures wait, it tries again
-                log.warning("qdo: the executor of queue %s could not reach its store (%s): "
-                            "trying again", self.queue.name, e)  # fmt: skip
-                busy = False
-                pause = self.poll
+                if away is not None:
+                    log.warning("qdo: the executor of queue %s reached its store again",
+                                self.queue.name)  # fmt: skip
+                    away = None
+            except UnknownQueue as e:  # deleted: nothing it waits for will ever come
+                self._fail_all(e)
+                continue
+            except Exception as e:  # the database away, say: the futures wait, it tries again
+                if away is None:
+                    away = time.monotonic()
+                    if isinstance(e, QdoError):
+                        log.warning("qdo: the executor of queue %s could not reach its store "
+                                    "(%s): trying again", self.queue.name, e)  # fmt: skip
+                    else:  # (a defect of qdo's: said in full, once; the futures still wait)
+                        log.exception("qdo: the executor of queue %s failed: trying again",
+                                      self.queue.name)  # fmt: skip
+                # (a second less each time, up to a second: not 50 looks a second at a
+                # server that is away)
+                pause = min(1.0, max(self.poll, pause * 2))
+                self._wake.wait(pause)
+                self._wake.clear()
+                continue
             with self._lock:
                 if self._closed and not self._new and not self._waiting and not self._held:
                     return
@@ -478,6 +538,16 @@ class DurableExecutor(cf.Executor):
                 self._wake.wait(pause)
             self._wake.clear()
 
+    def _fail_all(self, error: BaseException) -> None:
+        """Every future of this executor not done fails with ``error`` (its queue is
+        gone)."""
+        with self._lock:
+            futures = [f for fs in self._waiting.values() for f in fs]
+            futures += [f for _, f in self._new] + [f for _, f in self._held.values()]
+            self._waiting, self._new, self._held = {}, [], {}
+        for f in futures:
+            _settle(f, False, error)
+
     def _next_batch(self) -> list[tuple[NewCall, CallFuture]]:
         """The next calls to submit (the caller holds the lock): up to BATCH, and none
         that takes the result of a call not submitted yet (its pickle needs the task id:
@@ -492,11 +562,16 @@ class DurableExecutor(cf.Executor):
         return batch
 
     def _submit(self, batch: list[tuple[NewCall, CallFuture]]) -> None:
-        for n, (new, future) in enumerate(batch):
+        ready = []
+        for new, future in batch:
             if future._call is not None:  # now that the task ids are known
                 fn, args, kwargs, takes = future._call
                 future._call = None
-                call, _ = calls.encode_call(fn, args, kwargs, self._by_id)
+                try:  # (pickled at submit already; but an argument may have changed since)
+                    call, _ = calls.encode_call(fn, args, kwargs, self._by_id)
+                except QdoError as e:
+                    _settle(future, False, e)
+                    continue
                 requires = sorted(
                     {
                         up.task_id
@@ -504,10 +579,14 @@ class DurableExecutor(cf.Executor):
                         if type(up) is CallFuture and up.task_id is not None
                     }
                 )
-                batch[n] = (new._replace(call=call, requires=requires), future)
+                new = new._replace(call=call, requires=requires)
+            ready.append((new, future))
+        batch = ready
+        if not batch:
+            return
         try:
             done = self.store.submit_calls(self.queue.name, [n for n, _ in batch])
-        except QdoError as e:
+        except Exception as e:  # (any: these futures are nowhere else, they must not hang)
             for _, f in batch:  # refused as a whole (the queue deleted, say): they fail
                 _settle(f, False, e)
             return
@@ -549,36 +628,49 @@ class DurableExecutor(cf.Executor):
 
     def _resolve(self, rows: list[CallResult]) -> None:
         ends = []
+        broken = set()  # calls with an item that does not unpickle here: they fail at it
         for row in rows:
             with self._lock:
                 futures = list(self._waiting.get(row.task_id, ()))
-            if not futures:
+            if not futures or row.task_id in broken:
                 continue
             if row.item >= 0:  # an item its generator yielded (in order, for one call)
-                self._produce(futures, row.item, calls.decode_result(True, row.data))
+                ok, value = calls.decode_result(True, row.data, f"item {row.item}")
+                if ok:
+                    self._produce(futures, row.item, value)
+                else:  # the call fails at it (its later items are not handed on)
+                    broken.add(row.task_id)
+                    ends.append((row, futures, False, value))
             else:
-                ends.append((row, futures, calls.decode_result(row.ok, row.data)))
+                ends.append((row, futures, *calls.decode_result(row.ok, row.data)))
         # a generator's end: its result is the list of its items (those this watcher
         # missed, as those of a re-run's calls written before it started, read now)
-        short = [row.task_id for row, futures, outcome in ends
-                 if isinstance(outcome, calls.Yielded)
+        short = [row.task_id for row, futures, ok, outcome in ends
+                 if ok and isinstance(outcome, calls.Yielded)
                  and len(futures[0]._items().produced) < outcome.items]  # fmt: skip
+        unreadable: dict[int, BaseException] = {}
         if short:
             for row in self.store.results_of(short):
-                if row.item >= 0:
+                if row.item >= 0 and row.task_id not in unreadable:
                     with self._lock:
                         futures = list(self._waiting.get(row.task_id, ()))
-                    self._produce(futures, row.item, calls.decode_result(True, row.data))
-        for row, futures, outcome in ends:
+                    ok, value = calls.decode_result(True, row.data, f"item {row.item}")
+                    if ok:
+                        self._produce(futures, row.item, value)
+                    else:
+                        unreadable[row.task_id] = value
+        for row, futures, ok, outcome in ends:
             with self._lock:
                 if self._waiting.pop(row.task_id, None) is None:
                     continue  # (settled meanwhile: cancelled, say)
+            if row.task_id in unreadable:
+                ok, outcome = False, unreadable[row.task_id]
             for f in futures:
-                if isinstance(outcome, calls.Yielded):
+                if ok and isinstance(outcome, calls.Yielded):
                     produced = f._items().produced
                     _settle(f, True, [produced.get(i) for i in range(outcome.items)])
                 else:
-                    _settle(f, row.ok, outcome)
+                    _settle(f, ok, outcome)
 
     def _produce(self, futures: list[CallFuture], index: int, value: Any) -> None:
         """Item ``index`` of these futures' call came: to the item callbacks, in order,
@@ -621,7 +713,7 @@ class DurableExecutor(cf.Executor):
                     error: BaseException = cf.CancelledError()
                 elif call.exception() is not None:
                     error = CallFailed(self.queue.name, call.task_id or 0, "not produced",
-                                       f"its call failed: {call.exception()!r}")  # fmt: skip
+                                       f"its call failed: {_failure(call)}")  # fmt: skip
                 else:
                     error = IndexError(f"the call {call.key} yielded {len(produced)} items: "
                                        f"item {index} was never produced")  # fmt: skip
@@ -647,6 +739,20 @@ class DurableExecutor(cf.Executor):
                                    state.value if state else "gone", message)  # fmt: skip
                 for f in futures:
                     _settle(f, False, error)
+
+
+def _store_at_exit(ref: weakref.ref[DurableExecutor]) -> None:
+    """At the interpreter's exit (a ThreadPoolExecutor waits for its calls to run; this
+    one for its calls to be stored, since agents run them)."""
+    executor = ref()
+    if executor is not None:
+        executor._store_unsent(EXIT_WAIT)
+
+
+def _failure(future: cf.Future[Any]) -> str:
+    """How a future failed, for the message of those that took its result."""
+    error = future.exception()
+    return "?" if error is None else error_repr(error)
 
 
 def _settle(future: cf.Future[Any], ok: bool, outcome: Any) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .calls import encode_error, encode_result, run_items
-from .errors import InvalidInput
+from .errors import InvalidInput, error_text
 from .failures import failure_tail
 from .logs import Segments, file_chunks, log_path
 from .models import State, Task
@@ -557,8 +557,10 @@ def _func_main(
                 else:
                     call(func, payload)
                 error = trace = None
-            except Exception as e:
-                error, trace = f"{type(e).__name__}: {e}", traceback.format_exc()
+            except (Exception, SystemExit, KeyboardInterrupt) as e:
+                # (the call's: sys.exit() in it ends the call, not the process that runs
+                # the others, as in a ProcessPoolExecutor)
+                error, trace = error_text(e), traceback.format_exc()
                 sys.stderr.write(trace)
                 if values:
                     value = encode_error(e, trace)

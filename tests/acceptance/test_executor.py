@@ -547,3 +547,118 @@ def test_a_rerun_costs_a_round_trip_per_thousand_finished_calls(
     assert again.calls_found == n and again.calls_submitted == 0
     assert asked["submit_calls"] == 3, asked
     assert sum(asked.values()) <= 3 + 3, asked  # + make_call_queue, last_result, agents
+
+
+# -- misuse and hostile values (a sweep of the API) ---------------------------------------
+def test_a_result_the_driver_cannot_unpickle_is_raised_not_returned(
+    agents: Callable[[str], Agents],
+) -> None:
+    ex = qdo.connect("NoLoad", create_ok=True).executor()
+    agents("NoLoad").start(1)
+    with pytest.raises(RemoteError, match="cannot unpickle the call's result here"):
+        ex.submit(h.returns_noload).result(timeout=60)
+    # a generator's item: the items before it come, the call fails at it
+    g = ex.submit(h.yields_noload)
+    assert g[0].result(timeout=60) == 1
+    with pytest.raises(RemoteError, match="cannot unpickle the call's item 1 here"):
+        g.result(timeout=60)
+    with pytest.raises(CallFailed, match="its call failed"):
+        g[2].result(timeout=60)
+    ex.shutdown()
+
+
+def test_one_key_names_one_call_of_an_executor() -> None:
+    ex = qdo.connect("Keys", create_ok=True).executor()
+    a = ex.submit(h.square, 2, key="job")
+    again = ex.submit(h.square, 2, key="job")  # the same call: the same task
+    with pytest.raises(InvalidInput, match="key 'job' names another call"):
+        ex.submit(h.square, 3, key="job")
+    with pytest.raises(InvalidInput, match="key 'job' names another call"):
+        ex.submit(h.fail, "boom", key="job")
+    for bad in ["k\udcff", "k\x00", ""]:  # (what the database cannot hold)
+        with pytest.raises(InvalidInput, match="key must be a string"):
+            ex.submit(h.square, 4, key=bad)
+    ok = ex.submit(h.square, 5, key="other")  # the watcher goes on
+    while ok.task_id is None or again.task_id is None:
+        time.sleep(0.01)
+    assert a.task_id == again.task_id
+    assert sorted(t.id for t in qdo.connect("Keys").tasks()) == sorted([a.task_id, ok.task_id])
+    ex.shutdown(cancel_futures=True)
+
+
+def test_map_refuses_a_bad_timeout_before_it_queues_anything() -> None:
+    ex = qdo.connect("MapTimeout", create_ok=True).executor()
+    with pytest.raises(InvalidInput, match="timeout must be a number of seconds"):
+        ex.map(h.square, [1, 2, 3], timeout="x")  # type: ignore[arg-type]
+    ex.shutdown()
+    assert qdo.connect("MapTimeout").tasks() == []
+
+
+def test_a_script_that_ends_without_shutdown_stores_its_calls() -> None:
+    script = textwrap.dedent("""
+        import qdo
+        from tests import calls_helpers as h
+        ex = qdo.connect("AtExit", create_ok=True).executor()
+        futures = [ex.submit(h.square, i) for i in range(3000)]
+        print("submitted", len(futures))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "submitted 3000" in proc.stdout, proc
+    assert proc.stderr == "", proc.stderr  # (nothing to warn of)
+    assert len(qdo.connect("AtExit").tasks()) == 3000
+
+
+def test_a_deleted_queue_fails_the_futures_that_wait_for_it() -> None:
+    ex = qdo.connect("Deleted", create_ok=True).executor()
+    f = ex.submit(h.square, 2)
+    while f.task_id is None:
+        time.sleep(0.01)
+    qdo.connect("Deleted").delete()
+    with pytest.raises(qdo.errors.UnknownQueue):
+        f.result(timeout=30)
+    with pytest.raises(qdo.errors.UnknownQueue):  # and a submit after it
+        ex.submit(h.square, 3).result(timeout=30)
+    ex.shutdown()
+
+
+def test_errors_whose_str_or_repr_raise_come_back_and_fail_their_dependents(
+    agents: Callable[[str], Agents],
+) -> None:
+    ex = qdo.connect("BadText", create_ok=True).executor()
+    agents("BadText").start(1)
+    bad_str = ex.submit(h.raise_badstr).exception(timeout=60)
+    assert isinstance(bad_str, h.BadStr)  # (its worker process went on: no crash)
+    bad_repr = ex.submit(h.raise_badrepr)
+    dependent = ex.submit(h.square, bad_repr)
+    with pytest.raises(CallFailed, match="a call whose result it takes failed"):
+        dependent.result(timeout=60)
+    exited = ex.submit(h.exits, 3).exception(timeout=60)
+    assert isinstance(exited, SystemExit) and exited.code == 3
+    assert ex.submit(h.square, 7).result(timeout=60) == 49
+    ex.shutdown()
+    failed = qdo.connect("BadText").tasks(state=qdo.Task.FAILED)
+    assert any("its message cannot be read" in (t.message or "") for t in failed), failed
+    assert any(t.message == "SystemExit: 3" for t in failed), [t.message for t in failed]
+
+
+def test_a_held_call_whose_arguments_no_longer_pickle_fails_alone(
+    agents: Callable[[str], Agents], tmp_path: Path
+) -> None:
+    """A call that takes a generator's item waits for it, and is pickled again then: an
+    argument that changed meanwhile and no longer pickles fails that call, not the
+    executor."""
+    ex = qdo.connect("Held", create_ok=True).executor()
+    agents("Held").start(1)
+    gate = str(tmp_path / "gate")
+    g = ex.submit(h.gated_items, 2, 1, gate)
+    assert g[0].result(timeout=60) == 0
+    extra: list[object] = []
+    held = ex.submit(h.ident, (g[1], extra))
+    extra.append(__import__("threading").Lock())
+    Path(gate).touch()
+    assert g.result(timeout=60) == [0, 10]
+    with pytest.raises(InvalidInput, match="cannot be pickled"):
+        held.result(timeout=60)
+    assert ex.submit(h.square, 6).result(timeout=60) == 36
+    ex.shutdown()

@@ -597,3 +597,100 @@ def test_releasing_a_failed_session_fails_at_once(sch: Scheduler) -> None:
     err = close.exception(0)
     assert isinstance(err, DependencyError) and "instrument offline" in str(err)
     assert instrument.submit(lambda: "free").result(timeout=5) == "free"
+
+
+# -- misuse and hostile values (a sweep of the API) ---------------------------------------
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def _raise_badstr() -> None:
+    raise _BadStr()
+
+
+def test_a_failure_whose_str_raises_fails_its_dependents_and_the_queue_goes_on(
+    sch: Scheduler,
+) -> None:
+    q = Queue(sch, max_workers=1)
+    bad = q.submit(_raise_badstr)
+    dependent = q.submit(lambda x: x, bad)
+    sch.start()
+    error = dependent.exception(timeout=10)
+    assert isinstance(error, DependencyError) and "its message cannot be read" in str(error)
+    assert error.cause is bad.exception()
+    assert q.submit(lambda: 42).result(timeout=10) == 42  # its one worker thread lives
+
+
+def test_a_scheduler_shut_down_takes_no_more_tasks_and_does_not_start(sch: Scheduler) -> None:
+    q = Queue(sch, 2)
+    sch.start()
+    assert q.submit(pow, 2, 3).result(timeout=10) == 8
+    sch.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        q.submit(pow, 2, 4)
+    with pytest.raises(RuntimeError, match="shut down"):
+        sch.start()
+
+
+def test_a_with_block_that_stopped_its_scheduler_ends_and_raises_its_error() -> None:
+    done = threading.Event()
+
+    def block() -> None:
+        with pytest.raises(ValueError, match="in the block"), Scheduler() as s:
+            q = Queue(s, 1)
+            q.submit(time.sleep, 0.2)
+            q.submit(time.sleep, 0.2)
+            s.stop()
+            raise ValueError("in the block")
+        done.set()
+
+    t = threading.Thread(target=block, daemon=True)
+    t.start()
+    # (a bound on a hang, not a timing: the block ends once its running task does)
+    assert done.wait(60), "the with block never ended"
+
+
+def test_waiting_for_ever_on_a_stopped_scheduler_warns(sch: Scheduler) -> None:
+    f = Queue(sch, 1).submit(pow, 2, 2)
+    starter = threading.Timer(0.2, sch.start)  # (another thread starts it, later)
+    starter.start()
+    with pytest.warns(RuntimeWarning, match="waiting for 1 task on a scheduler that is not running"):
+        assert sch.wait()
+    starter.join()
+    assert f.result() == 4
+
+
+@pytest.mark.parametrize("resources", [{"gpu": float("nan")}, {"gpu": -1}, {"gpu": "1"},
+                                       ["gpu"], {"gpu": float("inf")}, {3: 1}])  # fmt: skip
+def test_resources_are_finite_amounts_of_at_least_zero(sch: Scheduler, resources: Any) -> None:
+    with pytest.raises(InvalidInput, match="resources must map names to"):
+        Queue(sch, 2, resources=resources)
+    q = Queue(sch, 2, resources={"gpu": 8})
+    with pytest.raises(InvalidInput, match="resources must map names to"):
+        q.submit(pow, 2, 2, resources=resources)
+    with pytest.raises(InvalidInput, match="more than the queue has"):
+        q.submit(pow, 2, 2, resources={"gpu": 9})
+    with pytest.raises(InvalidInput, match="no resource cpu"):
+        q.submit(pow, 2, 2, resources={"cpu": 1})
+    sch.start()
+    assert q.submit(pow, 2, 2, resources={"gpu": 8}).result(timeout=10) == 4
+    assert sch.stats()["queues"][q.name]["pending"] == 0  # (what was refused is nowhere)
+
+
+def test_after_and_release_take_lists_and_counts_are_whole_numbers(sch: Scheduler) -> None:
+    q = Queue(sch, 1)
+    f = q.submit(pow, 2, 2)
+    for kw in ({"after": f}, {"release": f}, {"after": 3}):
+        with pytest.raises(InvalidInput, match="takes a list of futures"):
+            q.submit(pow, 2, 3, **kw)
+
+    def gen(n: int) -> Iterator[int]:
+        yield from range(n)
+
+    for bad in (float("nan"), "x", -1, 1.5, True):
+        gen.number_of_results = lambda n, bad=bad: bad  # type: ignore[attr-defined]
+        with pytest.raises(InvalidInput, match="number_of_results must give a whole number"):
+            q.submit(gen, 2)
+    sch.start()
+    assert q.submit(pow, 2, 3, after=[f]).result(timeout=10) == 8

@@ -61,7 +61,7 @@ def test_description_is_short_whatever_the_arguments() -> None:
 
 
 def test_results_errors_and_their_limits() -> None:
-    assert decode_result(True, encode_result({"a": [1, 2]})) == {"a": [1, 2]}
+    assert decode_result(True, encode_result({"a": [1, 2]})) == (True, {"a": [1, 2]})
     size = len(encode_result(b"x" * 1000))
     assert encode_result(b"x" * 1000, limit=size)  # the limit itself is fine
     with pytest.raises(ResultTooLarge, match=f"{size:,} bytes pickled, more than the {size - 1:,}"):
@@ -69,20 +69,24 @@ def test_results_errors_and_their_limits() -> None:
     try:
         h.fail("why")
     except ValueError as e:
-        error = decode_result(False, encode_error(e, "Traceback ...\nValueError: why\n"))
-    assert isinstance(error, ValueError) and str(error) == "why"
+        ok, error = decode_result(False, encode_error(e, "Traceback ...\nValueError: why\n"))
+    assert not ok and isinstance(error, ValueError) and str(error) == "why"
     assert isinstance(error.__cause__, RemoteTraceback) and "ValueError: why" in str(
         error.__cause__
     )
     odd = h.Unpicklable()
-    error = decode_result(False, encode_error(odd, "tb"))
-    assert isinstance(error, RemoteError) and str(error) == "Unpicklable: cannot travel"
+    assert decode_result(False, encode_error(odd, "tb"))[1].args == ("Unpicklable: cannot travel",)
+    # a result that does not unpickle here is an error, not a value (True: it was one)
+    ok, error = decode_result(True, b"not a pickle")
+    assert not ok and isinstance(error, RemoteError) and "the call's result" in str(error)
+    ok, error = decode_result(True, b"not a pickle", "item 3")
+    assert not ok and "cannot unpickle the call's item 3 here" in str(error)
 
 
 def test_what_cannot_be_pickled_is_one_clear_error() -> None:
     with pytest.raises(Exception, match="cannot be pickled"):
         encode_call(h.square, (threading.Lock(),), {})
-    assert isinstance(decode_result(True, b"not a pickle"), RemoteError)
+    assert decode_result(True, b"not a pickle")[0] is False
 
 
 def test_an_agent_reads_each_referenced_result_once_and_keeps_what_fits() -> None:

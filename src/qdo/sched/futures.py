@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import QdoError
+from ..errors import QdoError, error_text
 from .plan import Node
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class DependencyError(QdoError):
 
     def __init__(self, task: str, requirement: str, cause: BaseException | None) -> None:
         self.cause = cause
-        why = "was cancelled" if cause is None else f"raised {type(cause).__name__}: {cause}"
+        why = "was cancelled" if cause is None else f"raised {error_text(cause)}"
         super().__init__(f"{task} did not run: its requirement {requirement} {why}")
 
 

@@ -12,11 +12,13 @@ import concurrent.futures as cf
 import contextlib
 import inspect
 import json
+import math
 import operator
 import os
 import pickle
 import threading
 import time
+import warnings
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -37,6 +39,7 @@ class Scheduler:
         self._planner = Planner()
         self._queues: list[Queue] = []
         self._running = False
+        self._shut = False
         self._unfinished = 0
         # what ran when, in parallel columns: no object per task for the GC to walk
         self._ran_task: list[str] = []
@@ -50,6 +53,8 @@ class Scheduler:
     def start(self) -> None:
         """Start (or resume) running tasks in the background."""
         with self._lock:
+            if self._shut:
+                raise RuntimeError("this scheduler was shut down: it does not start again")
             self._running = True
             queues = list(self._queues)
         for q in queues:
@@ -64,7 +69,17 @@ class Scheduler:
         return self._running
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every task submitted so far has ended; False on timeout."""
+        """Block until every task submitted so far has ended; False on timeout.  Waiting
+        for ever on a scheduler that is not running warns, as ``result()`` does: nothing
+        ends until it is started again."""
+        if timeout is None and not self._running and self._unfinished:
+            warnings.warn(
+                f"waiting for {self._unfinished} task{'s' * (self._unfinished != 1)} on a "
+                "scheduler that is not running: "
+                "call sch.start() (or this waits until another thread does)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         with self._idle:
             return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
 
@@ -73,11 +88,18 @@ class Scheduler:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.wait()
+        # as an executor's: what was submitted ends first; but a scheduler stopped in the
+        # block starts nothing more, and waiting would never end (and hide any error)
+        if self._running:
+            self.wait()
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Stop, and let the worker threads and executors of every queue go."""
+        """Stop, and let the worker threads and executors of every queue go.  Tasks not
+        started stay undone (``stop()`` and ``start()`` pause and resume; a scheduler
+        shut down takes no more tasks and does not start again)."""
+        with self._lock:
+            self._shut = True
         self.stop()
         for q in self._queues:
             q._shutdown()
@@ -312,6 +334,7 @@ class Queue:
         self._threads: list[threading.Thread] = []
         self._waiting = 0
         self._closed = False
+        resources = _amounts(resources, "resources")
         with scheduler._lock:
             self._pq: PlanQueue = scheduler._planner.add_queue(workers, resources)
             scheduler._queues.append(self)
@@ -343,6 +366,12 @@ class Queue:
         """
         if not callable(fn):
             raise InvalidInput(f"submit needs a callable first, got {fn!r}")
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        resources = _amounts(resources, "resources")
+        for what, given in (("after", after), ("release", release)):
+            if isinstance(given, (TaskFuture, str)) or not isinstance(given, Iterable):
+                raise InvalidInput(f"{what}= takes a list of futures, got {given!r}")
         code = getattr(fn, "__code__", None)
         is_generator = (
             bool(code.co_flags & inspect.CO_GENERATOR) if code is not None
@@ -381,7 +410,12 @@ class Queue:
             future._produced = []
             counter = getattr(fn, "number_of_results", None)
             if counter is not None and not requires:
-                future._announced = int(counter(*args, **kwargs))
+                n = counter(*args, **kwargs)
+                if (isinstance(n, bool) or not isinstance(n, (int, float))
+                        or not (math.isfinite(n) and n >= 0 and n == int(n))):  # fmt: skip
+                    raise InvalidInput(f"{_name(fn)}.number_of_results must give a whole "
+                                       f"number of at least 0, got {n!r}")  # fmt: skip
+                future._announced = int(n)
         for f in (*requires, *released):
             if f._scheduler is not sch:
                 raise InvalidInput(f"{f!r} belongs to another scheduler")
@@ -395,8 +429,11 @@ class Queue:
         if released:
             future.releases = released
         with sch._lock:
-            sch._planner.submit(self._pq, args if plain else requires, needs=resources,
-                                hold=hold, release=released, node=future)  # fmt: skip
+            try:
+                sch._planner.submit(self._pq, args if plain else requires, needs=resources,
+                                    hold=hold, release=released, node=future)  # fmt: skip
+            except ValueError as e:  # (what it needs: a resource the queue has not, or more)
+                raise InvalidInput(f"{_name(fn)}: {e}") from None
             freed: list[Node] = []
             if future.state == FAILED:
                 failed = next(f for f in (*requires, *released) if f.state == FAILED)
@@ -703,6 +740,21 @@ class Queue:
             self._cond.notify_all()
         if self._owned_executor and self._executor is not None:
             self._executor.shutdown(wait=True)
+
+
+def _amounts(given: object, what: str) -> dict[str, float] | None:
+    """Counted resources, a queue's or a task's: names to finite amounts of at least 0."""
+    if given is None:
+        return None
+    if not isinstance(given, Mapping):
+        raise InvalidInput(f"{what} must map names to amounts, got {given!r}")
+    for name, amount in given.items():
+        if (not isinstance(name, str) or isinstance(amount, bool)
+                or not isinstance(amount, (int, float)) or not math.isfinite(amount)
+                or amount < 0):  # fmt: skip
+            raise InvalidInput(f"{what} must map names to finite amounts of at least 0, "
+                               f"got {name!r}: {amount!r}")  # fmt: skip
+    return dict(given)
 
 
 class _Lock(Taken):
