@@ -62,7 +62,30 @@ _FINAL = (State.SUCCEEDED, State.FAILED, State.KILLED)
 EXIT_WAIT = 60.0
 
 
-class CallFuture(cf.Future[Any]):
+class _Waited(cf.Future[Any]):
+    """A future that its executor's watcher thread settles: that thread (which runs the
+    futures' done callbacks) must not wait for one, or nothing would settle it."""
+
+    _executor: DurableExecutor
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._not_in_watcher()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._not_in_watcher()
+        return super().exception(timeout)
+
+    def _not_in_watcher(self) -> None:
+        if not self.done() and threading.current_thread() is self._executor._thread:
+            raise RuntimeError(
+                f"a done callback waits for {self!r}, a future of the same executor: its "
+                "executor runs the callbacks, and would never settle it (start a thread "
+                "in the callback to wait, or chain the calls: pass the future to submit)"
+            )
+
+
+class CallFuture(_Waited):
     """The future of one durable call: ``key`` finds the call again; ``task_id`` is its
     task in the queue (None until the watcher has submitted it).  As an argument of
     another call of an executor on the same database, it stands for its result: see
@@ -121,7 +144,7 @@ class _Items:
         self.callbacks: list[Callable[[int, Any], None]] = []
 
 
-class ItemFuture(cf.Future[Any]):
+class ItemFuture(_Waited):
     """The future of item ``index`` of the generator that call ``call`` returns (see
     ``CallFuture.__getitem__``); as an argument of another call of the same executor,
     that call waits in the driver until the item came, and takes its value."""
@@ -130,6 +153,7 @@ class ItemFuture(cf.Future[Any]):
         super().__init__()
         self.call = call
         self.index = index
+        self._executor = call._executor
 
     @property
     def key(self) -> str:

@@ -662,3 +662,29 @@ def test_a_held_call_whose_arguments_no_longer_pickle_fails_alone(
         held.result(timeout=60)
     assert ex.submit(h.square, 6).result(timeout=60) == 36
     ex.shutdown()
+
+
+def test_a_done_callback_that_waits_for_a_future_of_its_executor_is_told_not_stuck(
+    agents: Callable[[str], Agents],
+) -> None:
+    """The watcher thread runs the done callbacks and settles the futures: a callback
+    that waited there for another future of the same executor would wait for ever, and
+    every future of the executor with it.  It gets a RuntimeError at once instead."""
+    ex = qdo.connect("Callbacks", create_ok=True).executor()
+    first, second = ex.submit(h.square, 1), ex.submit(h.slow_square, 2, 0.5)
+    told: list[BaseException] = []
+
+    def waits(_: object) -> None:
+        try:
+            second.result(timeout=60)
+        except BaseException as e:  # noqa: BLE001 - what the callback was told
+            told.append(e)
+
+    first.add_done_callback(waits)  # (before any agent runs it: the watcher calls it)
+    agents("Callbacks").start(1)
+    assert second.result(timeout=60) == 4  # the executor went on
+    assert first.result() == 1
+    assert len(told) == 1 and isinstance(told[0], RuntimeError), told
+    assert "a done callback waits for" in str(told[0])
+    assert ex.submit(h.square, 3).result(timeout=60) == 9
+    ex.shutdown()
