@@ -655,7 +655,7 @@ def test_waiting_for_ever_on_a_stopped_scheduler_warns(sch: Scheduler) -> None:
     f = Queue(sch, 1).submit(pow, 2, 2)
     starter = threading.Timer(0.2, sch.start)  # (another thread starts it, later)
     starter.start()
-    with pytest.warns(RuntimeWarning, match="waiting for 1 task on a scheduler that is not running"):
+    with pytest.warns(RuntimeWarning, match="waiting for 1 task on a scheduler that is not"):
         assert sch.wait()
     starter.join()
     assert f.result() == 4
@@ -694,3 +694,25 @@ def test_after_and_release_take_lists_and_counts_are_whole_numbers(sch: Schedule
             q.submit(gen, 2)
     sch.start()
     assert q.submit(pow, 2, 3, after=[f]).result(timeout=10) == 8
+
+
+def test_containers_keep_their_type_when_futures_in_them_are_replaced(sch: Scheduler) -> None:
+    from collections import Counter, OrderedDict, defaultdict, namedtuple
+
+    q = Queue(sch, 2)
+    two = q.submit(lambda: 2)
+    Pair = namedtuple("Pair", "a b")
+    counts = Counter(x=1)
+    plain = [1, 2]
+
+    def look(n: int, c: Counter[str], d: defaultdict[str, list[int]], o: Any, p: Any,
+             same: list[int]) -> tuple[Any, ...]:  # fmt: skip
+        return n, c["missing"], d["new"], type(o), p, same is plain
+
+    f = q.submit(look, two, counts, defaultdict(list, k=two), OrderedDict(z=two), Pair(two, 3),
+                 plain)  # fmt: skip
+    sch.start()
+    n, missing, new, kind, pair, same = f.result(timeout=10)
+    assert (n, missing, new, kind) == (2, 0, [], OrderedDict)
+    assert pair == Pair(2, 3) and type(pair) is Pair
+    assert same  # (a container without a future in it goes as it is)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import copy
 import inspect
 import json
 import math
@@ -800,23 +801,40 @@ def _collect(obj: Any, out: list[TaskFuture]) -> None:
 
 
 def _resolve(obj: Any, takes: Callable[[cf.Future[Any]], bool] | None = None) -> Any:
+    """``obj`` with the futures in it replaced by their results (or, where ``takes``
+    says so, by the executor's futures they stand for).  A container with no future in
+    it is passed as it is; one with futures is rebuilt as its own type (a Counter stays
+    a Counter, a defaultdict keeps its default)."""
     if isinstance(obj, TaskFuture):
         remote = obj.remote
         if takes is not None and remote is not None and takes(remote):
             return remote
         return obj.result()
-    if isinstance(obj, list):
-        return [_resolve(x, takes) for x in obj]
-    if isinstance(obj, tuple):
-        return (
-            type(obj)(*(_resolve(x, takes) for x in obj))
-            if hasattr(obj, "_fields")
-            else tuple(_resolve(x, takes) for x in obj)
-        )
-    if isinstance(obj, (set, frozenset)):
-        return type(obj)(_resolve(x, takes) for x in obj)
-    if isinstance(obj, dict):
-        return {k: _resolve(v, takes) for k, v in obj.items()}
+    if isinstance(obj, (list, dict)):
+        items = obj.values() if isinstance(obj, dict) else obj
+        new = [_resolve(x, takes) for x in items]
+        if all(map(operator.is_, new, items)):
+            return obj
+        if type(obj) is list:
+            return new
+        if type(obj) is dict:
+            return dict(zip(obj, new, strict=True))
+        out = copy.copy(obj)  # (a subclass: its own type, and what else it holds)
+        if isinstance(out, dict):
+            out.update(zip(obj, new, strict=True))
+        else:
+            out[:] = new
+        return out
+    if isinstance(obj, (tuple, set, frozenset)):
+        new = [_resolve(x, takes) for x in obj]
+        if all(map(operator.is_, new, obj)):
+            return obj
+        if hasattr(obj, "_fields"):  # a named tuple
+            return type(obj)(*new)
+        try:
+            return type(obj)(new)
+        except TypeError:  # a subclass that is not made from one iterable
+            return tuple(new) if isinstance(obj, tuple) else set(new)
     return obj
 
 
