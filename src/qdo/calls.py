@@ -98,6 +98,10 @@ def encode_call(
 
     data = _dumps((fn, args, kwargs), by_value=getattr(fn, "__module__", None) == "__main__",
                   what=f"the call of {describe_fn(fn)}", persistent_id=persistent_id)  # fmt: skip
+    if len(data) > MAX_RESULT_BYTES:  # (what a result may be, a call may be)
+        raise InvalidInput(f"the call of {describe_fn(fn)} is {len(data):,} bytes pickled, more "
+                           f"than the {MAX_RESULT_BYTES:,} that the database keeps: write "
+                           "large data to a file and pass its name")  # fmt: skip
     # (each once, and once only if the pickle by reference failed and cloudpickle's ran)
     return data, list({id(x): x for x in found}.values())
 

@@ -12,6 +12,7 @@ import pytest
 
 from qdo import calls
 from qdo.calls import (
+    MAX_RESULT_BYTES,
     Refs,
     RemoteError,
     ResultTooLarge,
@@ -24,7 +25,7 @@ from qdo.calls import (
     result_ref,
     run_call,
 )
-from qdo.errors import RemoteTraceback
+from qdo.errors import InvalidInput, RemoteTraceback
 from tests import calls_helpers as h
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,10 @@ def test_what_cannot_be_pickled_is_one_clear_error() -> None:
     with pytest.raises(Exception, match="cannot be pickled"):
         encode_call(h.square, (threading.Lock(),), {})
     assert decode_result(True, b"not a pickle")[0] is False
+    # a call no bigger than a result may be (a 70 MiB argument was stored)
+    encode_call(h.square, (b"x" * (MAX_RESULT_BYTES - 1000),), {})
+    with pytest.raises(InvalidInput, match="bytes pickled, more than the"):
+        encode_call(h.square, (b"x" * MAX_RESULT_BYTES,), {})
 
 
 def test_an_agent_reads_each_referenced_result_once_and_keeps_what_fits() -> None:
