@@ -176,9 +176,8 @@ class CallFailed(QdoError):
 
     def __init__(self, queue: str, task_id: int, state: str, message: str | None) -> None:
         self.queue, self.task_id, self.state = queue, task_id, state
-        super().__init__(
-            f"call {task_id} of queue {queue!r} is {state}: {message or 'no reason given'}"
-        )
+        which = f"call {task_id}" if task_id else "a call (not submitted yet)"  # (0: none)
+        super().__init__(f"{which} of queue {queue!r} is {state}: {message or 'no reason given'}")
 
 
 class RemoteTraceback(Exception):

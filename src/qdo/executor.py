@@ -122,8 +122,9 @@ class CallFuture(_Waited):
 
     def cancel(self) -> bool:
         """Cancel the call if it has not started: it is then taken off the queue.  False
-        if it runs already, or is done."""
-        return self._executor._cancel(self)
+        if it runs already, or is done (True if it was cancelled already, as for any
+        concurrent.futures future)."""
+        return self.cancelled() or self._executor._cancel(self)
 
     def __repr__(self) -> str:
         return f"<CallFuture {self.key[:12]} task {self.task_id} {self._state.lower()}>"
@@ -175,8 +176,8 @@ class DurableExecutor(cf.Executor):
     def __init__(
         self, queue: Queue, *, poll: float = 0.02, max_workers: int | None = None
     ) -> None:  # fmt: skip
-        if not (isinstance(poll, (int, float)) and 0 < poll <= 60):
-            raise InvalidInput(f"poll must be a number of seconds in (0, 60], got {poll!r}")
+        if isinstance(poll, bool) or not (isinstance(poll, (int, float)) and 0.001 <= poll <= 60):
+            raise InvalidInput(f"poll must be a number of seconds from 0.001 to 60, got {poll!r}")
         if max_workers is not None and (
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
         ):

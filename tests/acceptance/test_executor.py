@@ -688,3 +688,16 @@ def test_a_done_callback_that_waits_for_a_future_of_its_executor_is_told_not_stu
     assert "a done callback waits for" in str(told[0])
     assert ex.submit(h.square, 3).result(timeout=60) == 9
     ex.shutdown()
+
+
+def test_cancel_twice_a_tiny_poll_and_the_dependents_of_an_unsent_call() -> None:
+    for poll in (1e-9, True, 0):
+        with pytest.raises(InvalidInput, match="poll must be a number of seconds"):
+            qdo.connect("Twice", create_ok=True).executor(poll=poll)
+    ex = qdo.connect("Twice", create_ok=True).executor()
+    f = ex.submit(h.square, 2)
+    dependent = ex.submit(h.square, f)
+    assert f.cancel() and f.cancel() and f.cancelled()
+    error = dependent.exception(timeout=30)
+    assert isinstance(error, CallFailed) and "call 0" not in str(error), error
+    ex.shutdown()

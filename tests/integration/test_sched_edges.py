@@ -716,3 +716,11 @@ def test_containers_keep_their_type_when_futures_in_them_are_replaced(sch: Sched
     assert (n, missing, new, kind) == (2, 0, [], OrderedDict)
     assert pair == Pair(2, 3) and type(pair) is Pair
     assert same  # (a container without a future in it goes as it is)
+
+
+def test_cancel_twice_is_true_and_wait_takes_an_endless_timeout(sch: Scheduler) -> None:
+    q = Queue(sch, 1)
+    f = q.submit(pow, 2, 2)
+    assert f.cancel() and f.cancel() and f.cancelled()  # (as concurrent.futures says)
+    sch.start()
+    assert sch.wait(timeout=float("inf"))

@@ -291,8 +291,9 @@ class TaskFuture(cf.Future[Any], Node):
             ) from e
 
     def cancel(self) -> bool:
-        """Cancel the task, and every task that depends on it, if it has not started."""
-        return self._scheduler._cancel(self)
+        """Cancel the task, and every task that depends on it, if it has not started
+        (True if it was cancelled already, as for any concurrent.futures future)."""
+        return self.cancelled() or self._scheduler._cancel(self)
 
     def __getitem__(self, index: int) -> TaskFuture:
         """The future of item ``index`` of a generator task."""

@@ -73,6 +73,8 @@ class Scheduler:
         """Block until every task submitted so far has ended; False on timeout.  Waiting
         for ever on a scheduler that is not running warns, as ``result()`` does: nothing
         ends until it is started again."""
+        if timeout is not None and timeout > threading.TIMEOUT_MAX:  # (inf, say)
+            timeout = None
         if timeout is None and not self._running and self._unfinished:
             warnings.warn(
                 f"waiting for {self._unfinished} task{'s' * (self._unfinished != 1)} on a "
