@@ -288,5 +288,7 @@ def _dumps(
             pickler.persistent_id = persistent_id
         pickler.dump(obj)
         return out.getvalue()
+    except InvalidInput:  # (said by persistent_id: what it cannot take)
+        raise
     except Exception as e:
         raise InvalidInput(f"{what} cannot be pickled: {error_text(e)}") from e

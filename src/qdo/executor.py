@@ -176,6 +176,8 @@ class DurableExecutor(cf.Executor):
     def __init__(
         self, queue: Queue, *, poll: float = 0.02, max_workers: int | None = None
     ) -> None:  # fmt: skip
+        if not hasattr(queue, "store") or not hasattr(queue, "name"):
+            raise InvalidInput(f"an executor runs calls through a qdo queue, got {queue!r}")
         if isinstance(poll, bool) or not (isinstance(poll, (int, float)) and 0.001 <= poll <= 60):
             raise InvalidInput(f"poll must be a number of seconds from 0.001 to 60, got {poll!r}")
         if max_workers is not None and (
@@ -362,6 +364,12 @@ class DurableExecutor(cf.Executor):
             return ("qdo.key", obj.key)
         if type(obj) is ItemFuture and self.takes(obj):
             return ("qdo.key", obj.call.key, obj.index)
+        if isinstance(obj, cf.Future):  # (no future pickles: say why this one won't go)
+            raise InvalidInput(
+                f"{obj!r} cannot be an argument of a call of queue {self.queue.name!r}: only "
+                "the futures of calls of the same database stand for their results (pass "
+                "this one's result instead)"
+            )
         return None
 
     def _by_id(self, obj: Any) -> Any:

@@ -3,6 +3,7 @@ by real ``qdo do`` agents, on both backends; drivers and agents SIGKILLed midway
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import qdo
 from qdo.calls import MAX_RESULT_BYTES, RemoteError, ResultTooLarge
 from qdo.errors import CallFailed, InvalidInput, RemoteTraceback
+from qdo.executor import DurableExecutor
 from qdo.models import State
 from qdo.sched import Queue as SchedQueue
 from qdo.sched import Scheduler
@@ -701,3 +703,16 @@ def test_cancel_twice_a_tiny_poll_and_the_dependents_of_an_unsent_call() -> None
     error = dependent.exception(timeout=30)
     assert isinstance(error, CallFailed) and "call 0" not in str(error), error
     ex.shutdown()
+
+
+def test_a_future_that_cannot_stand_for_its_result_is_refused_by_name(tmp_path: Path) -> None:
+    ex = qdo.connect("Foreign", create_ok=True).executor()
+    with cf.ThreadPoolExecutor(1) as pool:
+        threaded = pool.submit(int, 3)
+        threaded.result()
+        with pytest.raises(InvalidInput, match="cannot be an argument of a call of queue"):
+            ex.submit(h.ident, [threaded])
+    with pytest.raises(InvalidInput, match="through a qdo queue"):
+        DurableExecutor(None)  # type: ignore[arg-type]
+    ex.shutdown()
+    assert qdo.connect("Foreign").tasks() == []

@@ -724,3 +724,8 @@ def test_cancel_twice_is_true_and_wait_takes_an_endless_timeout(sch: Scheduler) 
     assert f.cancel() and f.cancel() and f.cancelled()  # (as concurrent.futures says)
     sch.start()
     assert sch.wait(timeout=float("inf"))
+
+
+def test_a_queue_belongs_to_a_scheduler() -> None:
+    with pytest.raises(InvalidInput, match="belongs to a Scheduler"):
+        Queue(None)  # type: ignore[arg-type]

@@ -310,6 +310,8 @@ class Queue:
         resources: Mapping[str, float] | None = None,
         name: str | None = None,
     ) -> None:
+        if not isinstance(scheduler, Scheduler):
+            raise InvalidInput(f"a queue belongs to a Scheduler, got {scheduler!r}")
         given = max_workers is not None
         if max_workers is None:  # an executor that says how wide it is, else the CPUs
             max_workers = getattr(executor, "max_workers", None) or os.cpu_count() or 1
