@@ -130,3 +130,20 @@ def raise_badrepr() -> None:
 
 def exits(code: int) -> None:
     raise SystemExit(code)
+
+
+class TwoArgs(Exception):
+    """Pickles as TwoArgs(message), which its __init__ refuses: it cannot be rebuilt."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_two_args() -> None:
+    raise TwoArgs("needs two", 2)
+
+
+def yields_a_lock() -> Any:
+    yield 1
+    yield __import__("threading").Lock()

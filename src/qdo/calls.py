@@ -73,7 +73,7 @@ def run_items(out: Iterator[Any], send: Callable[[int, bytes], None]) -> Yielded
     soon as it is yielded; what the call's result is then."""
     n = 0
     for item in out:
-        send(n, encode_result(item))
+        send(n, encode_result(item, what=f"item {n} of the generator"))
         n += 1
     return Yielded(n)
 
@@ -170,22 +170,25 @@ def run_call(call: bytes | tuple[bytes, dict[int, bytes]]) -> Any:
     return fn(*args, **kwargs)
 
 
-def encode_result(value: Any, limit: int = MAX_RESULT_BYTES) -> bytes:
-    data = _dumps(value, by_value=False, what="the result")
+def encode_result(value: Any, limit: int = MAX_RESULT_BYTES, what: str = "the result") -> bytes:
+    data = _dumps(value, by_value=False, what=what)
     if len(data) > limit:
         raise ResultTooLarge(
-            f"the result is {len(data):,} bytes pickled, more than the {limit:,} that the "
+            f"{what} is {len(data):,} bytes pickled, more than the {limit:,} that the "
             "database keeps: write large data to a file and return its name"
         )
     return data
 
 
 def encode_error(error: BaseException, trace: str) -> bytes:
-    """The pickle of an exception a call raised, with the worker's traceback."""
+    """The pickle of an exception a call raised, with the worker's traceback and its
+    text: the exception in a pickle of its own, so that a driver that cannot rebuild it
+    (its class takes other arguments than it pickles, say) still tells what it was."""
     try:
-        return _dumps((error, trace), by_value=False, what="the exception")
+        inner = _dumps(error, by_value=False, what="the exception")
     except QdoError:
-        return pickle.dumps((RemoteError(error_text(error)), trace), _PROTOCOL)
+        inner = pickle.dumps(RemoteError(error_text(error)), _PROTOCOL)
+    return pickle.dumps((inner, trace, error_text(error)), _PROTOCOL)
 
 
 def decode_result(ok: bool, data: bytes, what: str | None = None) -> tuple[bool, Any]:
@@ -202,7 +205,14 @@ def decode_result(ok: bool, data: bytes, what: str | None = None) -> tuple[bool,
                                   f"({error_text(e)})")  # fmt: skip
     if ok:
         return True, loaded
-    error, trace = loaded
+    if len(loaded) == 2:  # (as an earlier qdo stored them: the exception and its trace)
+        error, trace = loaded
+    else:
+        inner, trace, text = loaded
+        try:
+            error = pickle.loads(inner)
+        except Exception as e:
+            error = RemoteError(f"{text} (it cannot be rebuilt here: {error_text(e)})")
     error.__cause__ = RemoteTraceback(trace)
     return False, error
 

@@ -77,6 +77,20 @@ def test_results_errors_and_their_limits() -> None:
     )
     odd = h.Unpicklable()
     assert decode_result(False, encode_error(odd, "tb"))[1].args == ("Unpicklable: cannot travel",)
+    # an exception that does not rebuild here still says what it was, and where
+    try:
+        h.raise_two_args()
+    except h.TwoArgs as e:
+        ok, error = decode_result(False, encode_error(e, "Traceback ...\nTwoArgs: needs two\n"))
+    assert not ok and isinstance(error, RemoteError)
+    assert str(error).startswith("TwoArgs: needs two (it cannot be rebuilt here: TypeError")
+    assert isinstance(error.__cause__, RemoteTraceback) and "needs two" in str(error.__cause__)
+    # what an earlier qdo stored (the exception and its trace, in one pickle) still reads
+    ok, error = decode_result(False, pickle.dumps((ValueError("old"), "tb")))
+    assert not ok and str(error) == "old" and error.__cause__.text == "tb"
+    # a generator's item that does not pickle is named
+    with pytest.raises(InvalidInput, match="item 1 of the generator cannot be pickled"):
+        calls.run_items(h.yields_a_lock(), lambda i, data: None)
     # a result that does not unpickle here is an error, not a value (True: it was one)
     ok, error = decode_result(True, b"not a pickle")
     assert not ok and isinstance(error, RemoteError) and "the call's result" in str(error)
