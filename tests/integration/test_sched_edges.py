@@ -709,6 +709,7 @@ def test_containers_keep_their_type_when_futures_in_them_are_replaced(sch: Sched
              same: list[int]) -> tuple[Any, ...]:  # fmt: skip
         return n, c["missing"], d["new"], type(o), p, same is plain
 
+    counted = q.submit(lambda c: c, Counter(a=two))  # (a future as a count: set, not added)
     f = q.submit(look, two, counts, defaultdict(list, k=two), OrderedDict(z=two), Pair(two, 3),
                  plain)  # fmt: skip
     sch.start()
@@ -716,6 +717,7 @@ def test_containers_keep_their_type_when_futures_in_them_are_replaced(sch: Sched
     assert (n, missing, new, kind) == (2, 0, [], OrderedDict)
     assert pair == Pair(2, 3) and type(pair) is Pair
     assert same  # (a container without a future in it goes as it is)
+    assert counted.result(timeout=10) == Counter(a=2) and type(counted.result()) is Counter
 
 
 def test_cancel_twice_is_true_and_wait_takes_an_endless_timeout(sch: Scheduler) -> None:

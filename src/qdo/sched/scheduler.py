@@ -825,7 +825,8 @@ def _resolve(obj: Any, takes: Callable[[cf.Future[Any]], bool] | None = None) ->
             return dict(zip(obj, new, strict=True))
         out = copy.copy(obj)  # (a subclass: its own type, and what else it holds)
         if isinstance(out, dict):
-            out.update(zip(obj, new, strict=True))
+            for key, value in zip(obj, new, strict=True):
+                out[key] = value  # (not update(): a Counter's adds)
         else:
             out[:] = new
         return out
