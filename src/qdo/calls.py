@@ -184,11 +184,12 @@ def encode_error(error: BaseException, trace: str) -> bytes:
     """The pickle of an exception a call raised, with the worker's traceback and its
     text: the exception in a pickle of its own, so that a driver that cannot rebuild it
     (its class takes other arguments than it pickles, say) still tells what it was."""
+    text = error_text(error)
     try:
         inner = _dumps(error, by_value=False, what="the exception")
     except QdoError:
-        inner = pickle.dumps(RemoteError(error_text(error)), _PROTOCOL)
-    return pickle.dumps((inner, trace, error_text(error)), _PROTOCOL)
+        inner = pickle.dumps(RemoteError(text), _PROTOCOL)
+    return pickle.dumps((inner, trace, text), _PROTOCOL)
 
 
 def decode_result(ok: bool, data: bytes, what: str | None = None) -> tuple[bool, Any]:

@@ -77,7 +77,7 @@ class _Waited(cf.Future[Any]):
         return super().exception(timeout)
 
     def _not_in_watcher(self) -> None:
-        if not self.done() and threading.current_thread() is self._executor._thread:
+        if threading.current_thread() is self._executor._thread and not self.done():
             raise RuntimeError(
                 f"a done callback waits for {self!r}, a future of the same executor: its "
                 "executor runs the callbacks, and would never settle it (start a thread "
@@ -304,17 +304,16 @@ class DurableExecutor(cf.Executor):
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             for call, takes, args, kwargs, key in made:
+                base = calls.call_key(call)
                 if key is not None:
                     # found again across runs by its key alone, by design; but one key
                     # for two different calls of this run would hand one the other's result
-                    named = self._named.setdefault(key, calls.call_key(call))
-                    if named != calls.call_key(call):
+                    if self._named.setdefault(key, base) != base:
                         raise InvalidInput(f"key {key!r} names another call of this executor "
                                            "already: give each call its own key")  # fmt: skip
-                if key is None:
+                else:
                     # the n-th equal call of this run: numpy.random.random((3, 3)) ten
                     # times is ten calls, and the same ten again when the driver runs again
-                    base = calls.call_key(call)
                     n = self._seen[base] = self._seen.get(base, -1) + 1
                     key = f"{base}.{n}"
                 future = CallFuture(self, key)
@@ -506,10 +505,9 @@ class DurableExecutor(cf.Executor):
         pause = 0.0
         next_sweep = time.monotonic() + SWEEP
         next_look = time.monotonic() + WIDTH_LOOK
-        away: float | None = None  # since when the store could not be reached
+        away = False  # whether the store could not be reached (said once)
         while True:
             busy = False
-            batch = []
             try:
                 with self._lock:
                     batch = self._next_batch()
@@ -531,23 +529,23 @@ class DurableExecutor(cf.Executor):
                     if time.monotonic() >= next_look and self._fixed is None:
                         next_look = time.monotonic() + WIDTH_LOOK
                         self._follow_agents()
-                if away is not None:
+                if away:
                     log.warning("qdo: the executor of queue %s reached its store again",
                                 self.queue.name)  # fmt: skip
-                    away = None
+                    away = False
             except UnknownQueue as e:  # deleted: nothing it waits for will ever come
                 self._fail_all(e)
                 continue
             except Exception as e:  # the database away, say: the futures wait, it tries again
-                if away is None:
-                    away = time.monotonic()
+                if not away:
+                    away = True
                     if isinstance(e, QdoError):
                         log.warning("qdo: the executor of queue %s could not reach its store "
                                     "(%s): trying again", self.queue.name, e)  # fmt: skip
                     else:  # (a defect of qdo's: said in full, once; the futures still wait)
                         log.exception("qdo: the executor of queue %s failed: trying again",
                                       self.queue.name)  # fmt: skip
-                # (a second less each time, up to a second: not 50 looks a second at a
+                # (twice as long each time, up to a second: not 50 looks a second at a
                 # server that is away)
                 pause = min(1.0, max(self.poll, pause * 2))
                 self._wake.wait(pause)
@@ -661,19 +659,19 @@ class DurableExecutor(cf.Executor):
 
     def _resolve(self, rows: list[CallResult]) -> None:
         ends = []
-        broken = set()  # calls with an item that does not unpickle here: they fail at it
+        # calls with an item that does not unpickle here: they fail at it (its later
+        # items are not handed on)
+        broken: dict[int, BaseException] = {}
         for row in rows:
             with self._lock:
                 futures = list(self._waiting.get(row.task_id, ()))
             if not futures or row.task_id in broken:
                 continue
             if row.item >= 0:  # an item its generator yielded (in order, for one call)
-                ok, value = calls.decode_result(True, row.data, f"item {row.item}")
-                if ok:
-                    self._produce(futures, row.item, value)
-                else:  # the call fails at it (its later items are not handed on)
-                    broken.add(row.task_id)
-                    ends.append((row, futures, False, value))
+                error = self._hand_on(futures, row)
+                if error is not None:
+                    broken[row.task_id] = error
+                    ends.append((row, futures, False, error))
             else:
                 ends.append((row, futures, *calls.decode_result(row.ok, row.data)))
         # a generator's end: its result is the list of its items (those this watcher
@@ -681,29 +679,34 @@ class DurableExecutor(cf.Executor):
         short = [row.task_id for row, futures, ok, outcome in ends
                  if ok and isinstance(outcome, calls.Yielded)
                  and len(futures[0]._items().produced) < outcome.items]  # fmt: skip
-        unreadable: dict[int, BaseException] = {}
-        if short:
-            for row in self.store.results_of(short):
-                if row.item >= 0 and row.task_id not in unreadable:
-                    with self._lock:
-                        futures = list(self._waiting.get(row.task_id, ()))
-                    ok, value = calls.decode_result(True, row.data, f"item {row.item}")
-                    if ok:
-                        self._produce(futures, row.item, value)
-                    else:
-                        unreadable[row.task_id] = value
+        for row in self.store.results_of(short) if short else ():
+            if row.item >= 0 and row.task_id not in broken:
+                with self._lock:
+                    futures = list(self._waiting.get(row.task_id, ()))
+                error = self._hand_on(futures, row)
+                if error is not None:
+                    broken[row.task_id] = error
         for row, futures, ok, outcome in ends:
             with self._lock:
                 if self._waiting.pop(row.task_id, None) is None:
                     continue  # (settled meanwhile: cancelled, say)
-            if row.task_id in unreadable:
-                ok, outcome = False, unreadable[row.task_id]
+            if row.task_id in broken:
+                ok, outcome = False, broken[row.task_id]
             for f in futures:
                 if ok and isinstance(outcome, calls.Yielded):
                     produced = f._items().produced
                     _settle(f, True, [produced.get(i) for i in range(outcome.items)])
                 else:
                     _settle(f, ok, outcome)
+
+    def _hand_on(self, futures: list[CallFuture], row: CallResult) -> BaseException | None:
+        """Item ``row.item`` of these futures' call, handed on (see _produce); or, if it
+        does not unpickle here, the error that their call fails with."""
+        ok, value = calls.decode_result(True, row.data, f"item {row.item}")
+        if not ok:
+            return value  # type: ignore[no-any-return]
+        self._produce(futures, row.item, value)
+        return None
 
     def _produce(self, futures: list[CallFuture], index: int, value: Any) -> None:
         """Item ``index`` of these futures' call came: to the item callbacks, in order,

@@ -593,7 +593,7 @@ class _Meter:
         self.clear = self._open("/proc/self/clear_refs", os.O_WRONLY)
         self.status = self._open("/proc/self/status", os.O_RDONLY)
         self.statm = self._open("/proc/self/statm", os.O_RDONLY)
-        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.page = resource.getpagesize()
         self.cpu0 = 0.0
         self.faults = -1
         self.resident: int | None = None

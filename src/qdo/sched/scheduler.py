@@ -416,8 +416,7 @@ class Queue:
             counter = getattr(fn, "number_of_results", None)
             if counter is not None and not requires:
                 n = counter(*args, **kwargs)
-                if (isinstance(n, bool) or not isinstance(n, (int, float))
-                        or not (math.isfinite(n) and n >= 0 and n == int(n))):  # fmt: skip
+                if not _is_amount(n) or n != int(n):
                     raise InvalidInput(f"{_name(fn)}.number_of_results must give a whole "
                                        f"number of at least 0, got {n!r}")  # fmt: skip
                 future._announced = int(n)
@@ -747,6 +746,12 @@ class Queue:
             self._executor.shutdown(wait=True)
 
 
+def _is_amount(n: object) -> bool:
+    """A finite number of at least 0 (not a bool)."""
+    return (isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n)
+            and n >= 0)  # fmt: skip
+
+
 def _amounts(given: object, what: str) -> dict[str, float] | None:
     """Counted resources, a queue's or a task's: names to finite amounts of at least 0."""
     if given is None:
@@ -754,9 +759,7 @@ def _amounts(given: object, what: str) -> dict[str, float] | None:
     if not isinstance(given, Mapping):
         raise InvalidInput(f"{what} must map names to amounts, got {given!r}")
     for name, amount in given.items():
-        if (not isinstance(name, str) or isinstance(amount, bool)
-                or not isinstance(amount, (int, float)) or not math.isfinite(amount)
-                or amount < 0):  # fmt: skip
+        if not isinstance(name, str) or not _is_amount(amount):
             raise InvalidInput(f"{what} must map names to finite amounts of at least 0, "
                                f"got {name!r}: {amount!r}")  # fmt: skip
     return dict(given)
@@ -814,15 +817,21 @@ def _resolve(obj: Any, takes: Callable[[cf.Future[Any]], bool] | None = None) ->
         if takes is not None and remote is not None and takes(remote):
             return remote
         return obj.result()
-    if isinstance(obj, (list, dict)):
+    if isinstance(obj, (list, dict, tuple, set, frozenset)):
         items = obj.values() if isinstance(obj, dict) else obj
         new = [_resolve(x, takes) for x in items]
-        if all(map(operator.is_, new, items)):
-            return obj
-        if type(obj) is list:
-            return new
-        if type(obj) is dict:
-            return dict(zip(obj, new, strict=True))
+        return obj if all(map(operator.is_, new, items)) else _rebuilt(obj, new)
+    return obj
+
+
+def _rebuilt(obj: Any, new: list[Any]) -> Any:
+    """Container ``obj`` (its values, for a dict) made of ``new``, as its own type."""
+    kind = type(obj)
+    if kind is list:
+        return new
+    if kind is dict:
+        return dict(zip(obj, new, strict=True))
+    if isinstance(obj, (list, dict)):
         out = copy.copy(obj)  # (a subclass: its own type, and what else it holds)
         if isinstance(out, dict):
             for key, value in zip(obj, new, strict=True):
@@ -830,17 +839,12 @@ def _resolve(obj: Any, takes: Callable[[cf.Future[Any]], bool] | None = None) ->
         else:
             out[:] = new
         return out
-    if isinstance(obj, (tuple, set, frozenset)):
-        new = [_resolve(x, takes) for x in obj]
-        if all(map(operator.is_, new, obj)):
-            return obj
-        if hasattr(obj, "_fields"):  # a named tuple
-            return type(obj)(*new)
-        try:
-            return type(obj)(new)
-        except TypeError:  # a subclass that is not made from one iterable
-            return tuple(new) if isinstance(obj, tuple) else set(new)
-    return obj
+    if hasattr(obj, "_fields"):  # a named tuple
+        return kind(*new)
+    try:
+        return kind(new)
+    except TypeError:  # a subclass that is not made from one iterable
+        return tuple(new) if isinstance(obj, tuple) else set(new)
 
 
 def _name(fn: Callable[..., Any]) -> str:
