@@ -731,3 +731,44 @@ def test_cancel_twice_is_true_and_wait_takes_an_endless_timeout(sch: Scheduler) 
 def test_a_queue_belongs_to_a_scheduler() -> None:
     with pytest.raises(InvalidInput, match="belongs to a Scheduler"):
         Queue(None)  # type: ignore[arg-type]
+
+
+# -- threads: as many as the tasks need, up to the queue's width ------------------------
+def test_a_wide_queue_starts_a_thread_per_task_not_its_width(sch: Scheduler) -> None:
+    q = Queue(sch, 10_000)
+    sch.start()
+    together = threading.Barrier(3, timeout=30)  # (each task runs only if all three do)
+    futures = [q.submit(together.wait) for _ in range(3)]
+    assert sorted(f.result(timeout=60) for f in futures) == [0, 1, 2]
+    assert len(q._threads) == 3  # (10,000 before: each a thread of the process)
+
+
+_FEW_THREADS = """
+import resource, threading, time, warnings
+threading.stack_size(256 * 2**20)  # (so that a 2 GiB address space holds a few)
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+from qdo.sched import Queue, Scheduler
+sch = Scheduler()
+q = Queue(sch, 50)
+sch.start()
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    futures = [q.submit(lambda i=i: (time.sleep(0.02), i)[1]) for i in range(30)]
+    assert [f.result(timeout=60) for f in futures] == list(range(30))
+alive = sum(t.name.startswith("qdo-sched-") for t in threading.enumerate())
+assert 0 < len(q._threads) == alive < 50, (len(q._threads), alive)
+(warning,) = [str(w.message) for w in said]
+assert f"runs its tasks on {alive} threads, not 50" in warning, warning
+sch.shutdown()
+print("ok")
+"""
+
+
+def test_a_queue_the_system_gives_fewer_threads_runs_on_those_it_has() -> None:
+    # a real limit (its address space) in a process of its own: a thread that cannot
+    # start failed the submit, and the queue counted it as one of its threads
+    import subprocess
+
+    got = subprocess.run([sys.executable, "-c", _FEW_THREADS], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert got.returncode == 0 and got.stdout.strip() == "ok", got.stderr[-2000:]

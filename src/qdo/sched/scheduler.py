@@ -337,6 +337,7 @@ class Queue:
         self._counts = {"pending": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
         self._cond = threading.Condition(scheduler._lock)  # type: ignore[arg-type]
         self._threads: list[threading.Thread] = []
+        self._narrowed = False  # (whether it said that it has fewer threads than its width)
         self._waiting = 0
         self._closed = False
         resources = _amounts(resources, "resources")
@@ -485,15 +486,37 @@ class Queue:
             self._pump()
 
     def _ensure_threads(self) -> None:
-        if len(self._threads) < self.max_workers and not self._closed:
-            with self.scheduler._lock:
-                missing = self.max_workers - len(self._threads)
-                new = [threading.Thread(target=self._worker, args=(len(self._threads) + i,),
-                                        name=f"qdo-sched-{self.name}-{len(self._threads) + i}",
-                                        daemon=True) for i in range(missing)]  # fmt: skip
-                self._threads.extend(new)
-            for t in new:
+        """A thread for each task this queue has to run (submitted, not ended), up to its
+        width: started as tasks come, not all at once (a queue 20,000 wide that runs 5
+        tasks starts 5).  If the system starts no more threads, the queue runs on those
+        it has, and says so once; with none at all, that is an error."""
+        if len(self._threads) >= self.max_workers or self._closed:
+            return
+        with self.scheduler._lock:
+            counts = self._counts
+            want = min(self.max_workers, counts["pending"] + counts["running"])
+            first = len(self._threads)
+            new = [threading.Thread(target=self._worker, args=(slot,), daemon=True,
+                                    name=f"qdo-sched-{self.name}-{slot}")
+                   for slot in range(first, want)]  # fmt: skip
+            self._threads.extend(new)
+        for n, t in enumerate(new):
+            try:
                 t.start()
+            except RuntimeError as e:  # (can't start new thread: a limit of the system)
+                with self.scheduler._lock:
+                    unstarted = set(map(id, new[n:]))
+                    self._threads = [x for x in self._threads if id(x) not in unstarted]
+                    left = len(self._threads)
+                if not left:
+                    raise RuntimeError(f"queue {self.name!r} cannot start a thread to run "
+                                       f"its tasks: {e}") from e  # fmt: skip
+                if not self._narrowed:
+                    self._narrowed = True
+                    warnings.warn(f"queue {self.name!r} runs its tasks on {left} threads, "
+                                  f"not {self.max_workers}: the system starts no more ({e})",
+                                  RuntimeWarning, stacklevel=2)  # fmt: skip
+                return
 
     def _worker(self, slot: int) -> None:
         """A thread queue's slot: one lock round per task, for what ended and what next."""
