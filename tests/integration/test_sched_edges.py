@@ -772,3 +772,26 @@ def test_a_queue_the_system_gives_fewer_threads_runs_on_those_it_has() -> None:
     got = subprocess.run([sys.executable, "-c", _FEW_THREADS], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert got.returncode == 0 and got.stdout.strip() == "ok", got.stderr[-2000:]
+
+
+def test_an_argument_that_holds_itself(sch: Scheduler) -> None:
+    q = Queue(sch, 2)
+    sch.start()
+    loop: list[Any] = [1, 2]
+    loop.append(loop)
+    five = q.submit(lambda: 5)
+    # with no future in it, it goes as it is (RecursionError before), beside futures too
+    assert q.submit(len, loop).result(timeout=30) == 3
+    got = q.submit(lambda x, y: (x, y), five, loop).result(timeout=30)
+    assert got[0] == 5 and got[1] is loop
+    # with futures in it, its results have nowhere to go: one clear error, nothing queued
+    held: list[Any] = [five]
+    held.append(held)
+    mapping: dict[str, Any] = {"five": five}
+    mapping["me"] = mapping
+    for arg in (held, mapping):
+        with pytest.raises(InvalidInput, match="holds itself"):
+            q.submit(len, arg)
+    sch.wait(timeout=30)
+    counts = sch.stats()["total"]
+    assert counts["pending"] == 0 and counts["done"] == 3, counts

@@ -819,30 +819,59 @@ def _failed_req(task: TaskFuture) -> TaskFuture:
     return task
 
 
-def _collect(obj: Any, out: list[TaskFuture]) -> None:
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _collect(obj: Any, out: list[TaskFuture], path: dict[int, bool] | None = None) -> None:
+    """The futures in ``obj`` (an argument, or the arguments), into ``out``.  ``path``:
+    the containers it is in, by id, and whether one of them holds itself (a list
+    appended to itself, say): it is not entered again; and if futures are in it, its
+    arguments cannot be rebuilt with their results, and the submit is refused."""
     if isinstance(obj, TaskFuture):
         out.append(obj)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for x in obj:
-            _collect(x, out)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            _collect(x, out)
+        return
+    if not isinstance(obj, _CONTAINERS) or not obj:
+        return
+    key = id(obj)
+    if path is None:
+        path = {}
+    elif key in path:
+        path[key] = True
+        return
+    path[key] = False
+    before = len(out)
+    for x in obj.values() if isinstance(obj, dict) else obj:
+        _collect(x, out, path)
+    if path.pop(key) and len(out) > before:
+        raise InvalidInput(f"an argument holds itself (a {type(obj).__name__} that is in "
+                           "itself) and futures too: the task's arguments cannot be made "
+                           "with their results (pass the futures apart from it)")  # fmt: skip
 
 
-def _resolve(obj: Any, takes: Callable[[cf.Future[Any]], bool] | None = None) -> Any:
+def _resolve(
+    obj: Any, takes: Callable[[cf.Future[Any]], bool] | None = None,
+    path: set[int] | None = None,
+) -> Any:  # fmt: skip
     """``obj`` with the futures in it replaced by their results (or, where ``takes``
     says so, by the executor's futures they stand for).  A container with no future in
     it is passed as it is; one with futures is rebuilt as its own type (a Counter stays
-    a Counter, a defaultdict keeps its default)."""
+    a Counter, a defaultdict keeps its default).  ``path``: the ids of the containers it
+    is in (one that holds itself has no futures, see _collect: it is passed as it is)."""
     if isinstance(obj, TaskFuture):
         remote = obj.remote
         if takes is not None and remote is not None and takes(remote):
             return remote
         return obj.result()
-    if isinstance(obj, (list, dict, tuple, set, frozenset)):
+    if isinstance(obj, _CONTAINERS):
+        key = id(obj)
+        if path is None:
+            path = set()
+        elif key in path:
+            return obj
+        path.add(key)
         items = obj.values() if isinstance(obj, dict) else obj
-        new = [_resolve(x, takes) for x in items]
+        new = [_resolve(x, takes, path) for x in items]
+        path.discard(key)
         return obj if all(map(operator.is_, new, items)) else _rebuilt(obj, new)
     return obj
 
