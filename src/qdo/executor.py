@@ -133,11 +133,13 @@ class CallFuture(_Waited):
 class _Items:
     """The items of a generator call, in the driver: those that came, by index; how many
     went to the item callbacks (in order: ``deliver`` is held while they run); the item
-    futures asked for; the callbacks."""
+    futures asked for; the callbacks; how many items the call yielded, once it ended
+    (None until then, and for a call that returned a value, not a generator)."""
 
-    __slots__ = ("produced", "delivered", "deliver", "futures", "callbacks")
+    __slots__ = ("produced", "delivered", "deliver", "futures", "callbacks", "yielded")
 
     def __init__(self) -> None:
+        self.yielded: int | None = None
         self.produced: dict[int, Any] = {}
         self.delivered = 0
         self.deliver = threading.Lock()
@@ -694,7 +696,9 @@ class DurableExecutor(cf.Executor):
                 ok, outcome = False, broken[row.task_id]
             for f in futures:
                 if ok and isinstance(outcome, calls.Yielded):
-                    produced = f._items().produced
+                    items = f._items()
+                    items.yielded = outcome.items
+                    produced = items.produced
                     _settle(f, True, [produced.get(i) for i in range(outcome.items)])
                 else:
                     _settle(f, ok, outcome)
@@ -741,6 +745,7 @@ class DurableExecutor(cf.Executor):
             gen = call._items()
             items = [(i, f) for i, f in gen.futures.items() if not f.done()]
             produced = dict(gen.produced) if items else {}
+            yielded = gen.yielded
         for index, item in items:
             if index in produced:
                 _settle(item, True, produced[index])
@@ -750,8 +755,11 @@ class DurableExecutor(cf.Executor):
                 elif call.exception() is not None:
                     error = CallFailed(self.queue.name, call.task_id or 0, "not produced",
                                        f"its call failed: {_failure(call)}")  # fmt: skip
+                elif yielded is None:
+                    error = IndexError(f"the call {call.key} returned a value, not a "
+                                       f"generator: it has no item {index}")  # fmt: skip
                 else:
-                    error = IndexError(f"the call {call.key} yielded {len(produced)} items: "
+                    error = IndexError(f"the call {call.key} yielded {yielded} items: "
                                        f"item {index} was never produced")  # fmt: skip
                 _settle(item, False, error)
 

@@ -402,6 +402,14 @@ def test_a_generators_items_resolve_one_by_one_while_it_runs(
     assert broken[1].result(timeout=10) == 1
     with pytest.raises(CallFailed, match="its call failed: ValueError"):
         broken[2].result(timeout=10)
+    # a call that returns a value (a list, even) has no items: said so, asked before or
+    # after it ended (it said "yielded 0 items" before)
+    plain = ex.submit(h.square, 3)
+    early = plain[0]
+    assert plain.result(timeout=60) == 9
+    for item in (early, plain[1]):
+        with pytest.raises(IndexError, match="returned a value, not a generator: it has no item"):
+            item.result(timeout=10)
     ex.shutdown()
     rows = qdo.connect("Items").store.results_of([gen.task_id])
     assert sorted(r.item for r in rows) == [-1, 0, 1, 2, 3, 4]
