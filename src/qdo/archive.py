@@ -23,12 +23,13 @@ import hashlib
 import json
 import math
 import os
+import stat
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import BadArchive, InvalidInput, InvalidPayload
 from .models import (
@@ -69,58 +70,89 @@ _MESSAGE = {"task": TASK_COLUMNS.index("message"), "attempt": ATTEMPT_COLUMNS.in
 _KINDS = {tag: kind for kind, tag in _TAGS.items()}
 
 
-def dump(store: Store, queue: str, path: str | os.PathLike[str]) -> dict[str, int]:
-    """Write every task of ``queue`` (every field, requirements, attempts) to ``path``
-    (replaced only once the archive is complete); return the counts written."""
-    path = Path(path)
+def dump(
+    store: Store, queue: str, path: str | os.PathLike[str] | BinaryIO
+) -> dict[str, int]:  # fmt: skip
+    """Write every task of ``queue`` (every field, requirements, attempts) to ``path``;
+    return the counts written.  A file is replaced only once the archive is complete
+    (through a link, the file it points to: the link stays); a device or a pipe
+    (``/dev/stdout``, a FIFO), or a binary file object, is written to as the archive
+    comes."""
     if store.get_queue(queue).kind == "calls":
         # an archive holds tasks as text: a call restored as one would run as a command
         raise InvalidInput(f"queue {queue!r} holds Python calls (an executor's): archives "
                            "do not keep calls yet")  # fmt: skip
+    if not isinstance(path, (str, os.PathLike)):
+        if not hasattr(path, "write"):
+            raise InvalidInput(f"an archive is written to a file name, or a binary file "
+                               f"object, got {path!r}")  # fmt: skip
+        return _write_archive(store, queue, path)
+    if not os.fspath(path):
+        raise InvalidInput("an archive needs a file name, got ''")
+    path = Path(path)
     if path.is_dir():
         raise InvalidInput(f"{path} is a directory: give the archive's file name")
-    if not path.parent.is_dir():
-        raise InvalidInput(f"no directory {path.parent} to write {path.name} in: create it first")
-    tmp = path.with_name(f".{path.name}.part{os.getpid()}")
+    try:
+        mode: int | None = path.stat().st_mode  # (a link's target)
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise InvalidInput(f"cannot write the archive {path}: {e.strerror}") from None
+    try:
+        if mode is not None and not stat.S_ISREG(mode):
+            with open(path, "wb") as out:  # (not replaced: a device node is not ours)
+                return _write_archive(store, queue, out)
+        target = Path(os.path.realpath(path)) if path.is_symlink() else path
+        if not target.parent.is_dir():
+            raise InvalidInput(f"no directory {target.parent} to write {target.name} in: "
+                               "create it first")  # fmt: skip
+        tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+        try:
+            with open(tmp, "wb") as out:
+                counts = _write_archive(store, queue, out)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as e:  # (the temporary file's name would mislead: the archive's)
+        raise InvalidInput(f"cannot write the archive {path}: {e.strerror or e}") from None
+    return counts
+
+
+def _write_archive(store: Store, queue: str, raw: BinaryIO) -> dict[str, int]:
     digest = hashlib.sha256()
     counts = {"tasks": 0, "requires": 0, "attempts": 0}
     names = {"task": "tasks", "requires": "requires", "attempt": "attempts"}
-    try:
-        with gzip.open(tmp, "wb", compresslevel=6) as out:
+    # (filename "": the header names no file, not the temporary one it is written to)
+    with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6) as out:
 
-            def line(obj: Any) -> None:
-                data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-                digest.update(data)
-                out.write(data)
+        def line(obj: Any) -> None:
+            data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            digest.update(data)
+            out.write(data)
 
-            records = store.export_queue(queue)
-            header: dict[str, Any] = {
-                "format": FORMAT, "version": VERSION, "qdo": __version__,
-                "written": datetime.now(timezone.utc).isoformat(),
-            }  # fmt: skip
-            for kind, row in records:
-                if kind == "queue":
-                    name, state, created, max_retries, max_lost, owner = row
-                    header["queue"] = {"name": name, "state": state, "created": created,
-                                       "max_retries": max_retries, "max_lost": max_lost,
-                                       "owner": owner}  # fmt: skip
-                elif kind == "span":
-                    header["span"] = list(row)
-                    header["columns"] = COLUMNS
-                    line(header)
-                else:
-                    fields = list(row)
-                    at = _MESSAGE.get(kind)
-                    if at is not None and fields[at]:
-                        fields[at] = kept_text(fields[at])
-                    line([_TAGS[kind], fields])
-                    counts[names[kind]] += 1
-            out.write(
-                json.dumps({"end": {**counts, "sha256": digest.hexdigest()}}).encode() + b"\n"
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        records = store.export_queue(queue)
+        header: dict[str, Any] = {
+            "format": FORMAT, "version": VERSION, "qdo": __version__,
+            "written": datetime.now(timezone.utc).isoformat(),
+        }  # fmt: skip
+        for kind, row in records:
+            if kind == "queue":
+                name, state, created, max_retries, max_lost, owner = row
+                header["queue"] = {"name": name, "state": state, "created": created,
+                                   "max_retries": max_retries, "max_lost": max_lost,
+                                   "owner": owner}  # fmt: skip
+            elif kind == "span":
+                header["span"] = list(row)
+                header["columns"] = COLUMNS
+                line(header)
+            else:
+                fields = list(row)
+                at = _MESSAGE.get(kind)
+                if at is not None and fields[at]:
+                    fields[at] = kept_text(fields[at])
+                line([_TAGS[kind], fields])
+                counts[names[kind]] += 1
+        out.write(json.dumps({"end": {**counts, "sha256": digest.hexdigest()}}).encode() + b"\n")
     return counts
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import random
+import stat
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -600,6 +605,42 @@ def test_cli_dump_and_restore(backend: str, qdo_dir: Path, tmp_path: Path) -> No
         line = one_error(run_qdo("restore", str(path), "--as", "Fresh"))
         assert "is not a usable qdo archive" in line and "nothing was restored" in line, line
     assert sorted(x.name for x in qdo.qlist()) == names
+
+
+def test_dump_writes_through_a_pipe_a_link_and_standard_output(
+    backend: str, qdo_dir: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    # a FIFO, the file a link points to, standard output: each gets the archive, and
+    # stays what it was (a dump replaced each with a file of its own, and said "wrote")
+    q = qdo.create("Q")
+    q.add_multiple(["echo a", "echo b"])
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert q.dump(fifo)["tasks"] == 2
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and not list(tmp_path.glob(".*part*"))
+    (tmp_path / "real.qdo").write_text("an older archive")
+    link = tmp_path / "latest.qdo"
+    link.symlink_to("real.qdo")
+    q.dump(link)
+    assert link.is_symlink() and os.readlink(link) == "real.qdo"
+    proc = subprocess.run([sys.executable, "-m", "qdo", "dump", "Q", "-"], capture_output=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and b"wrote Q to standard output: 2 tasks" in proc.stderr
+    (tmp_path / "stdout.qdo").write_bytes(proc.stdout)
+    for path in (tmp_path / "real.qdo", tmp_path / "stdout.qdo"):
+        assert archive.read_header(path)["queue"]["name"] == "Q"
+    (tmp_path / "fifo.qdo").write_bytes(got[0])
+    restored, n, _ = qdo.restore(tmp_path / "fifo.qdo", as_name="R")
+    assert n == 2 and sorted(t.task for t in restored.tasks()) == ["echo a", "echo b"]
+    # where it cannot write, the archive is named, not its temporary file
+    with pytest.raises(InvalidInput, match="cannot write the archive /proc/x.qdo"):
+        q.dump("/proc/x.qdo")
+    with pytest.raises(InvalidInput, match="needs a file name"):
+        q.dump("")
 
 
 def test_cli_restore_into_another_database_keeps_ids(qdo_dir: Path, tmp_path: Path) -> None:

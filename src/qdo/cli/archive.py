@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
+from .. import archive
 from ..api import connect, restore
 from .common import Commands
 
 
 def register(commands: Commands) -> None:
     p = commands.queue_command("dump", cmd_dump)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the archive to write (- for standard output)")
     p = commands.command("restore", cmd_restore)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="under another name")
@@ -18,10 +21,28 @@ def register(commands: Commands) -> None:
 
 def cmd_dump(args: argparse.Namespace) -> int:
     q = connect(args.queue)
-    counts = q.dump(args.file)
-    print(f"wrote {args.queue} to {args.file}: {counts['tasks']:,} tasks, "
-          f"{counts['requires']:,} requirements, {counts['attempts']:,} attempts")  # fmt: skip
+    to_stdout = args.file == "-" or _is_stdout(args.file)
+    if args.file == "-":  # (as tar's -f -: the archive on standard output)
+        counts = archive.dump(q.store, q.name, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        counts = q.dump(args.file)
+    # (where the archive went to standard output, what was written is said on stderr)
+    print(
+        f"wrote {args.queue} to {'standard output' if args.file == '-' else args.file}: "
+        f"{counts['tasks']:,} tasks, {counts['requires']:,} requirements, "
+        f"{counts['attempts']:,} attempts",
+        file=sys.stderr if to_stdout else sys.stdout,
+    )
     return 0
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` is the file that standard output writes to (``/dev/stdout``)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):
+        return False
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
