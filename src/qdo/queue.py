@@ -29,6 +29,7 @@ from .models import (
     FINAL_STATES,
     INT32_MAX,
     INT32_MIN,
+    INT64_MAX,
     MAX_PAYLOAD_BYTES,
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -112,8 +113,9 @@ class Queue:
         ``priorities`` is one priority for all or a list with one per task;
         ``requires`` is a list with one list of required ids (or None) per task.
         """
-        if isinstance(tasks, (str, bytes, dict)):
-            raise InvalidInput("add_multiple takes a list of tasks; use add() for one task")
+        if isinstance(tasks, (str, bytes, dict)) or not isinstance(tasks, Iterable):
+            raise InvalidInput("add_multiple takes a list of tasks; use add() for one task, "
+                               f"got {_short(tasks)}")  # fmt: skip
         tasks = list(tasks)
         if requires is None and (priorities is None or type(priorities) is int):
             same = _plain_commands(tasks, priorities or 0)
@@ -415,7 +417,9 @@ class Queue:
     def retry(self, ids: Sequence[int] | None = None) -> int:
         """Failed and Killed tasks (of ``ids`` only, if given) go back to Pending; return
         how many."""
-        return self.store.retry(self.name, ids=None if ids is None else list(ids))
+        if ids is not None and (isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable)):
+            raise InvalidInput(f"ids must be a list of task ids, got {_short(ids)}")
+        return self.store.retry(self.name, ids=None if ids is None else [_task_id(i) for i in ids])
 
     def revive(self, priority: int | None = None) -> int:
         """Killed tasks go back to Pending (with ``priority``, if given), as in the fork
@@ -558,8 +562,9 @@ def _task_id(value: Any, text_ok: bool = False) -> int:
     elif not isinstance(value, bool):
         with contextlib.suppress(TypeError):
             n = operator.index(value)
-    if n <= 0:
-        raise InvalidInput(f"invalid task id {value!r}: task ids are positive integers")
+    if not 0 < n <= INT64_MAX:  # (what a task id column holds: beyond, no task has it)
+        raise InvalidInput(f"invalid task id {_short(value)}: task ids are positive 64-bit "
+                           "integers")  # fmt: skip
     return n
 
 
@@ -606,7 +611,12 @@ def _requires(requires: Any) -> tuple[int, ...]:
     return tuple(_task_id(r) for r in requires)
 
 
-def _same_length(what: str, values: Sequence[Any], n: int) -> Sequence[Any]:
-    if isinstance(values, (str, bytes)) or len(values) != n:
-        raise InvalidInput(f"{what} must have one entry per task ({n}), got {len(values)}")
-    return values
+def _same_length(what: str, values: Any, n: int) -> Sequence[Any]:
+    """``values`` (a list, or any iterable) as a list of one entry per task."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise InvalidInput(f"{what} must be a list with one entry per task ({n}), "
+                           f"got {_short(values)}")  # fmt: skip
+    listed = list(values)
+    if len(listed) != n:
+        raise InvalidInput(f"{what} must have one entry per task ({n}), got {len(listed)}")
+    return listed

@@ -246,6 +246,33 @@ def test_add_multiple_arguments() -> None:
     assert q.add_multiple([]) == []
 
 
+def test_task_ids_and_lists_of_them_are_checked() -> None:
+    q = qdo.create("ids")
+    ids = q.add_multiple([f"echo {i}" for i in range(15)])
+    for i in ids:
+        q.set_task_state(i, qdo.Task.FAILED, err=1)
+    # a string is no list of ids: retry("12") retried tasks 1 and 2
+    for bad in ("12", b"12", 5, ["5"], [6.0], [True], [0], [-1], [2**63], [2**70]):
+        with pytest.raises(InvalidInput):
+            q.retry(bad)  # type: ignore[arg-type]
+    assert {t.state for t in q.tasks()} == {qdo.Task.FAILED}
+    assert q.retry([ids[11], ids[11]]) == 1 and q.tasks(id=ids[11]).state is qdo.Task.PENDING
+    assert q.retry(i for i in ids[:2]) == 2 and q.retry([999_999]) == 0
+    # an id beyond what the column holds is no id (OverflowError from the driver before)
+    for call in (lambda: q.tasks(id=2**63), lambda: q.set_task_state(2**63, "Failed"),
+                 lambda: q.add_requires(2**63, [ids[0]]), lambda: q.output(2**70),
+                 lambda: list(q.iter_tasks(id=2**63))):  # fmt: skip
+        with pytest.raises(InvalidInput, match="positive 64-bit integers"):
+            call()
+    # lists of tasks and of their priorities: one clear error, nothing added
+    for tasks, priorities in ((None, None), (5, None), (["a"], 1.5), (["a", "b"], [1])):
+        with pytest.raises(InvalidInput):
+            q.add_multiple(tasks, priorities=priorities)  # type: ignore[arg-type]
+    added = q.add_multiple(iter(["x", "y"]), priorities=(p for p in (3, 4)))
+    assert added == [ids[-1] + 1, ids[-1] + 2]
+    assert [t.priority for t in q.tasks()[-2:]] == [3, 4]
+
+
 def test_add_multiple_of_plain_commands_keeps_each_as_given() -> None:
     q = qdo.create("plain")
     commands = [f"echo {i} \"q\" \\ \t 'é' 漢字 \U0001f600 {{}} [] ," for i in range(1000)]
