@@ -165,6 +165,22 @@ def command_for(task: Task, script: str | None, shell: str) -> list[str]:
     return list(direct_argv(task.task) or (shell, "-c", task.task))
 
 
+def _check_script(script: str) -> None:
+    """Refuse, before any task is claimed, a ``--script`` that cannot run here: each task
+    would fail with it (exit 127), and the queue's work be used up by a typo."""
+    try:
+        words = shlex.split(script)
+    except ValueError as e:
+        raise InvalidInput(f"--script {script!r}: {e}") from None
+    if not words:
+        raise InvalidInput("--script is empty: give the program that runs each task")
+    if shutil.which(words[0]) is None:
+        where = Path(words[0])
+        why = ("it is not executable" if where.is_file() else "no such file") if "/" in words[0] \
+            else "no such program on PATH"  # fmt: skip
+        raise InvalidInput(f"--script {script!r} cannot run {words[0]!r} here: {why}")
+
+
 class ShellRunner(Runner):
     """Each slot is a thread that takes the next task from a shared queue, starts its
     subprocess and waits for it.  The agent keeps that queue stocked (a backlog of up
@@ -175,6 +191,8 @@ class ShellRunner(Runner):
         self, slots: int, script: str | None, timeout: float | None, log_dir: Path,
         prefix: Sequence[str] = (), shell: str = "", log_files: bool = False,
     ) -> None:  # fmt: skip
+        if script is not None:
+            _check_script(script)
         self.slots = slots
         self.log_files = log_files  # a file per task's log, not a record in a segment
         self.script = script

@@ -254,6 +254,24 @@ def test_load_json_parameter_tasks(qdo_dir: Path, tmp_path: Path) -> None:
     assert_db_ok(qdo_dir)
 
 
+def test_a_script_that_cannot_run_is_refused_before_any_task_is_claimed(
+    qdo_dir: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    # (each task failed with exit 127, and qdo do exited 0: a typo used the queue up)
+    ok("create", "S")
+    ok("add", "S", "a")
+    ok("add", "S", "b")
+    (tmp_path / "plain.sh").write_text("echo not executable\n")
+    for script, why in [("/nonexistent/run.sh", "no such file"),
+                        ("no-such-program-here", "no such program on PATH"),
+                        (str(tmp_path / "plain.sh"), "it is not executable"),
+                        ("'unclosed", "No closing quotation"), ("  ", "is empty")]:  # fmt: skip
+        assert why in fails("do", "S", "--script", script)
+    assert counts("S") == {"Pending": 2}
+    ok("do", "S", "--script", "echo")
+    assert counts("S") == {"Succeeded": 2}
+
+
 def test_json_string_is_refused_as_parameter_task(qdo_dir: Path, tmp_path: Path) -> None:
     # a str task is a shell command; a JSON string would be silently run as one
     file = write(tmp_path / "params.jsonl", '{"a": 1}\n"two  words"\n')
