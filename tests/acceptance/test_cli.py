@@ -15,6 +15,7 @@ import shlex
 import sqlite3
 import subprocess
 import sys
+import threading
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,25 @@ def test_load_from_stdin(qdo_dir: Path) -> None:
     assert out == "loaded 3 tasks into S (ids 1-3)\n"
     assert [t["task"] for t in tasks("S")] == ["echo a", "echo b", "  echo c  "]
     assert_db_ok(qdo_dir)
+
+
+def test_load_from_a_pipe_a_device_and_a_file_with_a_bom(qdo_dir: Path, tmp_path: Path) -> None:
+    # a named pipe and /dev/stdin were "task files that do not exist"
+    fifo = tmp_path / "tasks.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("echo from a pipe\n",), daemon=True)
+    writer.start()
+    assert ok("load", "P", str(fifo)) == "loaded 1 tasks into P (ids 1-1)\n"
+    writer.join(timeout=60)
+    assert ok("load", "P", "/dev/stdin", input="echo from stdin\n").startswith("loaded 1 tasks")
+    # a UTF-8 byte order mark (Windows editors write one) is not part of the first task
+    (tmp_path / "bom.txt").write_bytes("\ufeffecho first\necho second\n".encode())
+    (tmp_path / "bom.jsonl").write_bytes('\ufeff{"n": 1}\n'.encode())
+    ok("load", "P", str(tmp_path / "bom.txt"))
+    ok("load", "J", str(tmp_path / "bom.jsonl"), "--json")
+    assert [t["task"] for t in tasks("P")] == ["echo from a pipe", "echo from stdin",
+                                               "echo first", "echo second"]  # fmt: skip
+    assert [t["task"] for t in tasks("J")] == [{"n": 1}]
 
 
 def test_load_json_parameter_tasks(qdo_dir: Path, tmp_path: Path) -> None:

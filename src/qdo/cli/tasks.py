@@ -256,6 +256,9 @@ class _EmptyFile(InvalidInput):
     pass
 
 
+_BOM = "\ufeff".encode()
+
+
 class _TaskFile:
     """Tasks from a file (one per line, '-' for stdin), streamed, with line numbers."""
 
@@ -266,7 +269,8 @@ class _TaskFile:
         self.count = 0
         self.started = time.monotonic()
         self.shown = 0.0
-        if name != "-" and not os.path.isfile(name):
+        # (any file that reads: a named pipe, /dev/stdin, <(a command) too)
+        if name != "-" and (os.path.isdir(name) or not os.path.exists(name)):
             why = "is a directory" if os.path.isdir(name) else "does not exist"
             raise InvalidInput(f"task file {name} {why}")
 
@@ -281,6 +285,8 @@ class _TaskFile:
         stream = sys.stdin.buffer if self.name == "-" else open(self.name, "rb")  # noqa: SIM115
         try:
             for self.lineno, raw in enumerate(stream, 1):
+                if self.lineno == 1 and raw.startswith(_BOM):  # (as Windows editors write)
+                    raw = raw[len(_BOM) :]
                 if b"\0" in raw:
                     raise InvalidInput("binary data (NUL byte): a task file is text")
                 try:
