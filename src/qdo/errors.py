@@ -110,8 +110,8 @@ class LeaseLost(QdoError):
         self.worker = worker
         super().__init__(
             f"task {task_id} is no longer held by {worker}: its lease ran out (the process "
-            "stopped renewing it), someone set its state (set_task_state), or the queue was "
-            "rerun; this result was not recorded"
+            "stopped renewing it), someone set its state (set_task_state), the queue was "
+            "rerun, or it was deleted (with its queue); this result was not recorded"
         )
 
 

@@ -11,7 +11,7 @@ import operator
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 from . import config, logs
@@ -606,7 +606,7 @@ def _requires(requires: Any) -> tuple[int, ...]:
         return ()
     if isinstance(requires, int) and not isinstance(requires, bool):
         requires = [requires]
-    if isinstance(requires, (str, bytes)) or not isinstance(requires, Iterable):
+    if isinstance(requires, (str, bytes, Mapping)) or not isinstance(requires, Iterable):
         raise InvalidInput(f"requires must be a list of task ids, got {requires!r}")
     return tuple(_task_id(r) for r in requires)
 

@@ -264,6 +264,8 @@ def test_task_ids_and_lists_of_them_are_checked() -> None:
                  lambda: list(q.iter_tasks(id=2**63))):  # fmt: skip
         with pytest.raises(InvalidInput, match="positive 64-bit integers"):
             call()
+    with pytest.raises(InvalidInput, match="requires must be a list"):
+        q.add("x", requires={ids[0]: ids[1]})  # type: ignore[arg-type]  # (taken as [1])
     # lists of tasks and of their priorities: one clear error, nothing added
     for tasks, priorities in ((None, None), (5, None), (["a"], 1.5), (["a", "b"], [1])):
         with pytest.raises(InvalidInput):

@@ -118,21 +118,25 @@ class _Unbuilt(argparse.ArgumentParser):
 
 # -- argument types -------------------------------------------------------------------------
 def count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= INT64_MAX:
-        raise argparse.ArgumentTypeError(
-            f"expected a number from 0 to {INT64_MAX} (2**63 - 1), got {text!r}"
-        )
-    return n
+    return _whole(text, 0)
 
 
 def positive_int(text: str) -> int:
-    n = count(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {text!r}")
+    return _whole(text, 1)
+
+
+def _whole(text: str, low: int) -> int:
+    """A whole number from ``low`` to what a 64-bit column holds."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = low - 1
+    if n < low:  # (-1 for --workers said "from 0", and 0 then "at least 1")
+        raise argparse.ArgumentTypeError(f"expected a number of at least {low}, got {text!r}")
+    if n > INT64_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from {low} to {INT64_MAX} (2**63 - 1), got {text!r}"
+        )
     return n
 
 
