@@ -181,7 +181,12 @@ def restore(
     )  # fmt: skip
     low, high, n = header["span"]
     records = ((kind, row) for kind, row in _records(Path(path)) if kind != "header")
-    offset = store.import_queue(name, info, (low, high), records)
+    try:
+        offset = store.import_queue(name, info, (low, high), records)
+    except BadArchive:
+        raise
+    except InvalidInput as e:  # (what its records hold that the store refuses, as a cycle)
+        raise BadArchive(str(path), str(e)) from None
     return name, n, offset
 
 

@@ -690,7 +690,8 @@ def test_crafted_archives_are_refused(backend: str, qdo_dir: Path, tmp_path: Pat
     """Issue 12 item 5: an archive is untrusted input.  Ids near 2**63 (every later add
     in the database failed), a lease far in the future (Running for ever), a task id
     twice or a requirement of a task not in it (tracebacks), a decompression bomb (4 GB
-    of memory before refusing): each is refused in one line, and nothing changes."""
+    of memory before refusing), requirements in a cycle (restored, its tasks waited for
+    each other for ever): each is refused in one line, and nothing changes."""
     store = make_store(backend, qdo_dir)
     lines = gzip.decompress(_good_archive(store, tmp_path)).splitlines(keepends=True)
     before = whole_store(store)
@@ -712,7 +713,24 @@ def test_crafted_archives_are_refused(backend: str, qdo_dir: Path, tmp_path: Pat
     def foreign(objs: list[Any]) -> list[Any]:
         return [*objs, ["r", [objs[0]["span"][1] + 1000, objs[0]["span"][0], True]]]
 
+    def inside(objs: list[Any]) -> list[list[Any]]:  # (requirements between its tasks)
+        return [r[1] for r in objs[1:] if r[0] == "r" and r[1][2]]
+
+    def requiring(objs: list[Any], task: int, req: int) -> list[Any]:  # (after the others)
+        at = max(i for i, r in enumerate(objs) if i and r[0] == "r") + 1
+        return [*objs[:at], ["r", [task, req, True]], *objs[at:]]
+
+    def cycle(objs: list[Any]) -> list[Any]:
+        task, req, _ = inside(objs)[0]
+        return requiring(objs, req, task)
+
+    def itself(objs: list[Any]) -> list[Any]:
+        first = _first_task(objs)[0]
+        return requiring(objs, first, first)
+
     crafted = {
+        "a cycle of requirements": (_resealed(lines, cycle), "a cycle of requirements"),
+        "a task that requires itself": (_resealed(lines, itself), "a cycle of requirements"),
         "ids near 2**63": (_resealed(lines, huge_ids), "span"),
         "a lease for ever": (_resealed(lines, lease_for_ever), "far future"),
         "a task twice": (_resealed(lines, twice), "out of order"),
@@ -727,6 +745,23 @@ def test_crafted_archives_are_refused(backend: str, qdo_dir: Path, tmp_path: Pat
         assert "\n" not in str(err.value), label
     assert whole_store(store) == before
     store.close()
+
+
+@pytest.mark.backends
+def test_a_task_run_while_its_requirement_was_set_back_restores(
+    backend: str, qdo_dir: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    # (a state a real queue reaches: the restore's check of requirements refuses cycles,
+    # not states)
+    q = qdo.create("Q")
+    b = q.add("echo b")
+    a = q.add("echo a", requires=[b])
+    q.get().set_state(State.SUCCEEDED)  # type: ignore[union-attr]
+    assert q.get().id == a  # type: ignore[union-attr]
+    q.set_task_state(b, State.FAILED, err=1)
+    q.dump(tmp_path / "odd.qdo")
+    restored, n, _ = qdo.restore(tmp_path / "odd.qdo", as_name="R")
+    assert n == 2 and [t.state for t in restored.tasks()] == [State.FAILED, State.RUNNING]
 
 
 def test_qdo_log_reads_no_file_outside_the_log_folder(qdo_dir: Path, tmp_path: Path) -> None:

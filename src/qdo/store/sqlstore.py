@@ -66,6 +66,37 @@ def _hand_out_order(row: Row) -> tuple[int, int]:
     return -row[_PRIORITY], row[_ID]
 
 
+#: The rows of restored_requires
+_RESTORED = ("task_id", "req_id")
+
+
+def _impossible_requirements(edges: Sequence[Row], offset: int) -> str | None:
+    """What a restored queue's requirements (task, requirement) hold that no queue can,
+    said with the archive's ids: a cycle (a task that requires itself, or tasks that
+    require each other), which ``add`` and ``add_requires`` refuse; restored, its tasks
+    would wait for each other for ever.  (A state is not judged: a task that runs, or
+    that fails and goes back to Pending, while its requirement is set back by hand, is a
+    real queue's.)"""
+    # what is left once every task whose requirements can all end is taken away
+    waits: dict[int, int] = {}  # a task: how many of its requirements are left
+    dependents: dict[int, list[int]] = {}
+    for task, req, *_ in edges:
+        waits[task] = waits.get(task, 0) + 1
+        waits.setdefault(req, 0)
+        dependents.setdefault(req, []).append(task)
+    free = [t for t, n in waits.items() if n == 0]
+    while free:
+        for task in dependents.get(free.pop(), ()):
+            waits[task] -= 1
+            if not waits[task]:
+                free.append(task)
+    looped = sorted(t - offset for t, n in waits.items() if n)
+    if looped:
+        shown = ", ".join(map(str, looped[:10])) + (", ..." if len(looped) > 10 else "")
+        return f"tasks {shown} are in, or wait on, a cycle of requirements"
+    return None
+
+
 RESULT_COLUMNS = ("queue_id", "task_id", "item", "ok", "data")
 CALL_COLUMNS = ("task_id", "queue_id", "call_key", "call")
 
@@ -838,6 +869,11 @@ class SQLStore(Store):
             if head is not None:
                 raise InvalidInput(f"an archive's {head[0]!r} record is out of place: tasks "
                                    "come first, then requirements, then attempts")  # fmt: skip
+            edges = tx.tuples("restored_requires", _RESTORED, low=span[0] + offset, high=high,
+                              queue_id=queue_id)  # fmt: skip
+            problem = _impossible_requirements(edges, offset)
+            if problem is not None:  # (as add refuses them: nothing is written)
+                raise InvalidInput(f"the archive's requirements are impossible: {problem}")
             tx.count("used_ids", last=high)
             tx.grew("tasks", sum(states.values()))
             tx.notify([queue_id])

@@ -93,6 +93,13 @@ SELECT t.state FROM tasks t JOIN queues q ON q.id = t.queue_id
 WHERE t.id = :task_id AND q.owner = :owner AND q.name = :queue
 {rowlock FOR UPDATE OF t};
 
+-- name: restored_requires
+-- The requirements between the tasks a restore just wrote (ids :low to :high, one queue):
+-- what the restore checks before it commits.
+SELECT r.task_id, r.req_id
+FROM requires r JOIN tasks t ON t.id = r.task_id JOIN tasks p ON p.id = r.req_id
+WHERE r.task_id BETWEEN :low AND :high AND t.queue_id = :queue_id AND p.queue_id = :queue_id;
+
 -- name: reaches
 -- Is :task_id among :ids or among their requirements, transitively?
 WITH RECURSIVE up (id) AS (
