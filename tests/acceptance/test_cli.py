@@ -632,6 +632,7 @@ def test_load_bad_files(qdo_dir: Path, tmp_path: Path, populated: dict[str, Any]
             line = fails("load", queue, str(path), *options)
             for fragment in fragments:
                 assert fragment in line, (name, line)
+            assert "task #" not in line, line  # (the line says which: "line 3: task #2")
     assert "holds no tasks" in fails("load", "New", "-", input="")
     assert "holds no tasks" in fails("load", "New", "-", input="# only a comment\n\n")
     assert snapshot(qdo_dir) == populated  # no task added, queue New never created

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import display
 from ..api import connect, load
-from ..errors import InvalidInput, QdoError
+from ..errors import InvalidInput, InvalidPayload, QdoError
 from ..models import State, check_priority
 from .common import STATE_NAMES, Commands, count, exit_code, positive_int, some_seconds
 
@@ -65,7 +65,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     except InvalidInput as e:
         if not source.lineno:
             raise
-        raise InvalidInput(f"{source.where()}: {e}; nothing was loaded") from e
+        # (the line says which task: not also its index among them, "task #58", which
+        # counts from 0 and skips blank lines)
+        why = e.__cause__ if isinstance(e.__cause__, InvalidPayload) else e
+        raise InvalidInput(f"{source.where()}: {why}; nothing was loaded") from e
     finally:
         source.done()
     print(f"loaded {len(ids):,} tasks into {args.queue} (ids {ids[0]}-{ids[-1]})")
