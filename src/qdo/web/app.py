@@ -38,7 +38,7 @@ import time
 from collections import deque
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -113,10 +113,12 @@ class _Auth(BaseHTTPMiddleware):
                                           "Bearer TOKEN, or POST /site/login)"},
                                 status_code=401)  # fmt: skip
         # a browser sends the cookie with a form another page posts here, and a page of
-        # another port of this host is the same site to it: a change must come from ours
+        # another port of this host is the same site to it: a change must come from ours,
+        # this host and port (by http or https: behind a TLS proxy that forwards the Host,
+        # the page is https and the request that reaches here http)
         origin = request.headers.get("origin")
-        ours = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if cookie and request.method not in SAFE and origin is not None and origin != ours:
+        if (cookie and request.method not in SAFE and origin is not None
+                and urlsplit(origin).netloc != request.headers.get("host", "")):  # fmt: skip
             return JSONResponse({"error": f"a change from a page of {origin} is refused: "
                                           "only this server's own pages may"},
                                 status_code=403)  # fmt: skip
