@@ -168,6 +168,12 @@ class Agent:
 
     def _make_runner(self) -> Runner:
         log_dir = self.log_dir
+        try:  # before a task is claimed: its slot could not keep its output (it hung)
+            (log_dir / ".spool").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(f"cannot keep the tasks' output in the log directory {log_dir} "
+                               f"({e.strerror or e}): set log_dir (QDO_LOG_DIR) to a folder "
+                               "this agent can write in") from None  # fmt: skip
         files = self.opts.log_files
         files = self.queue.settings.log_files if files is None else files
         if self.calls:

@@ -231,6 +231,20 @@ def test_load_from_stdin(qdo_dir: Path) -> None:
     assert_db_ok(qdo_dir)
 
 
+def test_a_log_directory_that_cannot_be_made_is_said_before_any_task_is_claimed(
+    qdo_dir: Path, tmp_path: Path
+) -> None:  # fmt: skip
+    # (its slot thread died, the agent waited for it for ever, SIGTERM too, and the task
+    # stayed Running)
+    (tmp_path / "a-file").write_text("")
+    ok("create", "L")
+    ok("add", "L", "echo hi")
+    for extra in ([], ["--log-files"], ["--func", "os:getcwd"]):
+        line = fails("do", "L", *extra, env={"QDO_LOG_DIR": str(tmp_path / "a-file")})
+        assert "cannot keep the tasks' output in the log directory" in line, line
+    assert counts("L") == {"Pending": 1}
+
+
 def test_load_from_a_pipe_a_device_and_a_file_with_a_bom(qdo_dir: Path, tmp_path: Path) -> None:
     # a named pipe and /dev/stdin were "task files that do not exist"
     fifo = tmp_path / "tasks.fifo"
