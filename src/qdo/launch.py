@@ -87,8 +87,14 @@ class LaunchOptions:
         if self.jobs > MAX_JOBS:
             raise InvalidInput(f"at most {MAX_JOBS:,} jobs at once, got {self.jobs:,}")
         for name in ("walltime", "batchqueue", "batchopts", "script", "profile"):
-            if not isinstance(getattr(self, name), (str, type(None))):
-                raise InvalidInput(f"{name} must be text, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, (str, type(None))):
+                raise InvalidInput(f"{name} must be text, got {value!r}")
+            # (each goes into the batch script: a newline in --batchqueue made its own
+            # line of it, run in the job)
+            if value is not None and _CONTROL.search(value):
+                raise InvalidInput(f"{name} must be one line of text, without control "
+                                   f"characters, got {value!r}")  # fmt: skip
         if not isinstance(self.keep_env, bool):
             raise InvalidInput(f"keep_env must be true or false, got {self.keep_env!r}")
         if self.walltime is not None:
@@ -229,6 +235,9 @@ def launch(queue: Queue, opts: LaunchOptions, dry_run: bool = False,
         if say is not None:
             say(line)
     return ids
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def walltime_seconds(walltime: str) -> int:

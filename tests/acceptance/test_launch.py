@@ -575,6 +575,12 @@ def test_bad_input_submits_nothing(
     assert "--walltime" in fails("launch", q, "1", "--walltime", "1:2:3:4")
     assert "--walltime" in fails("launch", q, "1", "--walltime", "0")
     assert "no batch profile 'nosuch'" in fails("launch", q, "1", "--profile", "nosuch")
+    # a newline in --batchqueue made a line of the batch script of its own, run in the job
+    injected = qdo_dir / "injected"
+    for option in ("--batchqueue", "--walltime", "--script"):
+        line = fails("launch", q, "1", option, f"debug\ntouch {injected}")
+        assert "must be one line of text" in line, line
+    assert not injected.exists()
     assert "invalid profile name" in fails("launch", q, "1", "--profile", "../slurm")
     # a count below 1 is a usage error, as everywhere in qdo (exit 2, usage first)
     for count in (["1", "--jobs", "0"], ["0"]):
