@@ -95,16 +95,16 @@ class Settings:
 
     @property
     def qdo_dir(self) -> Path:
-        return Path(self.values["qdo_dir"]).expanduser()
+        return _expanded(self.values["qdo_dir"], "qdo_dir")
 
     @property
     def db_path(self) -> Path:
         """The SQLite database file."""
-        return self.qdo_dir / Path(self.values["db_name"]).expanduser()
+        return self.qdo_dir / _expanded(self.values["db_name"], "db_name")
 
     @property
     def log_dir(self) -> Path:
-        return Path(self.values["log_dir"]).expanduser()
+        return _expanded(self.values["log_dir"], "log_dir")
 
     @property
     def lease(self) -> float:
@@ -156,10 +156,20 @@ class Settings:
 
 def rc_path(env: Mapping[str, str]) -> Path:
     if env.get("QDORC_LOCATION"):
-        return Path(env["QDORC_LOCATION"]).expanduser()
+        return _expanded(env["QDORC_LOCATION"], "QDORC_LOCATION")
     if env.get("QDO_DIR"):
-        return Path(env["QDO_DIR"]).expanduser() / "qdorc"
-    return Path("~/.qdo/qdorc").expanduser()
+        return _expanded(env["QDO_DIR"], "QDO_DIR") / "qdorc"
+    return _expanded("~/.qdo/qdorc", "the default qdorc")
+
+
+def _expanded(text: str, what: str) -> Path:
+    """``text`` as a path with ``~`` or ``~user`` expanded; a ConfigError that names the
+    setting if it cannot be (no such user, no home)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ("Could not determine home directory.")
+        raise ConfigError(f"{what} {text!r}: its ~ cannot be expanded (no such user, or no "
+                          "home directory): write the path in full") from None  # fmt: skip
 
 
 def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Settings:
@@ -203,7 +213,8 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Se
     _yes("log_files", values["log_files"])
     if values["job_end"]:
         _number("job_end", values["job_end"])
-    qdo_dir = Path(values["qdo_dir"]).expanduser()
+    qdo_dir = _expanded(values["qdo_dir"], f"qdo_dir (from {sources['qdo_dir']})")
+    _expanded(values["log_dir"], f"log_dir (from {sources['log_dir']})")
     if qdo_dir.exists() and not qdo_dir.is_dir():
         raise ConfigError(f"qdo_dir {qdo_dir} (from {sources['qdo_dir']}) is a file, not a "
                           "directory: point QDO_DIR at a directory")  # fmt: skip

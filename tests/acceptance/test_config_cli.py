@@ -167,6 +167,13 @@ def test_unreadable_qdorc(qdo_dir: Path) -> None:
     assert "cannot read configuration file" in fails("config")
 
 
+def test_a_home_that_cannot_be_found_is_named(qdo_dir: Path) -> None:
+    # (~nosuchuser raised RuntimeError from pathlib: a traceback)
+    for name in ("QDORC_LOCATION", "QDO_DIR", "QDO_LOG_DIR", "QDO_DB_NAME"):
+        line = fails("list", env={name: "~no-such-user-here/x"})
+        assert "its ~ cannot be expanded" in line and "'~no-such-user-here/x'" in line, line
+
+
 def test_bad_backend_and_numbers(qdo_dir: Path) -> None:
     line = fails("config", env={"QDO_BACKEND": "bogus"})
     assert "'bogus'" in line and "QDO_BACKEND" in line and "sqlite, postgres" in line

@@ -187,6 +187,14 @@ def test_hostile_requests_get_a_4xx_and_change_nothing(server: Server) -> None:
     assert server.proc.poll() is None and server.call("GET", base)[0] == 200
 
 
+def test_a_token_file_that_does_not_read_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\xfa")
+    for path, why in ((tmp_path / "binary", "it is not text"), (tmp_path, "Is a directory")):
+        proc = run_qdo("serve", "--port", "1", "--token-file", str(path), timeout=60)
+        assert proc.returncode == 1 and proc.stderr.splitlines() == [
+            f"qdo: error: cannot read the token from {path}: {why}"], proc.stderr  # fmt: skip
+
+
 def test_serve_where_it_cannot_listen_says_so_in_one_line(tmp_path: Path) -> None:
     # (it printed the token, then uvicorn's own ERROR line, and exited 3)
     with socket.socket() as taken:

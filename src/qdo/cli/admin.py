@@ -73,7 +73,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            token = path.read_text().strip()
+            try:
+                token = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                why = e.strerror if isinstance(e, OSError) else "it is not text"
+                raise InvalidInput(f"cannot read the token from {path}: {why}") from None
             if len(token) < 16:
                 raise InvalidInput(f"{path} holds no token of 16 characters or more") from None
         except OSError as e:
