@@ -246,6 +246,9 @@ def test_qdorc_with_a_password_others_can_read_is_warned_of(qdo_dir: Path) -> No
     rc.chmod(0o644)
     proc = run_qdo("config")
     assert proc.returncode == 0 and "chmod 600" in proc.stdout + proc.stderr
+    # one line, as an error is (it came with the warnings module's file and source line)
+    (said,) = [x for x in proc.stderr.splitlines() if "chmod 600" in x]
+    assert said.startswith("qdo: warning: ") and "api.py" not in proc.stderr, proc.stderr
     rc.chmod(0o600)
     proc = run_qdo("config")
     assert proc.returncode == 0 and "chmod 600" not in proc.stdout + proc.stderr

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
-from ..errors import QdoError
+from ..errors import QdoError, QdoWarning
 from ..runtime import show_logs
 from ..version import __version__
 from . import admin, archive, queues, tasks, work
@@ -123,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = _glue_batchopts(sys.argv[1:] if argv is None else argv)
     args = build_parser(_command_named(argv)).parse_args(argv)
     show_logs(args.debug)
+    warnings.showwarning = _show_warning
     if args.user:
         os.environ["QDO_USER"] = args.user  # read with the other settings
     try:
@@ -146,6 +149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_traceback()
         print(f"qdo: error: {e}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:  # fmt: skip
+    """qdo's own warnings, on the command line, as its errors are: one line, no source."""
+    if issubclass(category, QdoWarning):
+        print(f"qdo: warning: {message}", file=sys.stderr)
+    else:
+        _show_python_warning(message, category, filename, lineno, file, line)
+
+
+_show_python_warning = warnings.showwarning
 
 
 def _print_traceback() -> None:
