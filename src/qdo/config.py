@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .errors import ConfigError, QdoWarning
@@ -207,12 +207,17 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Se
             f"backend {values['backend']!r} (from {sources['backend']}) is not one of "
             f"{', '.join(BACKENDS)}"
         )
-    for name in ("db_port", "lease", "pg_reconnect_seconds"):
-        _number(name, values[name], zero_ok=name == "pg_reconnect_seconds")
-    _yes("pg_pooled", values["pg_pooled"])
-    _yes("log_files", values["log_files"])
+    checks: list[tuple[str, Callable[[str, str], object]]] = [
+        ("db_port", _port), ("lease", _number), ("pg_reconnect_seconds", _at_least_zero),
+        ("pg_pooled", _yes), ("log_files", _yes),
+    ]  # fmt: skip
     if values["job_end"]:
-        _number("job_end", values["job_end"])
+        checks.append(("job_end", _number))
+    for name, check in checks:
+        try:
+            check(name, values[name])
+        except ConfigError as e:  # (where the value came from: a file, the environment)
+            raise ConfigError(f"{e} (from {sources[name]})") from None
     qdo_dir = _expanded(values["qdo_dir"], f"qdo_dir (from {sources['qdo_dir']})")
     _expanded(values["log_dir"], f"log_dir (from {sources['log_dir']})")
     if qdo_dir.exists() and not qdo_dir.is_dir():
@@ -224,7 +229,7 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Se
 def parse_rc(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     try:
-        text = path.read_text("utf-8")
+        text = path.read_text("utf-8").removeprefix("\ufeff")  # (a BOM, as Windows writes)
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read configuration file {path}: {e}") from e
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -288,8 +293,20 @@ def _number(name: str, value: str, zero_ok: bool = False) -> float:
     most = _MOST.get(name, MAX_SECONDS)
     if not 0 <= number <= most or number == 0 and not zero_ok:
         kind = "a number of at least 0" if zero_ok else "a positive number"
-        raise ConfigError(f"setting {name} must be {kind}, at most {most:.0f}, got {value!r}")
+        raise ConfigError(f"setting {name} must be {kind}, at most {most:.0f}, got "
+                          f"{value[:60]!r}{'...' if len(value) > 60 else ''}")  # fmt: skip
     return number
+
+
+def _at_least_zero(name: str, value: str) -> float:
+    return _number(name, value, zero_ok=True)
+
+
+def _port(name: str, value: str) -> float:
+    if not value.strip().isdigit():  # (5432.5 and 1e3 passed, and failed at the connect)
+        raise ConfigError(f"setting {name} must be a whole number from 1 to 65535, got "
+                          f"{value[:60]!r}")  # fmt: skip
+    return _number(name, value)
 
 
 #: The largest number a setting takes: seconds up to a year (MAX_SECONDS), but these

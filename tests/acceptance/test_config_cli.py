@@ -187,8 +187,17 @@ def test_bad_backend_and_numbers(qdo_dir: Path) -> None:
     assert "'nosql'" in line and f"file {qdo_dir / 'qdorc'}" in line
     (qdo_dir / "qdorc").unlink()
 
-    for name, value in [("QDO_LEASE", "abc"), ("QDO_LEASE", "-1"), ("QDO_DB_PORT", "x")]:
-        assert "must be a positive number" in fails("config", env={name: value})
+    for name, value in [("QDO_LEASE", "abc"), ("QDO_LEASE", "-1"), ("QDO_DB_PORT", "x"),
+                        ("QDO_DB_PORT", "5432.5"), ("QDO_DB_PORT", "1e3")]:  # fmt: skip
+        line = fails("config", env={name: value})
+        assert "must be a positive number" in line or "must be a whole number" in line, line
+        assert f"(from environment {name})" in line, line  # (where it came from)
+    (qdo_dir / "qdorc").write_text("lease = abc\n")
+    assert f"(from file {qdo_dir / 'qdorc'})" in fails("config")
+    # a byte order mark at the start of the file is no part of its first name
+    (qdo_dir / "qdorc").write_bytes("\ufefflease = 30\n".encode())
+    assert "30" in settings_table(ok("config"))["lease"][0]
+    (qdo_dir / "qdorc").unlink()
     assert not (qdo_dir / "qdo.sqlite").exists()
 
 
