@@ -828,6 +828,11 @@ def test_bad_values_get_one_clear_error_and_change_nothing(tmp_path: Path) -> No
     assert "expected a number from 0" in usage_error(
         "create", "Q", "--max-retries", "1000000000000000000000"
     )
+    # (it printed the list once, and ended)
+    assert "--watch follows one queue" in fails("status", "--watch")
+    # (abc said "a number of at least 0", and 0 then "from 1 to 65535")
+    for value in ("abc", "0", "70000"):
+        assert "expected a port number from 1 to 65535" in usage_error("serve", "--port", value)
     # (-1 said "a number from 0", and 0 then "at least 1")
     assert "expected a number of at least 1, got '-1'" in usage_error("do", "Q", "--workers", "-1")
     assert "no queue" in fails("status", "Q")  # it was not created

@@ -151,7 +151,10 @@ def exit_code(text: str) -> int:
 
 
 def port(text: str) -> int:
-    n = count(text)
+    try:  # (its own message for any bad value: "abc" said "a number of at least 0")
+        n = int(text)
+    except ValueError:
+        n = 0
     if not 1 <= n <= 65_535:
         raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
     return n

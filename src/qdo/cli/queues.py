@@ -125,6 +125,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     if args.queue is None:
+        if args.watch:  # (it printed the list once, and ended, without a word)
+            raise InvalidInput("--watch follows one queue: qdo status QUEUE --watch")
         return cmd_list(args)
     q = connect(args.queue)
     if not args.watch:
