@@ -272,6 +272,9 @@ def write_sample_rc(path: Path) -> str:
         except FileExistsError:
             return f"{path} exists: no sample written"
     except OSError as e:
+        if path.parent.exists() and not path.parent.is_dir():  # (mkdir said "File exists")
+            return (f"could not write a sample configuration to {path}: {path.parent} is a "
+                    "file, not a folder")  # fmt: skip
         return f"could not write a sample configuration to {path}: {e.strerror}"
     return f"wrote a commented sample configuration to {path}"
 

@@ -167,6 +167,13 @@ def test_unreadable_qdorc(qdo_dir: Path) -> None:
     assert "cannot read configuration file" in fails("config")
 
 
+def test_a_sample_that_cannot_be_written_says_why(qdo_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    proc = run_qdo("config", env={"QDORC_LOCATION": str(tmp_path / "a-file" / "qdorc")})
+    assert proc.returncode == 0, proc.stderr
+    assert f"{tmp_path / 'a-file'} is a file, not a folder" in proc.stdout + proc.stderr
+
+
 def test_a_home_that_cannot_be_found_is_named(qdo_dir: Path) -> None:
     # (~nosuchuser raised RuntimeError from pathlib: a traceback)
     for name in ("QDORC_LOCATION", "QDO_DIR", "QDO_LOG_DIR", "QDO_DB_NAME"):
