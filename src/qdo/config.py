@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .errors import ConfigError, QdoWarning
-from .models import MAX_SECONDS
+from .models import MAX_SECONDS, _short
 
 #: name -> (default, description).  Defaults may refer to {qdo_dir}.
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -297,7 +297,7 @@ def _number(name: str, value: str, zero_ok: bool = False) -> float:
     if not 0 <= number <= most or number == 0 and not zero_ok:
         kind = "a number of at least 0" if zero_ok else "a positive number"
         raise ConfigError(f"setting {name} must be {kind}, at most {most:.0f}, got "
-                          f"{value[:60]!r}{'...' if len(value) > 60 else ''}")  # fmt: skip
+                          f"{_short(value)}")  # fmt: skip
     return number
 
 
@@ -308,7 +308,7 @@ def _at_least_zero(name: str, value: str) -> float:
 def _port(name: str, value: str) -> float:
     if not value.strip().isdigit():  # (5432.5 and 1e3 passed, and failed at the connect)
         raise ConfigError(f"setting {name} must be a whole number from 1 to 65535, got "
-                          f"{value[:60]!r}")  # fmt: skip
+                          f"{_short(value)}")  # fmt: skip
     return _number(name, value)
 
 

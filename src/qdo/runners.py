@@ -174,11 +174,13 @@ def _check_script(script: str) -> None:
         raise InvalidInput(f"--script {script!r}: {e}") from None
     if not words:
         raise InvalidInput("--script is empty: give the program that runs each task")
-    if shutil.which(words[0]) is None:
-        where = Path(words[0])
-        why = ("it is not executable" if where.is_file() else "no such file") if "/" in words[0] \
-            else "no such program on PATH"  # fmt: skip
-        raise InvalidInput(f"--script {script!r} cannot run {words[0]!r} here: {why}")
+    program = words[0]
+    if shutil.which(program) is None:
+        if "/" not in program:
+            why = "no such program on PATH"
+        else:
+            why = "it is not executable" if Path(program).is_file() else "no such file"
+        raise InvalidInput(f"--script {script!r} cannot run {program!r} here: {why}")
 
 
 class ShellRunner(Runner):

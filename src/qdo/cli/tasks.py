@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import itertools
 import json
 import os
@@ -259,9 +260,6 @@ class _EmptyFile(InvalidInput):
     pass
 
 
-_BOM = "\ufeff".encode()
-
-
 class _TaskFile:
     """Tasks from a file (one per line, '-' for stdin), streamed, with line numbers."""
 
@@ -288,8 +286,8 @@ class _TaskFile:
         stream = sys.stdin.buffer if self.name == "-" else open(self.name, "rb")  # noqa: SIM115
         try:
             for self.lineno, raw in enumerate(stream, 1):
-                if self.lineno == 1 and raw.startswith(_BOM):  # (as Windows editors write)
-                    raw = raw[len(_BOM) :]
+                if self.lineno == 1:  # (a byte order mark, as Windows editors write)
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
                 if b"\0" in raw:
                     raise InvalidInput("binary data (NUL byte): a task file is text")
                 try:

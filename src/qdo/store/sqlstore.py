@@ -80,7 +80,7 @@ def _impossible_requirements(edges: Sequence[Row], offset: int) -> str | None:
     # what is left once every task whose requirements can all end is taken away
     waits: dict[int, int] = {}  # a task: how many of its requirements are left
     dependents: dict[int, list[int]] = {}
-    for task, req, *_ in edges:
+    for task, req in edges:
         waits[task] = waits.get(task, 0) + 1
         waits.setdefault(req, 0)
         dependents.setdefault(req, []).append(task)
