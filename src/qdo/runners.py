@@ -201,6 +201,7 @@ class ShellRunner(Runner):
         self.prefix = list(prefix)  # runs each task through this (srun for --mpiproc)
         self.timeout = timeout
         self.log_dir = log_dir
+        self.spools = _make_spools(log_dir, slots, log_files)  # here: a slot cannot fail alone
         self.shell = default_shell(shell)
         self.env = dict(os.environ)
         self.chunk = 1
@@ -284,8 +285,7 @@ class ShellRunner(Runner):
             self.reaper.close()
 
     def _slot(self, index: int) -> None:
-        segments = None if self.log_files else Segments(self.log_dir, f"s{index}")
-        spool = _Spool(self.log_dir / ".spool", segments)
+        spool = self.spools[index]
         try:
             while (task := self.jobs.get()) is not None:
                 with self.lock:
@@ -379,6 +379,38 @@ class ShellRunner(Runner):
         return str(log) if spool.keep(log) else None
 
 
+def log_dir_error(log_dir: Path, e: OSError) -> InvalidInput:
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        fix = "run fewer --workers per agent, or raise the limit (ulimit -n)"
+    else:
+        fix = "set log_dir (QDO_LOG_DIR) to a folder this agent can write in"
+    return InvalidInput(f"cannot keep the tasks' output in the log directory {log_dir} "
+                        f"({e.strerror or e}): {fix}")  # fmt: skip
+
+
+def _make_spools(log_dir: Path, slots: int, log_files: bool) -> list[_Spool]:
+    """A spool per slot, all made before any slot starts: where one cannot be made (a
+    folder not writable, too many open files for this many slots) the agent stops with
+    one error before it claims a task, instead of a slot dying and its tasks hanging."""
+    folder = log_dir / ".spool"
+    spools: list[_Spool] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():  # left by an agent that was killed
+            pid = old.name.partition("-")[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        for i in range(slots):
+            segments = None if log_files else Segments(log_dir, f"s{i}")
+            spools.append(_Spool(folder, i, segments))
+    except OSError as e:
+        for spool in spools:
+            spool.close()
+        raise log_dir_error(log_dir, e) from None
+    return spools
+
+
 class _Spool:
     """A slot's output file, reused from task to task.
 
@@ -389,21 +421,16 @@ class _Spool:
     print nothing.
     """
 
-    def __init__(self, folder: Path, segments: Segments | None = None) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path, slot: int, segments: Segments | None = None) -> None:
         self.folder = folder
+        self.slot = slot
         self.segments = segments
-        for old in folder.iterdir():  # left by an agent that was killed
-            pid = old.name.partition("-")[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    old.unlink()
         self.n = 0
         self._open()
 
     def _open(self) -> None:
         self.n += 1
-        self.path = self.folder / f"{os.getpid()}-{threading.get_ident()}-{self.n}"
+        self.path = self.folder / f"{os.getpid()}-{self.slot}-{self.n}"
         self.file = open(self.path, "a+b")  # noqa: SIM115 - lives as long as the slot
 
     def ready(self) -> BinaryIO:

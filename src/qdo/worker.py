@@ -29,7 +29,7 @@ from .errors import DiskFull, InvalidInput, QdoError
 from .logs import log_path
 from .models import State, Task, UnreadablePayload, timestamp
 from .queue import Queue
-from .runners import Result, Runner, ShellRunner
+from .runners import Result, Runner, ShellRunner, log_dir_error
 from .runtime import Log, batch_job_id, hostname, worker_id
 from .store.base import AGENT_BEAT, Begun, Item
 
@@ -168,12 +168,10 @@ class Agent:
 
     def _make_runner(self) -> Runner:
         log_dir = self.log_dir
-        try:  # before a task is claimed: its slot could not keep its output (it hung)
-            (log_dir / ".spool").mkdir(parents=True, exist_ok=True)
+        try:  # before a task is claimed
+            log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise InvalidInput(f"cannot keep the tasks' output in the log directory {log_dir} "
-                               f"({e.strerror or e}): set log_dir (QDO_LOG_DIR) to a folder "
-                               "this agent can write in") from None  # fmt: skip
+            raise log_dir_error(log_dir, e) from None
         files = self.opts.log_files
         files = self.queue.settings.log_files if files is None else files
         if self.calls:

@@ -245,6 +245,33 @@ def test_a_log_directory_that_cannot_be_made_is_said_before_any_task_is_claimed(
     assert counts("L") == {"Pending": 1}
 
 
+def test_too_many_slots_for_the_open_file_limit_is_one_error_before_any_task_is_claimed(
+    qdo_dir: Path,
+) -> None:
+    # (each slot thread failed to open its spool: a traceback per slot, and the task they
+    # could not run was claimed and Failed)
+    import resource
+
+    ok("create", "L")
+    ok("add", "L", "echo hi")
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "qdo", "do", "L", "--workers", "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=few_files,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "Too many open files" in proc.stderr and "ulimit -n" in proc.stderr, proc.stderr
+    assert counts("L") == {"Pending": 1}
+    assert ok("do", "L", "--workers", "100").startswith("ran 1 task")  # with the usual limit
+
+
 def test_load_from_a_pipe_a_device_and_a_file_with_a_bom(qdo_dir: Path, tmp_path: Path) -> None:
     # a named pipe and /dev/stdin were "task files that do not exist"
     fifo = tmp_path / "tasks.fifo"
