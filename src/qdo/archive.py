@@ -18,12 +18,15 @@ which a mismatch found on that second read also undoes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import math
 import os
+import shutil
 import stat
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -170,7 +173,37 @@ def restore(
 ) -> tuple[str, int, int]:
     """Rebuild the queue of an archive (named ``as_name`` if given) for the store's user,
     in one transaction; return (queue name, tasks, id offset).  Nothing is written if
-    the archive is damaged (BadArchive) or the queue exists (QueueExists)."""
+    the archive is damaged (BadArchive) or the queue exists (QueueExists).  A pipe or
+    a device (``/dev/stdin``) is read once, into a temporary file."""
+    try:
+        with _readable_twice(Path(path)) as readable:
+            return _restore(store, readable, as_name)
+    except BadArchive as e:  # (named as the user named it, not as its copy)
+        raise BadArchive(str(path), e.why) from None
+
+
+@contextlib.contextmanager
+def _readable_twice(path: Path) -> Iterator[Path]:
+    """``path``, or a temporary copy of it where it is a pipe or a device: a restore
+    reads its archive twice (checked whole, then imported in one transaction)."""
+    try:
+        special = path.exists() and not path.is_dir() and not path.is_file()
+    except OSError:
+        special = False  # (the read says why)
+    if not special:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="qdo-restore-") as folder:
+        copy = Path(folder) / "archive"
+        try:
+            with open(path, "rb") as src, open(copy, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except OSError as e:
+            raise BadArchive(str(path), f"{type(e).__name__}: {e}") from e
+        yield copy
+
+
+def _restore(store: Store, path: Path, as_name: str | None) -> tuple[str, int, int]:
     header = read_header(path)
     q = header["queue"]
     name = check_queue_name(as_name or q["name"])

@@ -142,6 +142,7 @@ class BadArchive(InvalidInput):
 
     def __init__(self, path: str, why: str) -> None:
         self.path = path
+        self.why = why
         super().__init__(f"{path} is not a usable qdo archive ({why}): nothing was restored")
 
 

@@ -643,6 +643,39 @@ def test_dump_writes_through_a_pipe_a_link_and_standard_output(
         q.dump("")
 
 
+def test_restore_reads_standard_input_and_a_pipe(
+    backend: str, qdo_dir: Path, tmp_path: Path
+) -> None:
+    # (a restore reads its archive twice: from a pipe the second read found it empty, and
+    # `qdo restore -` looked for a file named "-")
+    q = qdo.create("Q")
+    q.add_multiple(["echo a", "echo b"])
+    qdo_cmd = [sys.executable, "-m", "qdo"]
+    with subprocess.Popen([*qdo_cmd, "dump", "Q", "-"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as dump:  # fmt: skip
+        proc = subprocess.run([*qdo_cmd, "restore", "-", "--as", "R"], stdin=dump.stdout,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert dump.returncode == 0
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("restored queue R with 2 tasks from standard input"), proc.stdout
+    assert sorted(t.task for t in qdo.connect("R").tasks()) == ["echo a", "echo b"]
+
+    path = tmp_path / "a.qdo"
+    q.dump(path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for blob, name in (path.read_bytes(), "S"), (path.read_bytes()[:100], "T"):
+        writer = threading.Thread(target=fifo.write_bytes, args=(blob,), daemon=True)
+        writer.start()
+        if name == "S":
+            assert qdo.restore(fifo, as_name=name)[1] == 2
+        else:  # a damaged one is named as given, not as its temporary copy
+            with pytest.raises(InvalidInput, match=f"{fifo} is not a usable qdo archive"):
+                qdo.restore(fifo, as_name=name)
+        writer.join(timeout=60)
+    assert sorted(x.name for x in qdo.qlist()) == ["Q", "R", "S"]
+
+
 def test_cli_restore_into_another_database_keeps_ids(qdo_dir: Path, tmp_path: Path) -> None:
     store = qdo.create("Q").store
     build_rich_queue(store, "Q2")

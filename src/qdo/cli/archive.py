@@ -15,7 +15,7 @@ def register(commands: Commands) -> None:
     p = commands.queue_command("dump", cmd_dump)
     p.add_argument("file", metavar="FILE", help="the archive to write (- for standard output)")
     p = commands.command("restore", cmd_restore)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the archive to read (- for standard input)")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="under another name")
 
 
@@ -46,8 +46,10 @@ def _is_stdout(path: str) -> bool:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    q, n, offset = restore(args.file, as_name=args.as_name)
+    stdin = args.file == "-"  # (as dump's -: the archive on standard input)
+    q, n, offset = restore("/dev/stdin" if stdin else args.file, as_name=args.as_name)
     moved = f" (ids moved up by {offset:,}: the archive's were taken)" if offset else ""
-    print(f"restored queue {q.name} with {n:,} tasks from {args.file} into "
+    print(f"restored queue {q.name} with {n:,} tasks from "
+          f"{'standard input' if stdin else args.file} into "
           f"{q.store.location}{moved}")  # fmt: skip
     return 0
