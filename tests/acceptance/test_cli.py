@@ -291,6 +291,14 @@ def test_load_from_a_pipe_a_device_and_a_file_with_a_bom(qdo_dir: Path, tmp_path
     assert [t["task"] for t in tasks("J")] == [{"n": 1}]
 
 
+def test_load_refuses_lines_that_end_in_a_carriage_return_alone(qdo_dir: Path) -> None:
+    # (a file of old Mac line ends loaded as one task, "echo a\recho b", run as one command)
+    line = fails("load", "M", "-", input="echo ok\necho a\recho b\r")
+    assert "stdin, line 2" in line and "carriage return" in line and "tr '\\r'" in line, line
+    assert "M" not in [q["name"] for q in queues()]
+    assert ok("load", "M", "-", input="echo a\r\necho b\r\n").startswith("loaded 2 tasks")
+
+
 def test_load_json_parameter_tasks(qdo_dir: Path, tmp_path: Path) -> None:
     file = write(
         tmp_path / "params.jsonl",

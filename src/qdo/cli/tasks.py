@@ -297,6 +297,10 @@ class _TaskFile:
                 stripped = line.strip()
                 if not stripped or stripped.startswith("#"):
                     continue
+                if "\r" in line and not self.as_json:  # (JSON takes a CR as a space)
+                    raise InvalidInput("a carriage return (CR) inside a line: a task file's "
+                                       "lines end in LF or CR LF; convert one whose lines end "
+                                       "in CR alone with tr '\\r' '\\n'")  # fmt: skip
                 if self.as_json:
                     yield _json_task(stripped)
                 else:
