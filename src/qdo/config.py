@@ -228,6 +228,7 @@ def load(env: Mapping[str, str] | None = None, write_sample: bool = False) -> Se
 
 def parse_rc(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
+    seen: dict[str, int] = {}  # name -> the line that set it
     try:
         text = path.read_text("utf-8").removeprefix("\ufeff")  # (a BOM, as Windows writes)
     except (OSError, UnicodeDecodeError) as e:
@@ -247,6 +248,10 @@ def parse_rc(path: Path) -> dict[str, str]:
                 f"{path}:{lineno}: {found}; expected 'name = value' with name one of "
                 f"{', '.join(SETTINGS)}"
             )
+        if key in seen:  # (which one wins is a guess either way: say so)
+            raise ConfigError(f"{path}:{lineno}: {key} is set again (first on line "
+                              f"{seen[key]}): keep one of the two")  # fmt: skip
+        seen[key] = lineno
         out[key] = value.strip().strip("'\"")
     return out
 

@@ -161,6 +161,16 @@ def test_malformed_qdorc(qdo_dir: Path, text: str, lineno: int) -> None:
     assert rc.read_text() == text
 
 
+def test_a_name_set_twice_in_qdorc_is_refused(qdo_dir: Path) -> None:
+    # (the second line won silently: a backend appended below an older one, say)
+    qdo_dir.mkdir()
+    rc = qdo_dir / "qdorc"
+    rc.write_text("lease = 30\n# a comment\nbackend = sqlite\nQDO_LEASE = 60\n")
+    line = fails("config")
+    assert f"{rc}:4: lease is set again (first on line 1)" in line, line
+    assert fails("list") == line and not (qdo_dir / "qdo.sqlite").exists()
+
+
 def test_unreadable_qdorc(qdo_dir: Path) -> None:
     qdo_dir.mkdir()
     (qdo_dir / "qdorc").write_bytes(b"lease = \xff\xfe\n")
