@@ -12,6 +12,7 @@ import errno
 import functools
 import importlib
 import inspect
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -403,12 +404,17 @@ def _make_spools(log_dir: Path, slots: int, log_files: bool) -> list[_Spool]:
                     old.unlink()
         for i in range(slots):
             segments = None if log_files else Segments(log_dir, f"s{i}")
-            spools.append(_Spool(folder, i, segments))
+            spools.append(_Spool(folder, segments))
     except OSError as e:
         for spool in spools:
             spool.close()
         raise log_dir_error(log_dir, e) from None
     return spools
+
+
+#: (a spool file's name, with the pid: every agent of a process has its own, the same
+#: folder for all)
+_SPOOL_NUMBERS = itertools.count(1)
 
 
 class _Spool:
@@ -421,16 +427,13 @@ class _Spool:
     print nothing.
     """
 
-    def __init__(self, folder: Path, slot: int, segments: Segments | None = None) -> None:
+    def __init__(self, folder: Path, segments: Segments | None = None) -> None:
         self.folder = folder
-        self.slot = slot
         self.segments = segments
-        self.n = 0
         self._open()
 
     def _open(self) -> None:
-        self.n += 1
-        self.path = self.folder / f"{os.getpid()}-{self.slot}-{self.n}"
+        self.path = self.folder / f"{os.getpid()}-{next(_SPOOL_NUMBERS)}"
         self.file = open(self.path, "a+b")  # noqa: SIM115 - lives as long as the slot
 
     def ready(self) -> BinaryIO:

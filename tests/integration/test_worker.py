@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -107,6 +108,23 @@ def test_log_files_are_sharded(qdo_dir: Path) -> None:
     assert silent.log is None and silent.state is qdo.Task.SUCCEEDED
     assert run_qdo("log", "S", str(ids[-1]), check=True).stderr.startswith("(task")
     assert list((qdo_dir / "logs" / ".spool").iterdir()) == [], "spool files are cleaned up"
+
+
+def test_two_agents_in_one_process_keep_their_outputs_apart(qdo_dir: Path) -> None:
+    # (one process, one log folder: each agent's slots have spools of their own; named
+    # by slot number alone, slot 0 of both wrote one file, and each took the other's)
+    queues = [qdo.create(f"T{n}") for n in range(2)]
+    for n, q in enumerate(queues):
+        q.add_multiple([f"echo {n}-$QDO_TASK_ID; sleep 0.01"] * 40)
+    runs = [threading.Thread(target=q.do, kwargs={"workers": 2}) for q in queues]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(timeout=120)
+    for n, q in enumerate(queues):
+        assert states(q) == {"Succeeded": 40}
+        for task in q.tasks():
+            assert q.output(task.id) == f"{n}-{task.id}\n".encode(), (q.name, task.id)
 
 
 def test_batch_grows_for_short_tasks_only() -> None:
